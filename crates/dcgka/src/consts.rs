@@ -1,0 +1,47 @@
+//! Every limit of the protocol, in one place.
+//!
+//! Each constant is documented with the spec section that introduces it. Exceeding a
+//! limit is always its own error variant carrying the numbers involved, never a panic.
+
+/// Format version (high nibble) and cipher suite (low nibble) of every envelope (§7.1).
+pub const WIRE_VERSION: u8 = 0x11;
+
+/// The one cipher suite this crate implements, `DCGKA-v1` (§2.1).
+pub const SUITE_ID: u16 = 1;
+
+/// Largest encoded object (envelope, Welcome, bundle) the decoder accepts, in bytes.
+///
+/// The decoder never allocates more than the input it was given, and refuses inputs
+/// longer than this before looking at them.
+pub const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Largest number of items in any decoded list (members, ciphertexts, forwards).
+pub const MAX_LIST_LEN: usize = 65_536;
+
+/// Largest application plaintext accepted by [`crate::ratchet`] and the group API.
+pub const MAX_PLAINTEXT_SIZE: usize = 1024 * 1024;
+
+/// Largest group size at creation (V1, §5.6).
+pub const MAX_GROUP: usize = 1024;
+
+/// How far ahead of the next expected message index a sender ratchet will jump (§8).
+pub const MAX_SKIP: u32 = 1000;
+
+/// How many skipped message keys a sender ratchet keeps per sender (§8). The oldest is
+/// evicted first.
+pub const MAX_SKIPPED: usize = 100;
+
+/// Tolerated clock skew when checking a signed prekey's `not_before` (§3), in seconds.
+pub const PREKEY_SKEW: u64 = 60 * 60;
+
+/// A signed prekey must stay valid at least this long to be used by a sender (§3), in seconds.
+pub const PREKEY_MIN_REMAINING: u64 = 7 * 24 * 60 * 60;
+
+/// How long the owner keeps a signed prekey secret after its `not_after` (§3), in seconds.
+pub const PREKEY_GRACE: u64 = 30 * 24 * 60 * 60;
+
+/// Recommended validity of a freshly generated signed prekey (§3), in seconds.
+pub const PREKEY_DEFAULT_VALIDITY: u64 = 90 * 24 * 60 * 60;
+
+/// Most one-time prekeys a [`crate::prekeys::KeyStore`] holds at once.
+pub const MAX_ONE_TIME_PREKEYS: usize = 10_000;

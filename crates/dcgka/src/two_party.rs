@@ -1,0 +1,387 @@
+//! 2SM, the two-party secure messaging channel (§4; ePrint Fig. 2, instantiated with HPKE).
+//!
+//! Every send generates two fresh X25519 key pairs: one for the sender's next incoming
+//! message (its public half travels) and one for the receiver (its *secret* half travels
+//! inside the ciphertext). Every secret key is erased the moment it can no longer be
+//! needed. The first message of a session is sealed to the peer's prekey bundle, fetched
+//! lazily on the first send only, so the peer may be offline.
+//!
+//! Correctness needs every ciphertext of one direction to be received, in order, with none
+//! skipped; the ACB layer provides that order.
+
+use std::collections::BTreeMap;
+
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::crypto::{self, CryptoError, IdentityKey, KEY_LEN, X25519Public, X25519Secret, labels};
+use crate::ids::{GroupId, MemberId};
+use crate::prekeys::{KeyStore, OneTimePrekeyId, PrekeyError, PrekeyProvider, SignedPrekeyId};
+
+/// Which key of the receiver a 2SM ciphertext is sealed to, named from the **receiver's**
+/// point of view (§4.2, correcting ePrint Fig. 2's inverted condition).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRef {
+    /// A first message, sealed to the receiver's signed prekey and, when present, one of its
+    /// one-time prekeys.
+    Prekey {
+        /// The receiver's signed prekey.
+        spk_id: SignedPrekeyId,
+        /// The receiver's one-time prekey, if the bundle had one.
+        opk_id: Option<OneTimePrekeyId>,
+    },
+    /// Sealed to the key the receiver generated itself and sent at its index `i`.
+    YourKey(u64),
+    /// Sealed to the key pair whose secret half the sender gave the receiver last time.
+    KeyIGaveYou,
+}
+
+impl Encode for KeyRef {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            KeyRef::Prekey { spk_id, opk_id } => {
+                w.u8(0);
+                w.var(spk_id.0);
+                w.opt(opk_id.as_ref(), |w, o| w.var(o.0));
+            }
+            KeyRef::YourKey(i) => {
+                w.u8(1);
+                w.var(*i);
+            }
+            KeyRef::KeyIGaveYou => w.u8(2),
+        }
+    }
+}
+
+impl Decode for KeyRef {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.u8()? {
+            0 => Ok(KeyRef::Prekey {
+                spk_id: SignedPrekeyId(r.var()?),
+                opk_id: r.opt(|r| r.var().map(OneTimePrekeyId))?,
+            }),
+            1 => Ok(KeyRef::YourKey(r.var()?)),
+            2 => Ok(KeyRef::KeyIGaveYou),
+            t => Err(DecodeError::UnknownTag { what: "2SM key reference", tag: u64::from(t) }),
+        }
+    }
+}
+
+/// A 2SM ciphertext as it travels: `{ref, enc, ct}` (§4.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TwoSmCiphertext {
+    /// Which receiver key it is sealed to.
+    pub key_ref: KeyRef,
+    /// The HPKE encapsulated key.
+    pub enc: [u8; KEY_LEN],
+    /// The HPKE ciphertext (for a one-time prekey message, the inner `enc ‖ ct` sealed again).
+    pub ct: Vec<u8>,
+}
+
+impl Encode for TwoSmCiphertext {
+    fn encode(&self, w: &mut Writer) {
+        self.key_ref.encode(w);
+        w.raw(&self.enc);
+        w.opaque(&self.ct);
+    }
+}
+
+impl Decode for TwoSmCiphertext {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(TwoSmCiphertext { key_ref: KeyRef::decode(r)?, enc: r.array()?, ct: r.opaque()?.to_vec() })
+    }
+}
+
+/// Why a 2SM send or receive failed. On every error the session and key store are unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TwoPartyError {
+    /// A first send needs the peer's prekey bundle and the provider has none: fetch one and
+    /// retry.
+    #[error("no prekey bundle available for {0:?}")]
+    MissingPrekeyBundle(IdentityKey),
+    /// The peer's bundle was refused, or a prekey secret named by a first message is gone.
+    #[error(transparent)]
+    Prekey(#[from] PrekeyError),
+    /// A prekey message arrived after the session had already received a message.
+    #[error("prekey message on a session that has already received")]
+    UnexpectedPrekeyMessage,
+    /// The ciphertext names one of my keys that I never had or have already erased
+    /// (a replay, or a message from a diverged peer).
+    #[error("no secret key at index {0}: never generated or already erased")]
+    UnknownKeyIndex(u64),
+    /// The ciphertext uses the key the peer gave me, but I hold none.
+    #[error("no key received from the peer yet, or it was already used")]
+    NoReceivedKey,
+    /// The ciphertext did not authenticate.
+    #[error("2SM ciphertext failed to decrypt")]
+    DecryptionFailed,
+    /// The decrypted plaintext is malformed.
+    #[error("malformed 2SM plaintext: {0}")]
+    MalformedPlaintext(DecodeError),
+    /// A primitive failed (a bug, or an invalid peer public key).
+    #[error(transparent)]
+    Crypto(CryptoError),
+}
+
+impl From<CryptoError> for TwoPartyError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::DecryptionFailed => TwoPartyError::DecryptionFailed,
+            other => TwoPartyError::Crypto(other),
+        }
+    }
+}
+
+/// The key I will encrypt my next message to (§4.1 `other_pk` and `other_pk_origin`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PeerKey {
+    /// Not yet known: the first send fetches the peer's prekey bundle.
+    Prekey,
+    /// The peer generated it and holds its secret at its index `i`.
+    Theirs { pk: X25519Public, index: u64 },
+    /// I generated it and sent the peer its secret.
+    Mine { pk: X25519Public },
+}
+
+/// The decrypted contents of a 2SM ciphertext (§4.3). Encoded with the fixed fields first
+/// and the payload as the remaining bytes, so no length prefix is spent on it.
+struct TwoSmPlaintext {
+    key_for_receiver: X25519Secret,
+    sender_key_index: u64,
+    sender_new_pk: X25519Public,
+    payload: Zeroizing<Vec<u8>>,
+}
+
+impl TwoSmPlaintext {
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer::new();
+        w.raw(&self.key_for_receiver.to_bytes()[..]);
+        w.var(self.sender_key_index);
+        w.raw(&self.sender_new_pk.0);
+        w.raw(&self.payload);
+        Zeroizing::new(w.into_bytes())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes)?;
+        let sk = Zeroizing::new(r.array::<KEY_LEN>()?);
+        let key_for_receiver = X25519Secret::from_bytes(*sk);
+        let sender_key_index = r.var()?;
+        let sender_new_pk = X25519Public(r.array()?);
+        let payload = Zeroizing::new(r.rest().to_vec());
+        Ok(TwoSmPlaintext { key_for_receiver, sender_key_index, sender_new_pk, payload })
+    }
+}
+
+/// The 2SM state σ for one (group, peer) pair (§4.1).
+#[derive(Clone, Debug)]
+pub struct TwoPartySession {
+    gid: GroupId,
+    me: MemberId,
+    peer: MemberId,
+    peer_ik: IdentityKey,
+    my_sks: BTreeMap<u64, X25519Secret>,
+    next_index: u64,
+    received_sk: Option<X25519Secret>,
+    other: PeerKey,
+    received_any: bool,
+}
+
+/// A successful receive that has not been applied yet (stage, then commit).
+pub struct StagedReceive {
+    session: TwoPartySession,
+    payload: Zeroizing<Vec<u8>>,
+    consumed_opk: Option<OneTimePrekeyId>,
+}
+
+impl core::fmt::Debug for StagedReceive {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StagedReceive")
+            .field("session", &self.session)
+            .field("payload", &format_args!("<redacted, {} bytes>", self.payload.len()))
+            .field("consumed_opk", &self.consumed_opk)
+            .finish()
+    }
+}
+
+impl StagedReceive {
+    /// The decrypted payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// The one-time prekey this first message consumed, if any.
+    pub fn consumed_one_time_prekey(&self) -> Option<OneTimePrekeyId> {
+        self.consumed_opk
+    }
+
+    /// Applies the receive: replaces the session state and deletes a consumed one-time
+    /// prekey from the key store for good. Returns the payload.
+    pub fn commit(self, session: &mut TwoPartySession, keys: &mut KeyStore) -> Zeroizing<Vec<u8>> {
+        if let Some(id) = self.consumed_opk {
+            keys.delete_opk(id);
+        }
+        *session = self.session;
+        self.payload
+    }
+}
+
+fn aad(key_ref: &KeyRef) -> Vec<u8> {
+    crypto::info(labels::TWO_SM_AAD, &[&key_ref.to_bytes()])
+}
+
+impl TwoPartySession {
+    /// `2SM-Init(me, P, gid)`. Fetches nothing: the peer's bundle is looked up on the first send.
+    pub fn new(gid: GroupId, me: MemberId, peer: MemberId, peer_ik: IdentityKey) -> Self {
+        TwoPartySession {
+            gid,
+            me,
+            peer,
+            peer_ik,
+            my_sks: BTreeMap::new(),
+            next_index: 1,
+            received_sk: None,
+            other: PeerKey::Prekey,
+            received_any: false,
+        }
+    }
+
+    /// The peer of this session.
+    pub fn peer(&self) -> &MemberId {
+        &self.peer
+    }
+
+    /// Number of my own secret keys still held (they are erased as the peer uses them).
+    pub fn held_secret_keys(&self) -> usize {
+        self.my_sks.len() + usize::from(self.received_sk.is_some())
+    }
+
+    /// `2SM-Send`: encrypts `payload` to the peer. Atomic: on error nothing changes (a
+    /// one-time prekey handed out by the provider is then simply never used).
+    pub fn send(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        provider: &mut dyn PrekeyProvider,
+        now: u64,
+        payload: &[u8],
+    ) -> Result<TwoSmCiphertext, TwoPartyError> {
+        let bundle = match self.other {
+            PeerKey::Prekey => {
+                let b = provider.bundle(&self.peer_ik).ok_or(TwoPartyError::MissingPrekeyBundle(self.peer_ik))?;
+                Some(b.verify(&self.peer_ik, now)?)
+            }
+            _ => None,
+        };
+        let sk_a = X25519Secret::generate(rng);
+        let sk_b = X25519Secret::generate(rng);
+        let pk_b = sk_b.public_key();
+        let pt = TwoSmPlaintext {
+            key_for_receiver: sk_b,
+            sender_key_index: self.next_index,
+            sender_new_pk: sk_a.public_key(),
+            payload: Zeroizing::new(payload.to_vec()),
+        }
+        .encode();
+        let (me, peer, gid) = (self.me.0, self.peer.0, self.gid.0);
+        let (key_ref, enc, ct) = match (&self.other, bundle) {
+            (_, Some(b)) => {
+                let key_ref = KeyRef::Prekey { spk_id: b.spk.0, opk_id: b.opk.map(|o| o.0) };
+                let aad = aad(&key_ref);
+                let inner = match b.opk {
+                    Some((opk_id, opk_pub)) => {
+                        let info =
+                            crypto::info(labels::TWO_SM_PREKEY_OPK, &[&gid, &me, &peer, &opk_id.0.to_be_bytes()]);
+                        let (enc1, ct1) = crypto::hpke_seal(rng, &opk_pub, &info, &aad, &pt)?;
+                        let mut inner = Zeroizing::new(Vec::with_capacity(KEY_LEN + ct1.len()));
+                        inner.extend_from_slice(&enc1);
+                        inner.extend_from_slice(&ct1);
+                        inner
+                    }
+                    None => pt.clone(),
+                };
+                let (spk_id, spk_pub) = b.spk;
+                let info = crypto::info(labels::TWO_SM_PREKEY_SPK, &[&gid, &me, &peer, &spk_id.0.to_be_bytes()]);
+                let (enc, ct) = crypto::hpke_seal(rng, &spk_pub, &info, &aad, &inner)?;
+                (key_ref, enc, ct)
+            }
+            (PeerKey::Theirs { pk, index }, None) => {
+                let key_ref = KeyRef::YourKey(*index);
+                let info = crypto::info(labels::TWO_SM, &[&gid, &me, &peer]);
+                let (enc, ct) = crypto::hpke_seal(rng, pk, &info, &aad(&key_ref), &pt)?;
+                (key_ref, enc, ct)
+            }
+            (PeerKey::Mine { pk }, None) => {
+                let key_ref = KeyRef::KeyIGaveYou;
+                let info = crypto::info(labels::TWO_SM, &[&gid, &me, &peer]);
+                let (enc, ct) = crypto::hpke_seal(rng, pk, &info, &aad(&key_ref), &pt)?;
+                (key_ref, enc, ct)
+            }
+            (PeerKey::Prekey, None) => return Err(TwoPartyError::Crypto(CryptoError::Internal("2SM prekey state"))),
+        };
+        // Commit: nothing below can fail.
+        self.my_sks.insert(self.next_index, sk_a);
+        self.next_index += 1;
+        self.other = PeerKey::Mine { pk: pk_b };
+        Ok(TwoSmCiphertext { key_ref, enc, ct })
+    }
+
+    /// `2SM-Receive`, staged: decrypts without changing anything. Apply the result with
+    /// [`StagedReceive::commit`].
+    pub fn receive_staged(&self, keys: &KeyStore, c: &TwoSmCiphertext) -> Result<StagedReceive, TwoPartyError> {
+        let (me, peer, gid) = (self.me.0, self.peer.0, self.gid.0);
+        let aad = aad(&c.key_ref);
+        let mut consumed_opk = None;
+        let pt = match c.key_ref {
+            KeyRef::Prekey { spk_id, opk_id } => {
+                if self.received_any {
+                    return Err(TwoPartyError::UnexpectedPrekeyMessage);
+                }
+                let spk = keys.spk(spk_id)?;
+                let info = crypto::info(labels::TWO_SM_PREKEY_SPK, &[&gid, &peer, &me, &spk_id.0.to_be_bytes()]);
+                let outer = crypto::hpke_open(spk, &c.enc, &info, &aad, &c.ct)?;
+                match opk_id {
+                    None => outer,
+                    Some(opk_id) => {
+                        let opk = keys.opk(opk_id)?;
+                        if outer.len() < KEY_LEN {
+                            return Err(TwoPartyError::DecryptionFailed);
+                        }
+                        let mut enc1 = [0u8; KEY_LEN];
+                        enc1.copy_from_slice(&outer[..KEY_LEN]);
+                        let info =
+                            crypto::info(labels::TWO_SM_PREKEY_OPK, &[&gid, &peer, &me, &opk_id.0.to_be_bytes()]);
+                        consumed_opk = Some(opk_id);
+                        crypto::hpke_open(opk, &enc1, &info, &aad, &outer[KEY_LEN..])?
+                    }
+                }
+            }
+            KeyRef::YourKey(i) => {
+                let sk = self.my_sks.get(&i).ok_or(TwoPartyError::UnknownKeyIndex(i))?;
+                let info = crypto::info(labels::TWO_SM, &[&gid, &peer, &me]);
+                crypto::hpke_open(sk, &c.enc, &info, &aad, &c.ct)?
+            }
+            KeyRef::KeyIGaveYou => {
+                let sk = self.received_sk.as_ref().ok_or(TwoPartyError::NoReceivedKey)?;
+                let info = crypto::info(labels::TWO_SM, &[&gid, &peer, &me]);
+                crypto::hpke_open(sk, &c.enc, &info, &aad, &c.ct)?
+            }
+        };
+        let pt = TwoSmPlaintext::decode(&pt).map_err(TwoPartyError::MalformedPlaintext)?;
+        let mut session = self.clone();
+        if let KeyRef::YourKey(i) = c.key_ref {
+            // The peer never uses my keys at indices <= i again.
+            session.my_sks.retain(|&j, _| j > i);
+        }
+        session.received_sk = Some(pt.key_for_receiver);
+        session.other = PeerKey::Theirs { pk: pt.sender_new_pk, index: pt.sender_key_index };
+        session.received_any = true;
+        Ok(StagedReceive { session, payload: pt.payload, consumed_opk })
+    }
+
+    /// `2SM-Receive`: decrypts and applies in one step. On error nothing changes.
+    pub fn receive(&mut self, keys: &mut KeyStore, c: &TwoSmCiphertext) -> Result<Zeroizing<Vec<u8>>, TwoPartyError> {
+        let staged = self.receive_staged(keys, c)?;
+        Ok(staged.commit(self, keys))
+    }
+}

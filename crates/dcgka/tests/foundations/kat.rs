@@ -1,0 +1,201 @@
+//! Frozen known-answer vectors: an accidental change to the key schedule or the wire format
+//! fails here. Regenerate only for a deliberate, versioned change (the failure message
+//! prints the new table).
+
+use dcgka::codec::Encode;
+use dcgka::crypto::{self, IdentityKey, Secret32, SigningSecret, VerifyingKey, labels};
+use dcgka::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
+use dcgka::prekeys::{OneTimePrekeyId, SignedPrekeyId};
+use dcgka::ratchet::SenderRatchet;
+use dcgka::two_party::{KeyRef, TwoSmCiphertext};
+use dcgka::wire::{
+    AckRef, ApplicationBody, ControlBody, Envelope, EnvelopeKind, Forward, SeedBlock, recipients_digest,
+};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn check(actual: &[(&str, String)], expected: &[(&str, &str)]) {
+    let table: String = actual.iter().map(|(n, h)| format!("    (\"{n}\", \"{h}\"),\n")).collect();
+    assert_eq!(actual.len(), expected.len(), "vector count changed; new table:\n{table}");
+    for ((n, h), (en, eh)) in actual.iter().zip(expected) {
+        assert_eq!((*n, h.as_str()), (*en, *eh), "vector {n} changed; new table:\n{table}");
+    }
+}
+
+#[test]
+fn kdf_labels() {
+    let gid = GroupId([1; 32]);
+    let ik: IdentityKey = VerifyingKey([2; 32]);
+    let creator = MemberId::derive(&gid, &ik, Origin::Creator);
+    let added = MemberId::derive(&gid, &ik, Origin::Operation(creator, SeqNo(7)));
+    let key = Secret32::from_bytes([0x42; 32]);
+    let ctx: &[&[u8]] = &[&gid.0, &creator.0, &7u64.to_be_bytes()];
+    let mut actual = vec![("member-id/creator", hex(&creator.0)), ("member-id/added", hex(&added.0))];
+    for label in [
+        labels::MEMBER_SECRET,
+        labels::RATCHET_UPDATE,
+        labels::RATCHET_NEXT,
+        labels::APP_CHAIN_INIT,
+        labels::APP_MESSAGE_KEY,
+        labels::APP_CHAIN_NEXT,
+    ] {
+        actual.push((label, hex(crypto::expand(&key, label, ctx).unwrap().expose())));
+    }
+    // The outer ratchet's Extract of a tagged input, keyed by the previous state.
+    for label in [labels::INPUT_MEMBER, labels::INPUT_WELCOME, labels::INPUT_ADD] {
+        let input = crypto::info(label, &[key.expose()]);
+        let prk = crypto::extract(Some(&key), &input);
+        actual.push((label, hex(prk.expand(labels::RATCHET_UPDATE, &[&gid.0]).unwrap().expose())));
+    }
+    for label in [
+        labels::APP_AAD,
+        labels::TWO_SM,
+        labels::TWO_SM_PREKEY_SPK,
+        labels::TWO_SM_PREKEY_OPK,
+        labels::TWO_SM_AAD,
+        labels::SIG_ENVELOPE,
+        labels::SIG_WELCOME,
+        labels::SIG_SIGNED_PREKEY,
+        labels::SIG_ONE_TIME_PREKEY,
+        labels::ENVELOPE_HASH,
+        labels::RECIPIENTS_DIGEST,
+    ] {
+        actual.push((label, hex(&crypto::hash(label, &[b"kat"]).0)));
+    }
+    actual.push(("recipients-digest/2", hex(&recipients_digest(&[creator, added]).0)));
+    // The inner ratchet end to end: chain init, message key, chain step and associated data.
+    let mut r = SenderRatchet::new(gid, creator, Epoch(3), key.clone()).unwrap();
+    let (_, c0) = r.encrypt(SeqNo(4), b"kat message 0").unwrap();
+    let (_, c1) = r.encrypt(SeqNo(5), b"kat message 1").unwrap();
+    actual.push(("app-ciphertext/0", hex(&c0)));
+    actual.push(("app-ciphertext/1", hex(&c1)));
+    check(&actual, EXPECTED_KDF);
+}
+
+fn ct(key_ref: KeyRef, fill: u8, len: usize) -> TwoSmCiphertext {
+    TwoSmCiphertext { key_ref, enc: [fill; 32], ct: vec![fill ^ 0xff; len] }
+}
+
+#[test]
+fn encoded_messages() {
+    let gid = GroupId([0x0a; 32]);
+    let sender = MemberId([0x0b; 32]);
+    let key = SigningSecret::from_bytes(&[0x0c; 32]);
+    let new_key = SigningSecret::from_bytes(&[0x0d; 32]).verifying_key();
+    let ik = key.verifying_key();
+    let seeds = SeedBlock {
+        recipients_digest: recipients_digest(&[MemberId([0x21; 32]), MemberId([0x22; 32])]),
+        cts: vec![
+            ct(KeyRef::Prekey { spk_id: SignedPrekeyId(1), opk_id: Some(OneTimePrekeyId(9)) }, 1, 20),
+            ct(KeyRef::YourKey(3), 2, 20),
+        ],
+    };
+    let of = AckRef { of_sender: MemberTag([0x31; 16]), of_seq: SeqNo(200), of_hash: [0x32; 16] };
+    let bodies: Vec<(&str, EnvelopeKind, SeqNo, Vec<u8>)> = vec![
+        (
+            "create",
+            EnvelopeKind::Create,
+            SeqNo(1),
+            ControlBody::Create { members: vec![VerifyingKey([0x21; 32])], seeds: seeds.clone() }.to_bytes(),
+        ),
+        (
+            "ack",
+            EnvelopeKind::Ack,
+            SeqNo(2),
+            ControlBody::Ack {
+                of,
+                forwards: vec![Forward { recipient: MemberTag([0x41; 16]), ct: ct(KeyRef::KeyIGaveYou, 3, 8) }],
+            }
+            .to_bytes(),
+        ),
+        ("update", EnvelopeKind::Update, SeqNo(3), ControlBody::Update { seeds: seeds.clone() }.to_bytes()),
+        (
+            "remove",
+            EnvelopeKind::Remove,
+            SeqNo(4),
+            ControlBody::Remove { target: MemberTag([0x51; 16]), seeds }.to_bytes(),
+        ),
+        ("add", EnvelopeKind::Add, SeqNo(5), ControlBody::Add { target: VerifyingKey([0x61; 32]) }.to_bytes()),
+        (
+            "add-ack",
+            EnvelopeKind::AddAck,
+            SeqNo(1),
+            ControlBody::AddAck { of, ratchet_ct: Some(ct(KeyRef::YourKey(1), 4, 8)) }.to_bytes(),
+        ),
+        (
+            "application",
+            EnvelopeKind::Application,
+            SeqNo(300),
+            ApplicationBody { epoch_delta: 2, ct: vec![0x71; 48] }.to_bytes(),
+        ),
+    ];
+    let mut actual = Vec::new();
+    for (name, kind, seq, body) in bodies {
+        let rotate = dcgka::wire::requires_rotation(kind, seq).then_some(new_key);
+        let first = (seq.0 == 1).then_some(ik);
+        let env = Envelope::seal(kind, &gid, seq, &sender, first, rotate, body, &key);
+        env.verify(&gid, &sender, &ik).unwrap();
+        actual.push((name, hex(&env.to_bytes())));
+    }
+    check(&actual, EXPECTED_WIRE);
+}
+
+const EXPECTED_KDF: &[(&str, &str)] = &[
+    ("member-id/creator", "ecd8a8239d4d5094473049b74929fe7d1c4d40bb1ceba7730781a7c0c1513e9e"),
+    ("member-id/added", "3297ea739db05bdeccdc3fdfb590c98bc5b0911beaeeefbac8ad44af85a6786d"),
+    ("member-secret", "13402a26b1aa3e582461ae24a4ebecce878a91618d219a2023d425b12140fcea"),
+    ("ratchet-update", "aff2e6f6eddb9ea3ae8520a3020532844d3eb2e0373305395f33c655ddd3da9e"),
+    ("ratchet-next", "547be7eaba6b8786b31d489724bfef044516c1a79f6367befc42360b81b531e7"),
+    ("app-chain-init", "a6fb137fc60bc5ad779e2099db09f70b5481e16c5f410823bb88f566e70ddf8e"),
+    ("app-message-key", "b0b89aaf89f93440407cd38b9500fe33f8d1b7485ddafdefe56f6ce53056ebea"),
+    ("app-chain-next", "ae567039b91eb733fc1beccca48728686eaebb2a1bbbe15d7f04fb2348d3900b"),
+    ("input-member", "0f482575cd724c2616575309a1f120c9f687e14f451d1b896784246c804ad26a"),
+    ("input-welcome", "391d94da59abb07eac5431e90ce52ef970f63259a60471344831df08ff1d48c9"),
+    ("input-add", "d246e8843a4c556cf6f62457a01b58179a7535ab9a73fe738fc289cfc0363d98"),
+    ("app-aad", "7f4cdf119216604649944704d931fa0a72d0f8570a3da799f21c0288f9ff9cf7"),
+    ("2sm", "b27f7ab38aa5d4ab36cad1d691bc51bc9ef10e20a72ecba320531139c00b4506"),
+    ("2sm-prekey-spk", "3d97e4922eaaffca6d2f90001ab0e3ef6a2d8e85ae243442a4c85d2a9d55379e"),
+    ("2sm-prekey-opk", "bee3bbfcfacbe5c6088197b8be5cc3cbb5fc8fd615e77d365941235319763e46"),
+    ("2sm-aad", "c95575f7402163c8ce0b480c82a7b029381860e2e61df14184a4f8bd2fc2d13c"),
+    ("sig-envelope", "f49c2fa6a57da97b3dc8f84e4ba6f8a7e89579055bf290bed7943244b6441989"),
+    ("sig-welcome", "e329a2adc5581797076a59a2008a3fb9b13968ec6b696e59d6d1aa208e5f0acd"),
+    ("sig-signed-prekey", "126a2ed4b7bdf92730199c0abc40f81dbb7d866ba7838694048d149b2d55b104"),
+    ("sig-one-time-prekey", "a5e1480e0d60bd96ca18d4b4c2151dcfb16bc8312d996a12b92249122088d5de"),
+    ("envelope-hash", "3bbd6e49c365accde31305970e556162836be0653a751b37ae39fe6aaaec253b"),
+    ("recipients-digest", "be15d8666d016c5f0198a45a098fd5361c1f81a6251fcdc0b71f4740ec678fa7"),
+    ("recipients-digest/2", "f00a7b582438bbb5c3cc22a821cd0e8792fea8bac05852987a9821ec3a2fbb33"),
+    ("app-ciphertext/0", "4bb2cdb248ea159732ef2725bb4282e58d422aa18073ed0a97b0b344be"),
+    ("app-ciphertext/1", "d0756ee22bd7ebd4e0e5a14f6a83faeca667d3e283543d1177f2901cc8"),
+];
+const EXPECTED_WIRE: &[(&str, &str)] = &[
+    (
+        "create",
+        "11010a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a010b513ad9b4924015ca0902ed079044d3ac5dbec2306f06948c10da8eb6e39f2d0191a28a0b74381593a4d9469579208926afc8ad82c8839b7644359b9eba9a4b3a012121212121212121212121212121212121212121212121212121212121212121eee96f93e7ee07b1be66bd83b55fe3502f8afdfe5ce8a9a6fde942a353daec150200010109010101010101010101010101010101010101010101010101010101010101010114fefefefefefefefefefefefefefefefefefefefe0103020202020202020202020202020202020202020202020202020202020202020214fdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfd53a456c18cc69ab9d7bd21451673ecf6a2bdb62fc43b4462d9c3e0a3ec576eee7eb3c2520ff2f1cb1b98555dfe798d87c9c11d5fff39b82e40c18824a4642e0a",
+    ),
+    (
+        "ack",
+        "1102020b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0031313131313131313131313131313131c80132323232323232323232323232323232014141414141414141414141414141414102030303030303030303030303030303030303030303030303030303030303030308fcfcfcfcfcfcfcfc79dd04a26229e9b006ade2862e7ba23bee3edba59d29c3e9c1a4f3d5f1461191eaa12832eec452a4c7bc5958fcadacbdb95b3afd30572b94efae20fb84fe860b",
+    ),
+    (
+        "update",
+        "1103030b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0191a28a0b74381593a4d9469579208926afc8ad82c8839b7644359b9eba9a4b3aeee96f93e7ee07b1be66bd83b55fe3502f8afdfe5ce8a9a6fde942a353daec150200010109010101010101010101010101010101010101010101010101010101010101010114fefefefefefefefefefefefefefefefefefefefe0103020202020202020202020202020202020202020202020202020202020202020214fdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfd8653a85e209eb1e65ef4673211f9b24285dc3203fc53fda84c36daf993b00b74b7684697ed96ac194de49ec3206052b76874bba7ceac83789c89aee573316300",
+    ),
+    (
+        "remove",
+        "1104040b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0191a28a0b74381593a4d9469579208926afc8ad82c8839b7644359b9eba9a4b3a51515151515151515151515151515151eee96f93e7ee07b1be66bd83b55fe3502f8afdfe5ce8a9a6fde942a353daec150200010109010101010101010101010101010101010101010101010101010101010101010114fefefefefefefefefefefefefefefefefefefefe0103020202020202020202020202020202020202020202020202020202020202020214fdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdfdee7fca178ac78dbc2941e1dee57dd6696e44924fc24c724286f600d1d4940d1889128c1124b26365736682bd3de7a69c9ca45b3ef228b57baf3bb48a6ca36d0b",
+    ),
+    (
+        "add",
+        "1105050b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0191a28a0b74381593a4d9469579208926afc8ad82c8839b7644359b9eba9a4b3a6161616161616161616161616161616161616161616161616161616161616161f094770b66716fd9db15538aad7472f9cf291b1023c30e203a2f69c179dcbb360ca1bbf0cd8fd0714bb82f22dad2513eb35368d8a6e44b027c4f4e620b0ae20f",
+    ),
+    (
+        "add-ack",
+        "1106010b513ad9b4924015ca0902ed079044d3ac5dbec2306f06948c10da8eb6e39f2d0191a28a0b74381593a4d9469579208926afc8ad82c8839b7644359b9eba9a4b3a31313131313131313131313131313131c80132323232323232323232323232323232010101040404040404040404040404040404040404040404040404040404040404040408fbfbfbfbfbfbfbfb369fcbfe9dcfd2affafe669e4cab35a2aaef786f3f9c0526b2d398160cd9033e85307741389a38b6812847a275376a23a96b8310ddecfea795a91889e37d9e0b",
+    ),
+    (
+        "application",
+        "1110ac020b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0002717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171717171e4ae28453d3eca0d8b42d2a1265fe0982fde3fbb273857a5c0089856485dc18a95b05f7ca07d9a69a17188e4f12c1fe25503a0a4450f4dd464a0ece3ffe25e04",
+    ),
+];

@@ -1,0 +1,243 @@
+use std::collections::VecDeque;
+
+use dcgka::prekeys::{InMemoryPrekeyDirectory, PrekeyError};
+use dcgka::two_party::{KeyRef, TwoPartyError, TwoSmCiphertext};
+use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
+
+use crate::{Device, NOW, rng, two_devices};
+
+fn send(from: &mut Device, r: &mut ChaCha20Rng, dir: &mut InMemoryPrekeyDirectory, msg: &[u8]) -> TwoSmCiphertext {
+    from.session.send(r, dir, NOW, msg).unwrap()
+}
+
+fn recv(to: &mut Device, c: &TwoSmCiphertext) -> Result<Vec<u8>, TwoPartyError> {
+    to.session.receive(to.identity.key_store_mut(), c).map(|p| p.to_vec())
+}
+
+#[test]
+fn one_way_stream() {
+    let mut r = rng(1);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 4);
+    let cts: Vec<_> = (0..5u8).map(|i| send(&mut a, &mut r, &mut dir, &[i; 3])).collect();
+    assert!(matches!(cts[0].key_ref, KeyRef::Prekey { opk_id: Some(_), .. }));
+    assert!(cts[1..].iter().all(|c| c.key_ref == KeyRef::KeyIGaveYou));
+    for (i, c) in cts.iter().enumerate() {
+        assert_eq!(recv(&mut b, c).unwrap(), vec![i as u8; 3]);
+    }
+}
+
+#[test]
+fn strict_alternation() {
+    let mut r = rng(2);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 4);
+    for round in 0..6u8 {
+        let c = send(&mut a, &mut r, &mut dir, &[round]);
+        assert_eq!(recv(&mut b, &c).unwrap(), vec![round]);
+        let c = send(&mut b, &mut r, &mut dir, &[round, 1]);
+        if round == 0 {
+            assert!(matches!(c.key_ref, KeyRef::YourKey(1)), "B answers to the key A sent");
+        }
+        assert_eq!(recv(&mut a, &c).unwrap(), vec![round, 1]);
+    }
+    // Old keys are erased as the peer moves on: only a bounded number remain.
+    assert!(a.session.held_secret_keys() <= 2, "held {}", a.session.held_secret_keys());
+    assert!(b.session.held_secret_keys() <= 2, "held {}", b.session.held_secret_keys());
+}
+
+#[test]
+fn concurrent_first_messages_via_prekeys_then_concurrent_streams() {
+    let mut r = rng(3);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 4);
+    let ca = send(&mut a, &mut r, &mut dir, b"hello from a");
+    let cb = send(&mut b, &mut r, &mut dir, b"hello from b");
+    assert!(matches!(ca.key_ref, KeyRef::Prekey { .. }) && matches!(cb.key_ref, KeyRef::Prekey { .. }));
+    assert_eq!(recv(&mut b, &ca).unwrap(), b"hello from a");
+    assert_eq!(recv(&mut a, &cb).unwrap(), b"hello from b");
+    // Both send two more before either receives.
+    let ca: Vec<_> = (0..2u8).map(|i| send(&mut a, &mut r, &mut dir, &[b'a', i])).collect();
+    let cb: Vec<_> = (0..2u8).map(|i| send(&mut b, &mut r, &mut dir, &[b'b', i])).collect();
+    for (i, c) in cb.iter().enumerate() {
+        assert_eq!(recv(&mut a, c).unwrap(), vec![b'b', i as u8]);
+    }
+    for (i, c) in ca.iter().enumerate() {
+        assert_eq!(recv(&mut b, c).unwrap(), vec![b'a', i as u8]);
+    }
+}
+
+#[test]
+fn replay_fails_and_changes_nothing() {
+    let mut r = rng(4);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 4);
+    let c0 = send(&mut a, &mut r, &mut dir, b"first");
+    recv(&mut b, &c0).unwrap();
+    assert_eq!(recv(&mut b, &c0), Err(TwoPartyError::UnexpectedPrekeyMessage));
+    let c1 = send(&mut a, &mut r, &mut dir, b"second");
+    recv(&mut b, &c1).unwrap();
+    assert_eq!(recv(&mut b, &c1), Err(TwoPartyError::DecryptionFailed));
+    let reply = send(&mut b, &mut r, &mut dir, b"reply");
+    recv(&mut a, &reply).unwrap();
+    let c2 = send(&mut a, &mut r, &mut dir, b"third");
+    assert!(matches!(c2.key_ref, KeyRef::YourKey(_)));
+    recv(&mut b, &c2).unwrap();
+    assert!(matches!(recv(&mut b, &c2), Err(TwoPartyError::UnknownKeyIndex(_))));
+    // The session still works after the failed replays.
+    let c3 = send(&mut a, &mut r, &mut dir, b"fourth");
+    assert_eq!(recv(&mut b, &c3).unwrap(), b"fourth");
+}
+
+#[test]
+fn tampered_ciphertext_fails_and_changes_nothing() {
+    let mut r = rng(5);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 4);
+    let c = send(&mut a, &mut r, &mut dir, b"payload");
+    for k in [0, 17, c.ct.len() - 1] {
+        let mut bad = c.clone();
+        bad.ct[k] ^= 1;
+        assert_eq!(recv(&mut b, &bad), Err(TwoPartyError::DecryptionFailed));
+    }
+    let mut bad = c.clone();
+    bad.enc[3] ^= 1;
+    assert_eq!(recv(&mut b, &bad), Err(TwoPartyError::DecryptionFailed));
+    // A different key reference changes the HPKE aad, so it fails too.
+    let mut bad = c.clone();
+    if let KeyRef::Prekey { opk_id, .. } = &mut bad.key_ref {
+        *opk_id = None;
+    }
+    assert_eq!(recv(&mut b, &bad), Err(TwoPartyError::DecryptionFailed));
+    assert_eq!(recv(&mut b, &c).unwrap(), b"payload");
+}
+
+#[test]
+fn forward_secrecy_snapshot_after_receipt() {
+    let mut r = rng(6);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 4);
+    let mut cts = Vec::new();
+    for i in 0..4u8 {
+        let c = send(&mut a, &mut r, &mut dir, &[i]);
+        recv(&mut b, &c).unwrap();
+        cts.push(c);
+        let c = send(&mut b, &mut r, &mut dir, &[i]);
+        recv(&mut a, &c).unwrap();
+    }
+    let mut snap_session = b.session.clone();
+    let mut snap_keys = b.identity.key_store().clone();
+    for c in &cts {
+        assert!(snap_session.receive(&mut snap_keys, c).is_err(), "snapshot decrypted an already received message");
+    }
+}
+
+#[test]
+fn post_compromise_security_after_one_exchange() {
+    let mut r = rng(7);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 4);
+    for i in 0..3u8 {
+        let c = send(&mut a, &mut r, &mut dir, &[i]);
+        recv(&mut b, &c).unwrap();
+        let c = send(&mut b, &mut r, &mut dir, &[i]);
+        recv(&mut a, &c).unwrap();
+    }
+    // Compromise: snapshots of both parties' complete state.
+    let snap_a = (a.session.clone(), a.identity.key_store().clone());
+    let snap_b = (b.session.clone(), b.identity.key_store().clone());
+    // B -> A, then A -> B, then B -> A: each is undecryptable by the snapshot of its receiver.
+    let m1 = send(&mut b, &mut r, &mut dir, b"b1");
+    let (mut s, mut k) = snap_a.clone();
+    let snapshot_result = s.receive(&mut k, &m1);
+    // m1 is sealed to a key A generated before the snapshot: the snapshot of A opens it.
+    assert_eq!(snapshot_result.unwrap().to_vec(), b"b1");
+    recv(&mut a, &m1).unwrap();
+    let m2 = send(&mut a, &mut r, &mut dir, b"a2");
+    let (mut s, mut k) = snap_b.clone();
+    assert!(s.receive(&mut k, &m2).is_err(), "B's snapshot must not open A's reply to B's fresh key");
+    assert_eq!(recv(&mut b, &m2).unwrap(), b"a2");
+    let m3 = send(&mut b, &mut r, &mut dir, b"b3");
+    let (mut s, mut k) = snap_a.clone();
+    assert!(s.receive(&mut k, &m3).is_err(), "A's snapshot must not open B's reply to A's fresh key");
+    assert_eq!(recv(&mut a, &m3).unwrap(), b"b3");
+}
+
+#[test]
+fn one_time_prekey_usable_once_and_deleted_after_use() {
+    let mut r = rng(8);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 1);
+    let c = send(&mut a, &mut r, &mut dir, b"x");
+    let KeyRef::Prekey { opk_id: Some(opk), .. } = c.key_ref else { panic!("expected a one-time prekey") };
+    assert!(b.identity.key_store().has_opk(opk));
+    // A failed (tampered) first message does not consume it.
+    let mut bad = c.clone();
+    bad.ct[0] ^= 1;
+    assert!(recv(&mut b, &bad).is_err());
+    assert!(b.identity.key_store().has_opk(opk));
+    recv(&mut b, &c).unwrap();
+    assert!(!b.identity.key_store().has_opk(opk), "the secret is gone after first use");
+    // Another session (a second group) that replays the same first message fails: the OPK is gone.
+    let mut other =
+        dcgka::two_party::TwoPartySession::new(dcgka::ids::GroupId([7; 32]), b.mid, a.mid, a.identity.public_key());
+    assert_eq!(
+        other.receive(b.identity.key_store_mut(), &c),
+        Err(TwoPartyError::Prekey(PrekeyError::UnknownOneTimePrekey(opk)))
+    );
+}
+
+#[test]
+fn pool_exhausted_falls_back_to_signed_prekey_only() {
+    let mut r = rng(9);
+    let (mut a, mut b, mut dir) = two_devices(&mut r, 0);
+    let c = send(&mut a, &mut r, &mut dir, b"spk only");
+    assert!(matches!(c.key_ref, KeyRef::Prekey { opk_id: None, .. }));
+    assert_eq!(recv(&mut b, &c).unwrap(), b"spk only");
+}
+
+#[test]
+fn missing_or_invalid_bundle_fails_without_state_change() {
+    let mut r = rng(10);
+    let (mut a, _b, _dir) = two_devices(&mut r, 1);
+    let mut empty = InMemoryPrekeyDirectory::new();
+    let err = a.session.send(&mut r, &mut empty, NOW, b"x").unwrap_err();
+    assert!(matches!(err, TwoPartyError::MissingPrekeyBundle(_)));
+    let (_, _, mut dir) = two_devices(&mut rng(10), 1);
+    let far_future = NOW + 10 * 365 * 24 * 3600;
+    let err = a.session.send(&mut r, &mut dir, far_future, b"x").unwrap_err();
+    assert!(matches!(err, TwoPartyError::Prekey(PrekeyError::Expired { .. })));
+    assert_eq!(a.session.held_secret_keys(), 0, "no keys generated by failed sends");
+}
+
+type Queue = VecDeque<(Vec<u8>, TwoSmCiphertext)>;
+
+#[derive(Clone, Debug)]
+enum Step {
+    SendA,
+    SendB,
+    DeliverToA,
+    DeliverToB,
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// Any interleaving of sends and in-order deliveries in both directions decrypts every
+    /// message, in order.
+    #[test]
+    fn random_interleavings_deliver_everything(
+        steps in proptest::collection::vec(prop_oneof![Just(Step::SendA), Just(Step::SendB), Just(Step::DeliverToA), Just(Step::DeliverToB)], 1..40),
+        seed: u64,
+    ) {
+        let mut r = rng(seed);
+        let (mut a, mut b, mut dir) = two_devices(&mut r, 2);
+        let (mut to_a, mut to_b): (Queue, Queue) = Default::default();
+        let mut n = 0u32;
+        let mut all = steps.clone();
+        all.extend(std::iter::repeat_n(Step::DeliverToA, 40));
+        all.extend(std::iter::repeat_n(Step::DeliverToB, 40));
+        for s in all {
+            n += 1;
+            let msg = n.to_be_bytes().to_vec();
+            match s {
+                Step::SendA => { let c = send(&mut a, &mut r, &mut dir, &msg); to_b.push_back((msg, c)); }
+                Step::SendB => { let c = send(&mut b, &mut r, &mut dir, &msg); to_a.push_back((msg, c)); }
+                Step::DeliverToA => if let Some((m, c)) = to_a.pop_front() { prop_assert_eq!(recv(&mut a, &c).unwrap(), m); },
+                Step::DeliverToB => if let Some((m, c)) = to_b.pop_front() { prop_assert_eq!(recv(&mut b, &c).unwrap(), m); },
+            }
+        }
+    }
+}
