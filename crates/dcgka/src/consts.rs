@@ -45,3 +45,22 @@ pub const PREKEY_DEFAULT_VALIDITY: u64 = 90 * 24 * 60 * 60;
 
 /// Most one-time prekeys a [`crate::prekeys::KeyStore`] holds at once.
 pub const MAX_ONE_TIME_PREKEYS: usize = 10_000;
+
+/// How far beyond a known sender's high-water mark an envelope may be buffered (§7.3).
+pub const MAX_AHEAD: u64 = 10_000;
+
+/// Buffered envelopes per sender (§7.3).
+pub const MAX_BUFFERED_PER_SENDER: usize = 1_000;
+
+/// Buffered envelopes per group (§7.3).
+pub const MAX_BUFFERED_PER_GROUP: usize = 10_000;
+
+/// Buffered bytes per group (§7.3).
+pub const MAX_BUFFERED_BYTES: usize = 16 * 1024 * 1024;
+
+/// Buffered envelopes from senders this group does not know yet (§7.3).
+pub const MAX_BUFFERED_UNKNOWN: usize = 256;
+
+/// Distinct candidate envelopes kept for one (sender, sequence number) slot before it is
+/// ready: a forgery cannot crowd out the genuine envelope, up to this many forgeries.
+pub const MAX_CANDIDATES_PER_SLOT: usize = 4;

@@ -54,8 +54,14 @@
 pub mod codec;
 pub mod consts;
 pub mod crypto;
+pub mod dcgka;
+pub mod dgm;
+pub mod events;
+pub mod group;
 pub mod ids;
+pub mod ordering;
 pub mod prekeys;
 pub mod ratchet;
 pub mod two_party;
+pub mod welcome;
 pub mod wire;

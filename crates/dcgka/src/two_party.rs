@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::crypto::{self, CryptoError, IdentityKey, KEY_LEN, X25519Public, X25519Secret, labels};
 use crate::ids::{GroupId, MemberId};
-use crate::prekeys::{KeyStore, OneTimePrekeyId, PrekeyError, PrekeyProvider, SignedPrekeyId};
+use crate::prekeys::{KeyStore, OneTimePrekeyId, PrekeyError, PrekeyProvider, SignedPrekeyId, VerifiedBundle};
 
 /// Which key of the receiver a 2SM ciphertext is sealed to, named from the **receiver's**
 /// point of view (§4.2, correcting ePrint Fig. 2's inverted condition).
@@ -257,8 +257,19 @@ impl TwoPartySession {
         self.my_sks.len() + usize::from(self.received_sk.is_some())
     }
 
-    /// `2SM-Send`: encrypts `payload` to the peer. Atomic: on error nothing changes (a
-    /// one-time prekey handed out by the provider is then simply never used).
+    /// Whether the next send is a first contact that needs the peer's prekey bundle.
+    pub fn needs_bundle(&self) -> bool {
+        self.other == PeerKey::Prekey
+    }
+
+    /// The peer's identity key (whose bundle a first contact uses).
+    pub fn peer_identity(&self) -> &IdentityKey {
+        &self.peer_ik
+    }
+
+    /// `2SM-Send`: encrypts `payload` to the peer, fetching and verifying the peer's bundle
+    /// through `provider` on a first contact. Atomic: on error nothing changes (a one-time
+    /// prekey handed out by the provider is then simply never used).
     pub fn send(
         &mut self,
         rng: &mut impl CryptoRng,
@@ -266,11 +277,29 @@ impl TwoPartySession {
         now: u64,
         payload: &[u8],
     ) -> Result<TwoSmCiphertext, TwoPartyError> {
-        let bundle = match self.other {
-            PeerKey::Prekey => {
-                let b = provider.bundle(&self.peer_ik).ok_or(TwoPartyError::MissingPrekeyBundle(self.peer_ik))?;
-                Some(b.verify(&self.peer_ik, now)?)
+        let bundle = if self.needs_bundle() {
+            let b = provider.bundle(&self.peer_ik).ok_or(TwoPartyError::MissingPrekeyBundle(self.peer_ik))?;
+            Some(b.verify(&self.peer_ik, now)?)
+        } else {
+            None
+        };
+        self.send_prepared(rng, bundle.as_ref(), payload)
+    }
+
+    /// `2SM-Send` with the peer's bundle already fetched and verified (needed exactly when
+    /// [`needs_bundle`](Self::needs_bundle) is true; ignored otherwise). Atomic.
+    pub fn send_prepared(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        bundle: Option<&VerifiedBundle>,
+        payload: &[u8],
+    ) -> Result<TwoSmCiphertext, TwoPartyError> {
+        let bundle = match (&self.other, bundle) {
+            (PeerKey::Prekey, None) => return Err(TwoPartyError::MissingPrekeyBundle(self.peer_ik)),
+            (PeerKey::Prekey, Some(b)) if b.ik != self.peer_ik => {
+                return Err(TwoPartyError::Prekey(PrekeyError::WrongIdentity));
             }
+            (PeerKey::Prekey, Some(b)) => Some(b),
             _ => None,
         };
         let sk_a = X25519Secret::generate(rng);

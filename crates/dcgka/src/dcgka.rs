@@ -1,0 +1,882 @@
+//! DCGKA: the decentralized continuous group key agreement of §5 (ePrint Fig. 4).
+//!
+//! [`Dcgka`] is the state γ of one member in one group. Local operations (`create`,
+//! `update`, `remove`, `add`) and the `process-*` functions follow the spec's pseudo-code
+//! line by line, with the paper's names. Each returns the update secrets it produces: `Is`
+//! for the sender of the processed message and `Ir` for the local member.
+//!
+//! Processing happens in two phases so that nothing is half-applied:
+//! 1. **validate and plan** (V1–V6 of §5.6, views on a scratch copy of `H` where the
+//!    operation changes it, and prefetching of every prekey bundle a first contact needs);
+//!    failures here change nothing;
+//! 2. **execute**; the only failure left is a 2SM decryption failure on an authenticated
+//!    envelope, which is FATAL by definition (the group becomes unusable).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand_core::CryptoRng;
+
+use crate::consts::MAX_GROUP;
+use crate::crypto::{self, IdentityKey, KEY_LEN, Secret32, labels};
+use crate::dgm::{History, Op, OpId};
+use crate::events::{Event, RejectReason};
+use crate::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
+use crate::prekeys::{KeyStore, PrekeyProvider, VerifiedBundle};
+use crate::two_party::{TwoPartySession, TwoSmCiphertext};
+use crate::wire::{AckRef, ControlBody, EnvelopeKind, Forward, SeedBlock, recipients_digest};
+
+/// An update secret `(X, e, I)`: the secret that re-keys X's sender ratchet at epoch e.
+#[derive(Debug)]
+pub(crate) struct UpdateSecret {
+    pub(crate) member: MemberId,
+    pub(crate) epoch: Epoch,
+    pub(crate) secret: Secret32,
+}
+
+/// Input to the outer ratchet (`encode-input`, §2.3).
+enum RatchetInput<'a> {
+    Member(&'a Secret32),
+    Welcome,
+    Add,
+}
+
+/// Why processing stopped without changing anything, or why it broke the group.
+#[derive(Debug)]
+pub(crate) enum ProcessError {
+    /// A deterministic validity failure (§5.6 REJECT).
+    Reject(RejectReason),
+    /// A first contact needs this identity's bundle; retry once the provider has one.
+    NeedBundle(IdentityKey),
+    /// Local state can no longer stay consistent (§5.6 FATAL).
+    Fatal(String),
+}
+
+impl From<RejectReason> for ProcessError {
+    fn from(r: RejectReason) -> Self {
+        ProcessError::Reject(r)
+    }
+}
+
+fn fatal(what: impl core::fmt::Display) -> ProcessError {
+    ProcessError::Fatal(what.to_string())
+}
+
+fn malformed(what: impl Into<String>) -> ProcessError {
+    ProcessError::Reject(RejectReason::Malformed(what.into()))
+}
+
+/// What the ordering layer knows about an acknowledged envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AckTarget {
+    /// Processed here: its kind and the first 16 bytes of its hash.
+    Known { kind: EnvelopeKind, hash: [u8; 16] },
+    /// Processed here, but not a create, update, remove or add.
+    NotAcknowledgeable,
+    /// Below this newcomer's horizon: processed by the adder before the add.
+    BelowHorizon,
+}
+
+/// The caller-side inputs of one processing step.
+pub(crate) struct Env<'a, R: CryptoRng> {
+    pub(crate) rng: &'a mut R,
+    pub(crate) keys: &'a mut KeyStore,
+    pub(crate) provider: &'a mut dyn PrekeyProvider,
+    pub(crate) now: u64,
+}
+
+/// The result of processing one control message, or of a local operation.
+#[derive(Debug, Default)]
+pub(crate) struct Processed {
+    /// The ack or add-ack I must broadcast, with its sequence number.
+    pub(crate) reply: Option<(ControlBody, SeqNo)>,
+    /// `Is` and `Ir`, in that order.
+    pub(crate) secrets: Vec<UpdateSecret>,
+    /// Set when this message removed me (TERMINATE).
+    pub(crate) terminated_by: Option<MemberId>,
+    /// An instance of my own identity that I must now remove (§6.6).
+    pub(crate) duplicate_instance: Option<MemberId>,
+    /// Events for the application.
+    pub(crate) events: Vec<Event>,
+}
+
+/// Prefetched, verified prekey bundles for the first contacts of one step.
+type Bundles = BTreeMap<IdentityKey, VerifiedBundle>;
+
+/// The DCGKA state γ of one member in one group (§5.1).
+#[derive(Clone, Debug)]
+pub(crate) struct Dcgka {
+    pub(crate) me: MemberId,
+    pub(crate) gid: GroupId,
+    /// The last sequence number I used (control and application envelopes alike).
+    pub(crate) seq: u64,
+    /// Membership history and SR-DGM state.
+    pub(crate) h: History<MemberId>,
+    next_seed: Option<Secret32>,
+    sm: BTreeMap<MemberId, TwoPartySession>,
+    ms: BTreeMap<(MemberId, u64, MemberId), Secret32>,
+    rt: BTreeMap<MemberId, Secret32>,
+    pub(crate) heal_pending: bool,
+    /// `IK(m)` for every ever-added member.
+    pub(crate) ik: BTreeMap<MemberId, IdentityKey>,
+    /// Member tag → MID for every ever-added member.
+    pub(crate) tags: BTreeMap<MemberTag, MemberId>,
+    /// `(acker, S, q)` for every processed ack of an update (V4 (d); updates are not in `H`).
+    update_acks: BTreeSet<(MemberId, MemberId, u64)>,
+}
+
+impl Dcgka {
+    /// `init(me, gid)`.
+    pub(crate) fn new(me: MemberId, gid: GroupId, my_ik: IdentityKey) -> Self {
+        let mut d = Dcgka {
+            me,
+            gid,
+            seq: 0,
+            h: History::new(),
+            next_seed: None,
+            sm: BTreeMap::new(),
+            ms: BTreeMap::new(),
+            rt: BTreeMap::new(),
+            heal_pending: false,
+            ik: BTreeMap::new(),
+            tags: BTreeMap::new(),
+            update_acks: BTreeSet::new(),
+        };
+        d.learn(me, my_ik);
+        d
+    }
+
+    fn learn(&mut self, id: MemberId, ik: IdentityKey) {
+        self.ik.insert(id, ik);
+        self.tags.insert(id.tag(), id);
+    }
+
+    /// Resolves a member tag to an ever-added MID.
+    pub(crate) fn resolve(&self, tag: &MemberTag) -> Option<MemberId> {
+        self.tags.get(tag).copied()
+    }
+
+    /// `member-view(me)`.
+    pub(crate) fn view_me(&self) -> BTreeSet<MemberId> {
+        self.h.view_me()
+    }
+
+    /// `member-view(id)`.
+    pub(crate) fn member_view(&self, id: &MemberId) -> BTreeSet<MemberId> {
+        if *id == self.me { self.h.view_me() } else { self.h.view_of(id) }
+    }
+
+    /// Whether `id` is a current member here.
+    pub(crate) fn is_member(&self, id: &MemberId) -> bool {
+        self.h.addop(id).is_some() && self.h.removed_by(id).is_empty()
+    }
+
+    /// The outer ratchet state of `id`, for tests and oracles.
+    pub(crate) fn ratchet_state(&self, id: &MemberId) -> Option<&Secret32> {
+        self.rt.get(id)
+    }
+
+    /// Number of member secrets held (§5.7 deletion oracle).
+    pub(crate) fn member_secret_count(&self) -> usize {
+        self.ms.len()
+    }
+
+    /// Member secrets held for the operation `(s, q)`.
+    pub(crate) fn member_secrets_of(&self, s: &MemberId, q: u64) -> Vec<MemberId> {
+        self.ms.range((*s, q, MemberId([0; 32]))..=(*s, q, MemberId([0xff; 32]))).map(|(k, _)| k.2).collect()
+    }
+
+    /// Erases every secret (TERMINATE).
+    pub(crate) fn erase_secrets(&mut self) {
+        self.next_seed = None;
+        self.sm.clear();
+        self.ms.clear();
+        self.rt.clear();
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Primitives of §5.3
+    // ------------------------------------------------------------------------------------
+
+    /// `update-ratchet(γ, ID, input)`.
+    fn update_ratchet(&mut self, id: &MemberId, input: RatchetInput<'_>) -> Result<Secret32, ProcessError> {
+        let encoded = match input {
+            RatchetInput::Member(ms) => crypto::info(labels::INPUT_MEMBER, &[ms.expose()]),
+            RatchetInput::Welcome => crypto::info(labels::INPUT_WELCOME, &[]),
+            RatchetInput::Add => crypto::info(labels::INPUT_ADD, &[]),
+        };
+        let p = crypto::extract(self.rt.get(id), &encoded);
+        let i = p.expand(labels::RATCHET_UPDATE, &[&self.gid.0, &id.0]).map_err(fatal)?;
+        let next = p.expand(labels::RATCHET_NEXT, &[&self.gid.0, &id.0]).map_err(fatal)?;
+        self.rt.insert(*id, next);
+        Ok(i)
+    }
+
+    /// `MS(seed, S, q, ID)` for every ID in `ids`.
+    fn member_secrets(
+        &self,
+        seed: &Secret32,
+        s: &MemberId,
+        q: u64,
+        ids: impl Iterator<Item = MemberId>,
+    ) -> Result<Vec<(MemberId, Secret32)>, ProcessError> {
+        let prk = crypto::extract(None, seed.expose());
+        ids.map(|id| {
+            prk.expand(labels::MEMBER_SECRET, &[&self.gid.0, &s.0, &q.to_be_bytes(), &id.0]).map(|m| (id, m)).map_err(fatal)
+        })
+        .collect()
+    }
+
+    /// Fetches and verifies the bundle of every listed peer that needs a first contact.
+    /// Nothing changes on failure.
+    fn prefetch<R: CryptoRng>(
+        &self,
+        env: &mut Env<'_, R>,
+        peers: impl IntoIterator<Item = MemberId>,
+    ) -> Result<Bundles, ProcessError> {
+        let mut out = Bundles::new();
+        for p in peers {
+            if self.sm.get(&p).is_some_and(|s| !s.needs_bundle()) {
+                continue;
+            }
+            let ik = *self.ik.get(&p).ok_or_else(|| fatal("first contact with a member of unknown identity"))?;
+            if out.contains_key(&ik) {
+                continue;
+            }
+            let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
+            let v = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
+            out.insert(ik, v);
+        }
+        Ok(out)
+    }
+
+    /// `encrypt-to(γ, ID, m)`.
+    fn encrypt_to<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        bundles: &Bundles,
+        id: &MemberId,
+        m: &[u8],
+    ) -> Result<TwoSmCiphertext, ProcessError> {
+        let ik = *self.ik.get(id).ok_or_else(|| fatal("encrypt-to a member of unknown identity"))?;
+        let (gid, me) = (self.gid, self.me);
+        let session = self.sm.entry(*id).or_insert_with(|| TwoPartySession::new(gid, me, *id, ik));
+        session.send_prepared(env.rng, bundles.get(&ik), m).map_err(fatal)
+    }
+
+    /// `decrypt-from(γ, ID, c)`; a failure is FATAL (§5.6).
+    fn decrypt_from<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        id: &MemberId,
+        c: &TwoSmCiphertext,
+    ) -> Result<Secret32, ProcessError> {
+        let ik = *self.ik.get(id).ok_or_else(|| fatal("decrypt-from a member of unknown identity"))?;
+        let (gid, me) = (self.gid, self.me);
+        let session = self.sm.entry(*id).or_insert_with(|| TwoPartySession::new(gid, me, *id, ik));
+        let pt = session.receive(env.keys, c).map_err(|e| fatal(format!("2SM from {id:?}: {e}")))?;
+        let bytes: [u8; KEY_LEN] = pt[..].try_into().map_err(|_| fatal("2SM payload is not a 32-byte secret"))?;
+        Ok(Secret32::from_bytes(bytes))
+    }
+
+    /// `generate-seed(γ, R)`, with `R` sorted and first contacts prefetched.
+    fn generate_seed<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        bundles: &Bundles,
+        recipients: &BTreeSet<MemberId>,
+    ) -> Result<SeedBlock, ProcessError> {
+        let seed = Secret32::random(env.rng);
+        let sorted: Vec<MemberId> = recipients.iter().copied().collect();
+        let mut cts = Vec::with_capacity(sorted.len());
+        for id in &sorted {
+            cts.push(self.encrypt_to(env, bundles, id, seed.expose())?);
+        }
+        self.next_seed = Some(seed);
+        Ok(SeedBlock { recipients_digest: recipients_digest(&sorted), cts })
+    }
+
+    fn secret(&self, member: MemberId, epoch: u64, secret: Secret32) -> UpdateSecret {
+        UpdateSecret { member, epoch: Epoch(epoch), secret }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Local operations (§5.4)
+    // ------------------------------------------------------------------------------------
+
+    /// `create(γ, IDs)`: `others` are the other initial members' identity keys.
+    pub(crate) fn create<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        others: &[IdentityKey],
+    ) -> Result<(ControlBody, SeqNo, Processed), ProcessError> {
+        let my_ik = self.ik.get(&self.me).copied().ok_or_else(|| fatal("own identity unknown"))?;
+        let mut iks: Vec<IdentityKey> = others.to_vec();
+        iks.sort();
+        iks.dedup();
+        if self.seq != 0 || iks.len() != others.len() || iks.contains(&my_ik) || iks.len() + 1 > MAX_GROUP {
+            return Err(RejectReason::InvalidCreate("duplicates, self, size, or not the first message").into());
+        }
+        let ids: BTreeSet<MemberId> =
+            iks.iter().map(|ik| MemberId::derive(&self.gid, ik, Origin::Operation(self.me, SeqNo(1)))).collect();
+        for ik in &iks {
+            self.learn(MemberId::derive(&self.gid, ik, Origin::Operation(self.me, SeqNo(1))), *ik);
+        }
+        let bundles = match self.prefetch(env, ids.iter().copied()) {
+            Ok(b) => b,
+            Err(e) => {
+                // Forget the identities learnt above: nothing may change on failure.
+                for id in &ids {
+                    self.ik.remove(id);
+                    self.tags.remove(&id.tag());
+                }
+                return Err(e);
+            }
+        };
+        let q = 1;
+        self.seq = q;
+        let blk = self.generate_seed(env, &bundles, &ids)?;
+        let mut out = self.process_create(env, self.me, q, &ids, None, &bundles)?;
+        out.events.push(Event::Joined { gid: self.gid, by: self.me });
+        Ok((ControlBody::Create { members: iks, seeds: blk }, SeqNo(q), out))
+    }
+
+    /// `update(γ)`.
+    pub(crate) fn update<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+    ) -> Result<(ControlBody, SeqNo, Processed), ProcessError> {
+        let mut recipients = self.view_me();
+        recipients.remove(&self.me);
+        let bundles = self.prefetch(env, recipients.iter().copied())?;
+        self.seq += 1;
+        let q = self.seq;
+        let blk = self.generate_seed(env, &bundles, &recipients)?;
+        let out = self.process_seed(env, EnvelopeKind::Update, self.me, q, None, &bundles)?;
+        self.heal_pending = false;
+        Ok((ControlBody::Update { seeds: blk }, SeqNo(q), out))
+    }
+
+    /// `remove(γ, t)`.
+    pub(crate) fn remove<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        t: MemberId,
+    ) -> Result<(ControlBody, SeqNo, Processed), ProcessError> {
+        let mut recipients = self.view_me();
+        if t == self.me || !recipients.contains(&t) {
+            return Err(RejectReason::InvalidRemove("target is me or not a member").into());
+        }
+        recipients.remove(&self.me);
+        recipients.remove(&t);
+        let bundles = self.prefetch(env, recipients.iter().copied())?;
+        self.seq += 1;
+        let q = self.seq;
+        let blk = self.generate_seed(env, &bundles, &recipients)?;
+        let out = self.process_remove(env, self.me, q, t, None, &bundles)?;
+        self.heal_pending = false;
+        Ok((ControlBody::Remove { target: t.tag(), seeds: blk }, SeqNo(q), out))
+    }
+
+    /// The MID an add by me of `ik` would create.
+    pub(crate) fn next_add_target(&self, ik: &IdentityKey) -> MemberId {
+        MemberId::derive(&self.gid, ik, Origin::Operation(self.me, SeqNo(self.seq + 1)))
+    }
+
+    /// `add(γ, t)`, first half: checks, and the Welcome ratchet ciphertext (my ratchet
+    /// before the add). Returns the new MID and that ciphertext; the caller builds the
+    /// Welcome from the state **before** [`add_commit`](Self::add_commit).
+    pub(crate) fn add_prepare<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        ik: IdentityKey,
+    ) -> Result<(MemberId, TwoSmCiphertext), ProcessError> {
+        let my_ik = self.ik.get(&self.me).copied().ok_or_else(|| fatal("own identity unknown"))?;
+        if ik == my_ik || self.view_me().iter().any(|m| self.ik.get(m) == Some(&ik)) {
+            return Err(RejectReason::InvalidAdd("already a member, or myself").into());
+        }
+        let t = self.next_add_target(&ik);
+        if self.tags.contains_key(&t.tag()) {
+            return Err(RejectReason::InvalidAdd("member tag collision").into());
+        }
+        let rt_me = self.rt.get(&self.me).cloned().ok_or_else(|| fatal("no ratchet state of my own"))?;
+        // Prefetch without learning t yet, so that a failure changes nothing.
+        let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
+        let v = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
+        let mut bundles = Bundles::new();
+        bundles.insert(ik, v);
+        self.learn(t, ik);
+        let c = self.encrypt_to(env, &bundles, &t, rt_me.expose())?;
+        Ok((t, c))
+    }
+
+    /// `add(γ, t)`, second half: numbers the add and processes it locally.
+    pub(crate) fn add_commit<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        t: MemberId,
+    ) -> Result<(ControlBody, SeqNo, Processed), ProcessError> {
+        let ik = *self.ik.get(&t).ok_or_else(|| fatal("add target unknown"))?;
+        self.seq += 1;
+        let q = self.seq;
+        let out = self.process_add(env, self.me, q, t, &Bundles::new())?;
+        Ok((ControlBody::Add { target: ik }, SeqNo(q), out))
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Processing (§5.5) with the validity rules of §5.6
+    // ------------------------------------------------------------------------------------
+
+    /// `process(γ, S, q, ctrl)`: `hash` is the 16-byte hash of the envelope being processed
+    /// (acks of it will reference it); `lookup` tells what an acknowledged envelope was.
+    pub(crate) fn process<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        s: MemberId,
+        q: u64,
+        body: &ControlBody,
+        lookup: &dyn Fn(&MemberId, u64) -> Option<AckTarget>,
+    ) -> Result<Processed, ProcessError> {
+        match body {
+            ControlBody::Create { .. } => Err(RejectReason::InvalidCreate("the group already exists").into()),
+            ControlBody::Update { seeds } => {
+                let mut r = self.member_view(&s);
+                r.remove(&s);
+                check_seeds(seeds, &r)?;
+                let bundles = self.prefetch(env, self.forward_targets(&s, &r, &self.view_me()))?;
+                let mut out = self.process_seed(env, EnvelopeKind::Update, s, q, Some(seeds), &bundles)?;
+                out.events.insert(0, Event::Updated { by: s });
+                Ok(out)
+            }
+            ControlBody::Remove { target, seeds } => {
+                let t = self.resolve(target).ok_or_else(|| malformed("remove of an unknown member"))?;
+                let mut r = self.member_view(&s);
+                if t == s || !r.contains(&t) {
+                    return Err(RejectReason::InvalidRemove("target is the sender or not in its view").into());
+                }
+                r.remove(&s);
+                r.remove(&t);
+                check_seeds(seeds, &r)?;
+                // Plan on a scratch copy of H: the forwards go to my view after the remove.
+                let mut h = self.h.clone();
+                h.apply(Op::Remove { sender: s, seq: q, target: t }).map_err(|e| malformed(e.to_string()))?;
+                let bundles = if h.removed_by(&self.me).is_empty() {
+                    self.prefetch(env, self.forward_targets(&s, &r, &h.view_me()))?
+                } else {
+                    Bundles::new()
+                };
+                self.process_remove(env, s, q, t, Some(seeds), &bundles)
+            }
+            ControlBody::Add { target } => {
+                let ik = *target;
+                let t = MemberId::derive(&self.gid, &ik, Origin::Operation(s, SeqNo(q)));
+                let sender_ik = self.ik.get(&s).copied();
+                if sender_ik == Some(ik) {
+                    return Err(RejectReason::InvalidAdd("adding one's own identity").into());
+                }
+                if self.member_view(&s).iter().any(|m| self.ik.get(m) == Some(&ik)) {
+                    return Err(RejectReason::InvalidAdd("identity already in the sender's view").into());
+                }
+                if let Some(other) = self.tags.get(&t.tag()) {
+                    // V2: a tag already used by an ID the sender knew is refused; two concurrent
+                    // adds that collide on a tag can only be a deliberate attack (§0).
+                    if self.h.addop(other).is_some_and(|op| self.h.seen_by(&s, op)) {
+                        return Err(RejectReason::InvalidAdd("member tag already in use").into());
+                    }
+                    return Err(fatal("member tag collision between concurrent adds"));
+                }
+                // t is a member after the add exactly when S is (a fresh MID has one add).
+                let live = self.is_member(&s);
+                let my_ik = self.ik.get(&self.me).copied();
+                let bundles = if live && my_ik != Some(ik) {
+                    let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
+                    let v = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
+                    Bundles::from([(ik, v)])
+                } else {
+                    Bundles::new()
+                };
+                self.learn(t, ik);
+                self.process_add(env, s, q, t, &bundles)
+            }
+            ControlBody::Ack { of, forwards } => {
+                let (os, oq) = self.check_ack(s, q, of, false, lookup)?;
+                let mine: Vec<&Forward> = forwards.iter().filter(|f| f.recipient == self.me.tag()).collect();
+                if mine.len() > 1 {
+                    return Err(malformed("two forwards to one recipient"));
+                }
+                let mut sorted: Vec<MemberTag> = forwards.iter().map(|f| f.recipient).collect();
+                sorted.sort();
+                if sorted.windows(2).any(|w| w[0] == w[1]) {
+                    return Err(malformed("duplicate forward recipients"));
+                }
+                if !self.h.is_create(&OpId::new(os, oq))
+                    && !self.h.is_add(&OpId::new(os, oq))
+                    && !self.h.is_remove(&OpId::new(os, oq))
+                {
+                    self.update_acks.insert((s, os, oq));
+                }
+                self.process_ack(env, s, q, (os, oq), mine.first().map(|f| &f.ct))
+            }
+            ControlBody::AddAck { of, ratchet_ct } => {
+                let (os, oq) = self.check_ack(s, q, of, true, lookup)?;
+                self.process_add_ack(env, s, q, (os, oq), ratchet_ct.as_ref())
+            }
+        }
+    }
+
+    /// Members I know of that S did not: the recipients of my forwarded member secret.
+    fn forward_targets(&self, s: &MemberId, r: &BTreeSet<MemberId>, v: &BTreeSet<MemberId>) -> Vec<MemberId> {
+        v.iter().filter(|id| *id != s && !r.contains(id) && **id != self.me).copied().collect()
+    }
+
+    /// V4 for an ack (`add_ack = false`) or add-ack by `a` at `aq`; returns the acknowledged
+    /// operation.
+    fn check_ack(
+        &self,
+        a: MemberId,
+        aq: u64,
+        of: &AckRef,
+        add_ack: bool,
+        lookup: &dyn Fn(&MemberId, u64) -> Option<AckTarget>,
+    ) -> Result<(MemberId, u64), ProcessError> {
+        let bad = |why| ProcessError::Reject(RejectReason::InvalidAck(why));
+        let os = self.resolve(&of.of_sender).ok_or(bad("acknowledges an unknown sender"))?;
+        let oq = of.of_seq.0;
+        if os == a {
+            return Err(bad("acknowledges its own message"));
+        }
+        let op = OpId::new(os, oq);
+        let kind = match lookup(&os, oq) {
+            None => return Err(bad("acknowledges an unprocessed message")),
+            Some(AckTarget::NotAcknowledgeable) => return Err(bad("acknowledges an ack or application message")),
+            Some(AckTarget::Known { kind, hash }) => {
+                if hash != of.of_hash {
+                    return Err(ProcessError::Reject(RejectReason::HashMismatch));
+                }
+                Some(kind)
+            }
+            Some(AckTarget::BelowHorizon) => self.h.kind(&op).map(|k| match k {
+                crate::dgm::OpKind::Create => EnvelopeKind::Create,
+                crate::dgm::OpKind::Add => EnvelopeKind::Add,
+                crate::dgm::OpKind::Remove => EnvelopeKind::Remove,
+                crate::dgm::OpKind::Ack => EnvelopeKind::Ack,
+            }),
+        };
+        let expect_add_ack = match kind {
+            Some(EnvelopeKind::Add) => self.h.target(&op) != Some(a),
+            Some(EnvelopeKind::Create | EnvelopeKind::Update | EnvelopeKind::Remove) | None => false,
+            Some(_) => return Err(bad("acknowledges an ack or application message")),
+        };
+        if add_ack != expect_add_ack {
+            return Err(bad("wrong acknowledgment type"));
+        }
+        let membership = self.h.contains(&op);
+        if (membership && self.h.has_acked(&op, &a)) || (!membership && self.update_acks.contains(&(a, os, oq))) {
+            return Err(bad("acknowledged twice"));
+        }
+        if membership {
+            self.h.check(&Op::Ack { sender: a, seq: aq, of: op.clone() }).map_err(|e| malformed(e.to_string()))?;
+        }
+        // §7.5: only a member that was ever removed or cancelled can trip the rule.
+        if !self.h.removed_by(&a).is_empty() && self.h.follows_own_removal(&a, &op) {
+            return Err(ProcessError::Reject(RejectReason::FollowsOwnRemoval));
+        }
+        Ok((os, oq))
+    }
+
+    /// `process-create`. `ids` are the other initial members' MIDs.
+    fn process_create<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        s: MemberId,
+        q: u64,
+        ids: &BTreeSet<MemberId>,
+        blk: Option<&SeedBlock>,
+        bundles: &Bundles,
+    ) -> Result<Processed, ProcessError> {
+        self.h
+            .apply(Op::Create { sender: s, seq: q, members: ids.iter().copied().collect() })
+            .map_err(|e| malformed(e.to_string()))?;
+        self.process_seed(env, EnvelopeKind::Create, s, q, blk, bundles)
+    }
+
+    /// Processing of a create by a member it lists (`Group::from_create`): V1, V5, then
+    /// `process-create`.
+    pub(crate) fn process_initial_create<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        creator: MemberId,
+        creator_ik: IdentityKey,
+        members: &[IdentityKey],
+        seeds: &SeedBlock,
+    ) -> Result<Processed, ProcessError> {
+        let invalid = |why| ProcessError::Reject(RejectReason::InvalidCreate(why));
+        if members.contains(&creator_ik) {
+            return Err(invalid("the creator lists itself"));
+        }
+        if members.len() + 1 > MAX_GROUP {
+            return Err(invalid("too many members"));
+        }
+        self.learn(creator, creator_ik);
+        let mut ids = BTreeSet::new();
+        for ik in members {
+            let id = MemberId::derive(&self.gid, ik, Origin::Operation(creator, SeqNo(1)));
+            self.learn(id, *ik);
+            ids.insert(id);
+        }
+        if !ids.contains(&self.me) {
+            return Err(invalid("the create does not list me"));
+        }
+        check_seeds(seeds, &ids)?;
+        let bundles = self.prefetch(env, ids.iter().copied().filter(|id| *id != self.me))?;
+        let mut out = self.process_create(env, creator, 1, &ids, Some(seeds), &bundles)?;
+        out.events.insert(0, Event::Joined { gid: self.gid, by: creator });
+        Ok(out)
+    }
+
+    /// `process-remove`.
+    fn process_remove<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        s: MemberId,
+        q: u64,
+        t: MemberId,
+        blk: Option<&SeedBlock>,
+        bundles: &Bundles,
+    ) -> Result<Processed, ProcessError> {
+        let before = self.view_me();
+        self.h.apply(Op::Remove { sender: s, seq: q, target: t }).map_err(|e| malformed(e.to_string()))?;
+        let after = self.view_me();
+        let gone: BTreeSet<MemberId> = before.difference(&after).copied().collect();
+        let removed_event = Event::MembersRemoved { by: s, ids: gone };
+        if !after.contains(&self.me) {
+            return Ok(Processed { terminated_by: Some(s), events: vec![removed_event], ..Default::default() });
+        }
+        let mut out = self.process_seed(env, EnvelopeKind::Remove, s, q, blk, bundles)?;
+        out.events.insert(0, removed_event);
+        Ok(out)
+    }
+
+    /// `heal-check(γ, type, S, R, iAmRecipient)` (§5.8).
+    fn heal_check(&mut self, kind: EnvelopeKind, s: &MemberId, r: &BTreeSet<MemberId>, i_am_recipient: bool) -> bool {
+        let view = self.view_me();
+        let removed: BTreeSet<MemberId> = self.h.ever_added().into_iter().filter(|m| !view.contains(m)).collect();
+        let knows_removed = removed.contains(s) || r.iter().any(|m| removed.contains(m));
+        let was = self.heal_pending;
+        if kind == EnvelopeKind::Remove && (!i_am_recipient || knows_removed) {
+            self.heal_pending = true;
+        } else if i_am_recipient && !knows_removed {
+            self.heal_pending = false;
+        }
+        self.heal_pending && !was
+    }
+
+    /// `process-seed(γ, type, S, q, blk)`.
+    fn process_seed<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        kind: EnvelopeKind,
+        s: MemberId,
+        q: u64,
+        blk: Option<&SeedBlock>,
+        bundles: &Bundles,
+    ) -> Result<Processed, ProcessError> {
+        let mut r = self.member_view(&s);
+        r.remove(&s);
+        let seed = if s == self.me {
+            self.next_seed.take().ok_or_else(|| fatal("no seed of my own in progress"))?
+        } else {
+            let blk = blk.ok_or_else(|| fatal("seed block missing"))?;
+            let Some(k) = r.iter().position(|id| *id == self.me) else {
+                // S did not know me (I was added concurrently): ack without a secret.
+                self.seq += 1;
+                let a = self.seq;
+                let heal = self.heal_check(kind, &s, &r, false);
+                let mut out = self.process_ack(env, self.me, a, (s, q), None)?;
+                out.reply = Some((ControlBody::Ack { of: self.ack_ref(s, q), forwards: Vec::new() }, SeqNo(a)));
+                if heal {
+                    out.events.push(Event::HealPending);
+                }
+                return Ok(out);
+            };
+            let c = blk.cts.get(k).ok_or_else(|| fatal("seed block shorter than its recipients"))?;
+            self.decrypt_from(env, &s, c)?
+        };
+        for (id, m) in self.member_secrets(&seed, &s, q, r.iter().copied())? {
+            self.ms.insert((s, q, id), m);
+        }
+        let x = self.member_secrets(&seed, &s, q, core::iter::once(s))?.pop().map(|(_, m)| m);
+        drop(seed);
+        let x = x.ok_or_else(|| fatal("member secret derivation"))?;
+        let is = self.update_ratchet(&s, RatchetInput::Member(&x))?;
+        drop(x);
+        let mut out = Processed { secrets: vec![self.secret(s, q, is)], ..Default::default() };
+        if s == self.me {
+            return Ok(out);
+        }
+        self.seq += 1;
+        let a = self.seq;
+        let v = self.view_me();
+        let mine = self.ms.get(&(s, q, self.me)).cloned().ok_or_else(|| fatal("own member secret missing"))?;
+        let mut forwards = Vec::new();
+        for id in self.forward_targets(&s, &r, &v) {
+            let ct = self.encrypt_to(env, bundles, &id, mine.expose())?;
+            forwards.push(Forward { recipient: id.tag(), ct });
+        }
+        drop(mine);
+        if self.heal_check(kind, &s, &r, true) {
+            out.events.push(Event::HealPending);
+        }
+        let acked = self.process_ack(env, self.me, a, (s, q), None)?;
+        out.secrets.extend(acked.secrets);
+        let of = self.ack_ref(s, q);
+        out.reply = Some((ControlBody::Ack { of, forwards }, SeqNo(a)));
+        Ok(out)
+    }
+
+    fn ack_ref(&self, s: MemberId, q: u64) -> AckRef {
+        // The hash is filled in by the ordering layer, which holds it.
+        AckRef { of_sender: s.tag(), of_seq: SeqNo(q), of_hash: [0; 16] }
+    }
+
+    /// `process-ack(γ, A, a, (S, q), fwdToMe)`.
+    fn process_ack<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        a: MemberId,
+        aq: u64,
+        (s, q): (MemberId, u64),
+        fwd: Option<&TwoSmCiphertext>,
+    ) -> Result<Processed, ProcessError> {
+        let op = OpId::new(s, q);
+        if self.h.is_create(&op) || self.h.is_add(&op) || self.h.is_remove(&op) {
+            self.h.apply(Op::Ack { sender: a, seq: aq, of: op }).map_err(|e| malformed(e.to_string()))?;
+        }
+        let mut x = self.ms.remove(&(s, q, a));
+        if let Some(c) = fwd {
+            let y = self.decrypt_from(env, &a, c)?;
+            if x.is_none() {
+                x = Some(y);
+            }
+        }
+        let Some(x) = x else { return Ok(Processed::default()) };
+        let i = self.update_ratchet(&a, RatchetInput::Member(&x))?;
+        Ok(Processed { secrets: vec![self.secret(a, aq, i)], ..Default::default() })
+    }
+
+    /// `process-add(γ, S, q, t)` for a member other than the newcomer.
+    fn process_add<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        s: MemberId,
+        q: u64,
+        t: MemberId,
+        bundles: &Bundles,
+    ) -> Result<Processed, ProcessError> {
+        self.h.apply(Op::Add { sender: s, seq: q, target: t }).map_err(|e| malformed(e.to_string()))?;
+        let mut out = Processed::default();
+        let identity = *self.ik.get(&t).ok_or_else(|| fatal("add target identity"))?;
+        if self.is_member(&t) {
+            out.events.push(Event::MemberAdded { by: s, id: t, identity });
+        } else {
+            out.events.push(Event::AddCancelled { by: s, id: t });
+        }
+        if self.member_view(&s).contains(&self.me) {
+            if !self.rt.contains_key(&s) {
+                return Err(fatal(format!("no ratchet state for {s:?}, who knows me")));
+            }
+            let welcome = self.update_ratchet(&s, RatchetInput::Welcome)?;
+            self.ms.insert((s, q, t), welcome);
+            let is = self.update_ratchet(&s, RatchetInput::Add)?;
+            out.secrets.push(self.secret(s, q, is));
+        }
+        if s == self.me {
+            return Ok(out);
+        }
+        self.seq += 1;
+        let a = self.seq;
+        let my_ik = self.ik.get(&self.me).copied();
+        let duplicate = my_ik == Some(identity);
+        let rc = if self.is_member(&t) && !duplicate {
+            let rt_me = self.rt.get(&self.me).cloned().ok_or_else(|| fatal("no ratchet state of my own"))?;
+            Some(self.encrypt_to(env, bundles, &t, rt_me.expose())?)
+        } else {
+            None
+        };
+        let acked = self.process_add_ack(env, self.me, a, (s, q), None)?;
+        out.secrets.extend(acked.secrets);
+        if duplicate && self.is_member(&t) {
+            out.duplicate_instance = Some(t);
+            out.events.push(Event::DuplicateInstance { id: t });
+        }
+        out.reply = Some((ControlBody::AddAck { of: self.ack_ref(s, q), ratchet_ct: rc }, SeqNo(a)));
+        Ok(out)
+    }
+
+    /// `process-add-ack(γ, A, a, (S, q), rc)`.
+    fn process_add_ack<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        a: MemberId,
+        aq: u64,
+        (s, q): (MemberId, u64),
+        rc: Option<&TwoSmCiphertext>,
+    ) -> Result<Processed, ProcessError> {
+        let op = OpId::new(s, q);
+        self.h.apply(Op::Ack { sender: a, seq: aq, of: op.clone() }).map_err(|e| malformed(e.to_string()))?;
+        if let Some(c) = rc
+            && self.h.target(&op) == Some(self.me)
+        {
+            let state = self.decrypt_from(env, &a, c)?;
+            self.rt.insert(a, state);
+        }
+        if self.member_view(&a).contains(&self.me) {
+            if !self.rt.contains_key(&a) {
+                return Err(fatal(format!("no ratchet state for {a:?}, who knows me")));
+            }
+            let i = self.update_ratchet(&a, RatchetInput::Add)?;
+            return Ok(Processed { secrets: vec![self.secret(a, aq, i)], ..Default::default() });
+        }
+        Ok(Processed::default())
+    }
+
+    /// `process-welcome(γ, S, q, W)`: `history` is the adder's H before the add, with the
+    /// identities it introduces; `ratchet_ct` the adder's ratchet state.
+    pub(crate) fn process_welcome<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        s: MemberId,
+        q: u64,
+        history: History<MemberId>,
+        identities: &BTreeMap<MemberId, IdentityKey>,
+        ratchet_ct: &TwoSmCiphertext,
+    ) -> Result<Processed, ProcessError> {
+        for (id, ik) in identities {
+            self.learn(*id, *ik);
+        }
+        self.h = history;
+        self.h.apply(Op::Add { sender: s, seq: q, target: self.me }).map_err(|e| malformed(e.to_string()))?;
+        let state = self.decrypt_from(env, &s, ratchet_ct)?;
+        self.rt.insert(s, state);
+        let welcome = self.update_ratchet(&s, RatchetInput::Welcome)?;
+        self.ms.insert((s, q, self.me), welcome);
+        let is = self.update_ratchet(&s, RatchetInput::Add)?;
+        self.seq += 1;
+        let a = self.seq;
+        let acked = self.process_ack(env, self.me, a, (s, q), None)?;
+        let mut out = Processed { secrets: vec![self.secret(s, q, is)], ..Default::default() };
+        out.secrets.extend(acked.secrets);
+        out.events.push(Event::Joined { gid: self.gid, by: s });
+        out.reply = Some((ControlBody::Ack { of: self.ack_ref(s, q), forwards: Vec::new() }, SeqNo(a)));
+        Ok(out)
+    }
+
+}
+
+/// V5: the seed block's digest and size match the recipient set.
+fn check_seeds(blk: &SeedBlock, r: &BTreeSet<MemberId>) -> Result<(), ProcessError> {
+    let sorted: Vec<MemberId> = r.iter().copied().collect();
+    if blk.cts.len() != sorted.len() || blk.recipients_digest != recipients_digest(&sorted) {
+        return Err(ProcessError::Reject(RejectReason::RecipientsMismatch));
+    }
+    Ok(())
+}

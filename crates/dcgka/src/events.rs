@@ -1,0 +1,175 @@
+//! What the group API reports to the application (§9): events and the reasons behind
+//! rejected, dropped or undecryptable envelopes.
+
+use std::collections::BTreeSet;
+
+use crate::crypto::IdentityKey;
+use crate::ids::{Epoch, GroupId, MemberId, MessageIndex, SeqNo};
+use crate::ratchet::RatchetError;
+
+/// Why an authentic envelope was rejected (its sequence number is consumed, nothing else
+/// changes; §5.6).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    /// V1: a create that is not the sender's first message, lists its sender, or is too large.
+    #[error("invalid create: {0}")]
+    InvalidCreate(&'static str),
+    /// V2: an add of someone the sender already has, or whose MID or tag is not fresh.
+    #[error("invalid add: {0}")]
+    InvalidAdd(&'static str),
+    /// V3: a remove of oneself or of someone not in the sender's view.
+    #[error("invalid remove: {0}")]
+    InvalidRemove(&'static str),
+    /// V4: an ack of something not acknowledgeable, of the wrong type, twice, or by its sender.
+    #[error("invalid ack: {0}")]
+    InvalidAck(&'static str),
+    /// V4 (b): the acknowledged envelope's hash differs from the one processed here.
+    #[error("ack references a different version of the acknowledged envelope")]
+    HashMismatch,
+    /// V4 (e), §7.5: the envelope provably follows its sender's own removal.
+    #[error("sender acknowledged something after its own removal")]
+    FollowsOwnRemoval,
+    /// V5: the seed block's recipient set differs from the sender's view as computed here.
+    #[error("seed block recipients differ from the sender's view")]
+    RecipientsMismatch,
+    /// V6: the body is malformed, or names a member this group does not know.
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    /// The sender was cut off earlier (§7.5): everything it sends is rejected.
+    #[error("sender is cut off")]
+    CutOff,
+    /// An application message that is authentic but fails to decrypt (replay, tampering by
+    /// the sender, too far ahead).
+    #[error("application message: {0}")]
+    Application(RatchetError),
+}
+
+/// Why an envelope was discarded without consuming anything.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// Its signature does not verify under the sender's current signing key: a forgery,
+    /// tampering, or an envelope of another group.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// A first envelope from someone no processed create or add names.
+    #[error("sender is not a member of this group")]
+    NotAMember,
+    /// Already processed (a duplicate or a replay).
+    #[error("duplicate of an already processed envelope")]
+    Duplicate,
+}
+
+/// Something the application should know about. Events never contain key material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// This device joined the group.
+    Joined {
+        /// The group.
+        gid: GroupId,
+        /// The creator or adder.
+        by: MemberId,
+    },
+    /// A member was added.
+    MemberAdded {
+        /// The adder.
+        by: MemberId,
+        /// The new member.
+        id: MemberId,
+        /// Its identity key.
+        identity: IdentityKey,
+    },
+    /// An add that a concurrent removal cancelled: the target never becomes a member.
+    AddCancelled {
+        /// The adder.
+        by: MemberId,
+        /// The cancelled member.
+        id: MemberId,
+    },
+    /// Members left the group (named and cascaded removals).
+    MembersRemoved {
+        /// The remover.
+        by: MemberId,
+        /// Who left.
+        ids: BTreeSet<MemberId>,
+    },
+    /// A member performed a PCS update.
+    Updated {
+        /// Who.
+        by: MemberId,
+    },
+    /// A decrypted application message.
+    Message {
+        /// Its sender.
+        sender: MemberId,
+        /// The sender's sequence number.
+        seq: SeqNo,
+        /// The sender's epoch.
+        epoch: Epoch,
+        /// The index within the epoch.
+        index: MessageIndex,
+        /// The plaintext.
+        plaintext: Vec<u8>,
+        /// Whether the sender is no longer a member here (it sent this concurrently with
+        /// its removal).
+        sender_removed: bool,
+    },
+    /// An authentic application message this member was never entitled to read (it was not
+    /// in the sender's view at that epoch).
+    Undecryptable {
+        /// Its sender.
+        sender: MemberId,
+        /// The sender's sequence number.
+        seq: SeqNo,
+        /// Why.
+        reason: RatchetError,
+    },
+    /// An authentic but invalid envelope (§5.6 REJECT).
+    Rejected {
+        /// Its sender.
+        sender: MemberId,
+        /// Its sequence number.
+        seq: SeqNo,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// A buffered envelope was discarded when it became ready.
+    Dropped {
+        /// The sender it claimed.
+        sender: MemberId,
+        /// Its sequence number.
+        seq: SeqNo,
+        /// Why.
+        reason: DropReason,
+    },
+    /// The sender signed two different envelopes with one sequence number (§7.6).
+    Equivocation {
+        /// The equivocating sender.
+        sender: MemberId,
+        /// The sequence number used twice.
+        seq: SeqNo,
+    },
+    /// Another instance of this device's own identity was added; this device removes it (§6.6).
+    DuplicateInstance {
+        /// The surplus instance.
+        id: MemberId,
+    },
+    /// This member was removed; its group secrets are erased.
+    RemovedFromGroup {
+        /// The remover.
+        by: MemberId,
+    },
+    /// Local state can no longer stay consistent; the group is unusable (§5.6 FATAL).
+    GroupStateCorrupted {
+        /// What happened.
+        reason: String,
+    },
+    /// A concurrent or missed removal means the next send or add first performs an update
+    /// (§5.8).
+    HealPending,
+    /// Processing stopped because a first contact needs this identity's prekey bundle: put
+    /// one in the provider and call `process_pending`.
+    PrekeyBundleNeeded {
+        /// Whose bundle.
+        identity: IdentityKey,
+    },
+}

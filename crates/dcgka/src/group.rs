@@ -1,0 +1,855 @@
+//! The group API (§9): one [`Group`] per group and device. Bytes in, events and bytes out.
+//!
+//! The application never touches the DCGKA internals. Every call either succeeds and
+//! returns an [`Output`] (envelopes to broadcast, Welcomes to deliver, events), or fails
+//! with a [`GroupError`] and leaves the group exactly as it was.
+//!
+//! Caller obligations: persist the group state before transmitting the output (otherwise
+//! a crash could reuse a key); broadcast every envelope in `broadcast`; deliver each
+//! Welcome in `direct` to its recipient; feed every received byte string to
+//! [`Group::receive`] (duplicates and garbage are harmless).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand_core::CryptoRng;
+
+use crate::codec::{Decode, DecodeError, Encode};
+use crate::crypto::{IdentityKey, SigningSecret};
+use crate::dcgka::{Dcgka, Env, ProcessError, Processed, UpdateSecret};
+use crate::events::{DropReason, Event, RejectReason};
+use crate::ids::{Epoch, GroupId, MemberId, MessageIndex, Origin, SeqNo};
+use crate::ordering::{BufferError, Ordering, Ready, SenderState};
+use crate::prekeys::{Identity, PrekeyProvider};
+use crate::ratchet::{RatchetError, SenderRatchet};
+use crate::welcome::{SenderEntry, Welcome, encode_history, replay_history};
+use crate::wire::{ApplicationBody, ControlBody, Envelope, EnvelopeKind, SenderRef, requires_rotation};
+
+/// What every call needs from the caller: randomness, time, prekey bundles and the
+/// device's identity (whose key store first messages consume).
+pub struct Context<'a, R: CryptoRng> {
+    /// The CSPRNG.
+    pub rng: &'a mut R,
+    /// Unix seconds, used only for prekey validity.
+    pub now: u64,
+    /// Where bundles of other identities come from.
+    pub prekeys: &'a mut dyn PrekeyProvider,
+    /// This device's identity and key store.
+    pub identity: &'a mut Identity,
+}
+
+/// Options of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Perform an update before sending or adding when a concurrent or missed removal may
+    /// have left a removed member able to compute this member's keys (§5.8). Default on.
+    pub auto_heal: bool,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig { auto_heal: true }
+    }
+}
+
+/// The state of a group at this device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Usable.
+    Active,
+    /// This member was removed; its secrets are erased.
+    Removed {
+        /// The remover.
+        by: MemberId,
+    },
+    /// Local state diverged (§5.6 FATAL); the group is unusable.
+    Corrupted {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Why a call failed. The group is unchanged in every case.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// The bytes are not a well-formed envelope or Welcome.
+    #[error("malformed input: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The group is not active.
+    #[error("group is not active: {0:?}")]
+    NotActive(Status),
+    /// The envelope was discarded: a forgery, a replay, or a non-member's.
+    #[error("envelope dropped: {0}")]
+    Dropped(DropReason),
+    /// My own envelope came back.
+    #[error("own envelope echoed back")]
+    OwnEnvelope,
+    /// The envelope could not be buffered.
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    /// A first contact needs this identity's prekey bundle: put one in the provider and retry.
+    #[error("prekey bundle needed for {0:?}")]
+    MissingPrekeyBundle(IdentityKey),
+    /// The requested operation is not allowed (removing a non-member, adding a member...).
+    #[error("operation refused: {0}")]
+    InvalidOperation(RejectReason),
+    /// The create or Welcome is invalid or not for this device.
+    #[error("cannot join: {0}")]
+    CannotJoin(String),
+    /// The plaintext is too large.
+    #[error("plaintext of {size} bytes exceeds the maximum {max}")]
+    PlaintextTooLarge {
+        /// Its size.
+        size: usize,
+        /// [`crate::consts::MAX_PLAINTEXT_SIZE`].
+        max: usize,
+    },
+    /// An internal invariant failed: a bug. The group is unchanged.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// What a call produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Envelopes to broadcast to the group, in order.
+    pub broadcast: Vec<Vec<u8>>,
+    /// Welcomes to deliver: (the new member, its identity key, the Welcome bytes).
+    pub direct: Vec<(MemberId, IdentityKey, Vec<u8>)>,
+    /// Events, in order.
+    pub events: Vec<Event>,
+}
+
+impl Output {
+    fn extend(&mut self, other: Output) {
+        self.broadcast.extend(other.broadcast);
+        self.direct.extend(other.direct);
+        self.events.extend(other.events);
+    }
+}
+
+/// Routing information read from an envelope without verifying anything (§9 `peek`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peek {
+    /// The group ID, present only in a create.
+    pub gid: Option<GroupId>,
+    /// The kind.
+    pub kind: EnvelopeKind,
+    /// The sender reference (a tag, or the identity key of a first envelope).
+    pub sender: SenderRef,
+    /// The sequence number.
+    pub seq: SeqNo,
+}
+
+/// One member's state in one group.
+#[derive(Clone, Debug)]
+pub struct Group {
+    config: GroupConfig,
+    my_ik: IdentityKey,
+    d: Dcgka,
+    ord: Ordering,
+    /// My current signing key (the identity key until my first envelope rotates it).
+    signing: SigningSecret,
+    fs: BTreeMap<MemberId, SenderRatchet>,
+    /// Per sender: the epoch of its last application message and the next index in it.
+    app_index: BTreeMap<MemberId, (Epoch, u32)>,
+    status: Status,
+    /// A duplicate instance of my identity still to be removed (§6.6).
+    pending_removal: Option<MemberId>,
+    /// Test hook: keep processing after my own removal, as an attacker holding my state would.
+    adversarial: bool,
+}
+
+fn map_process_error(e: ProcessError) -> GroupError {
+    match e {
+        ProcessError::Reject(r) => GroupError::InvalidOperation(r),
+        ProcessError::NeedBundle(ik) => GroupError::MissingPrekeyBundle(ik),
+        ProcessError::Fatal(s) => GroupError::Internal(s),
+    }
+}
+
+macro_rules! env {
+    ($ctx:expr) => {
+        Env { rng: &mut *$ctx.rng, keys: $ctx.identity.key_store_mut(), provider: &mut *$ctx.prekeys, now: $ctx.now }
+    };
+}
+
+impl Group {
+    fn blank(config: GroupConfig, identity: &Identity, d: Dcgka) -> Self {
+        Group {
+            config,
+            my_ik: identity.public_key(),
+            d,
+            ord: Ordering::default(),
+            signing: identity.signing_key().clone(),
+            fs: BTreeMap::new(),
+            app_index: BTreeMap::new(),
+            status: Status::Active,
+            pending_removal: None,
+            adversarial: false,
+        }
+    }
+
+    // --------------------------------------------------------------------------------
+    // Queries
+    // --------------------------------------------------------------------------------
+
+    /// `member-view(me)`: the current members.
+    pub fn members(&self) -> BTreeSet<MemberId> {
+        self.d.view_me()
+    }
+
+    /// My membership instance ID.
+    pub fn me(&self) -> MemberId {
+        self.d.me
+    }
+
+    /// The group ID.
+    pub fn gid(&self) -> GroupId {
+        self.d.gid
+    }
+
+    /// The group's status.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
+    /// Whether a heal (update) is pending (§5.8).
+    pub fn heal_pending(&self) -> bool {
+        self.d.heal_pending
+    }
+
+    /// The identity key behind an ever-added member.
+    pub fn identity_of(&self, id: &MemberId) -> Option<IdentityKey> {
+        self.d.ik.get(id).copied()
+    }
+
+    /// `member-view(id)` as this member knows it.
+    pub fn member_view(&self, id: &MemberId) -> BTreeSet<MemberId> {
+        self.d.member_view(id)
+    }
+
+    /// Every member ever added here, current or not.
+    pub fn ever_added(&self) -> BTreeSet<MemberId> {
+        self.d.h.ever_added()
+    }
+
+    /// `{sender → hwm}`, for sync (§7.7).
+    pub fn sync_state(&self) -> BTreeMap<MemberId, SeqNo> {
+        self.ord.senders().iter().map(|(k, v)| (*k, SeqNo(v.hwm))).collect()
+    }
+
+    /// Envelopes waiting in the buffer.
+    pub fn pending(&self) -> usize {
+        self.ord.buffered()
+    }
+
+    /// My last used sequence number.
+    pub fn seq(&self) -> SeqNo {
+        SeqNo(self.d.seq)
+    }
+
+    /// Number of member secrets held (they are deleted as acks arrive, §5.7).
+    pub fn member_secret_count(&self) -> usize {
+        self.d.member_secret_count()
+    }
+
+    /// Members whose member secret for operation `(sender, seq)` is still held here.
+    pub fn member_secrets_pending(&self, sender: &MemberId, seq: SeqNo) -> Vec<MemberId> {
+        self.d.member_secrets_of(sender, seq.0)
+    }
+
+    /// The membership history, for comparing histories across members (§10 oracle 5).
+    pub fn history(&self) -> &crate::dgm::History<MemberId> {
+        &self.d.h
+    }
+
+    /// Whether `id`'s outer ratchet state here equals `other`'s (§10 oracle 2).
+    pub fn same_ratchet_state(&self, other: &Group, id: &MemberId) -> bool {
+        match (self.d.ratchet_state(id), other.d.ratchet_state(id)) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether I hold an outer ratchet state for `id`.
+    pub fn has_ratchet_state(&self, id: &MemberId) -> bool {
+        self.d.ratchet_state(id).is_some()
+    }
+
+    /// The epoch of my sending ratchet for `id`, if any.
+    pub fn sender_epoch(&self, id: &MemberId) -> Option<Epoch> {
+        self.fs.get(id).map(|r| r.epoch())
+    }
+
+    /// Reads routing information without verifying anything.
+    pub fn peek(bytes: &[u8]) -> Result<Peek, GroupError> {
+        let e = Envelope::from_bytes(bytes)?;
+        Ok(Peek { gid: e.gid, kind: e.kind, sender: e.sender, seq: e.seq })
+    }
+
+    /// Test hook: from now on, keep processing after this member's own removal and never
+    /// erase secrets, as an attacker holding a snapshot of this state would. Used by the
+    /// security oracles; never enable it on a real device.
+    pub fn set_adversarial(&mut self, on: bool) {
+        self.adversarial = on;
+        if on && self.status != Status::Active {
+            self.status = Status::Active;
+        }
+    }
+
+    // --------------------------------------------------------------------------------
+    // Emitting my own envelopes
+    // --------------------------------------------------------------------------------
+
+    /// Signs and records one of my envelopes; rotates my signing key where §7.2 says so.
+    fn emit(&mut self, rng: &mut impl CryptoRng, kind: EnvelopeKind, seq: SeqNo, body: Vec<u8>) -> (Vec<u8>, Envelope) {
+        let next = requires_rotation(kind, seq).then(|| SigningSecret::generate(rng));
+        let first = (seq.0 == 1).then_some(self.my_ik);
+        let env = Envelope::seal(
+            kind,
+            &self.d.gid,
+            seq,
+            &self.d.me,
+            first,
+            next.as_ref().map(SigningSecret::verifying_key),
+            body,
+            &self.signing,
+        );
+        let retain = matches!(kind, EnvelopeKind::Create | EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
+            .then(|| (kind, env.short_hash()));
+        self.ord.advance(&self.d, self.d.me, seq.0, env.new_signing_key, retain);
+        if let Some(k) = next {
+            self.signing = k;
+        }
+        (env.to_bytes(), env)
+    }
+
+    /// Emits a reply (ack or add-ack) to the envelope whose short hash is `hash`.
+    fn emit_reply(&mut self, rng: &mut impl CryptoRng, reply: (ControlBody, SeqNo), hash: [u8; 16]) -> Vec<u8> {
+        let (mut body, seq) = reply;
+        match &mut body {
+            ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. } => of.of_hash = hash,
+            _ => {}
+        }
+        let kind = body.kind();
+        self.emit(rng, kind, seq, body.to_bytes()).0
+    }
+
+    fn apply_secrets(&mut self, secrets: Vec<UpdateSecret>) -> Result<(), GroupError> {
+        for s in secrets {
+            let r = SenderRatchet::new(self.d.gid, s.member, s.epoch, s.secret)
+                .map_err(|e| GroupError::Internal(e.to_string()))?;
+            self.fs.insert(s.member, r);
+        }
+        Ok(())
+    }
+
+    /// Applies the results of a local operation, or of processing, to the outer layers.
+    fn absorb(&mut self, p: Processed, out: &mut Output) -> Result<(), GroupError> {
+        self.apply_secrets(p.secrets)?;
+        out.events.extend(p.events);
+        Ok(())
+    }
+
+    fn require_active(&self) -> Result<(), GroupError> {
+        match &self.status {
+            Status::Active => Ok(()),
+            s => Err(GroupError::NotActive(s.clone())),
+        }
+    }
+
+    // --------------------------------------------------------------------------------
+    // Creating and joining
+    // --------------------------------------------------------------------------------
+
+    /// Creates a group with `others` (identity keys) as the other initial members. The
+    /// create envelope in `broadcast` makes them join ([`Group::from_create`]).
+    pub fn create<R: CryptoRng>(
+        ctx: &mut Context<'_, R>,
+        others: &[IdentityKey],
+        config: GroupConfig,
+    ) -> Result<(Group, Output), GroupError> {
+        let mut raw = [0u8; 32];
+        ctx.rng.fill_bytes(&mut raw);
+        let gid = GroupId(raw);
+        let me = MemberId::derive(&gid, &ctx.identity.public_key(), Origin::Creator);
+        let mut g = Group::blank(config, ctx.identity, Dcgka::new(me, gid, ctx.identity.public_key()));
+        let (body, q, p) = g.d.create(&mut env!(ctx), others).map_err(map_process_error)?;
+        let mut out = Output::default();
+        let (bytes, _) = g.emit(ctx.rng, EnvelopeKind::Create, q, body.to_bytes());
+        out.broadcast.push(bytes);
+        g.absorb(p, &mut out)?;
+        Ok((g, out))
+    }
+
+    /// Joins a group from a create envelope that lists this device. The application
+    /// decides beforehand (with [`Group::peek`]) whether to consent.
+    pub fn from_create<R: CryptoRng>(
+        ctx: &mut Context<'_, R>,
+        bytes: &[u8],
+        config: GroupConfig,
+    ) -> Result<(Group, Output), GroupError> {
+        let env = Envelope::from_bytes(bytes)?;
+        let cannot = |s: &str| GroupError::CannotJoin(s.to_string());
+        let (EnvelopeKind::Create, Some(gid), SenderRef::Identity(creator_ik)) = (env.kind, env.gid, env.sender) else {
+            return Err(cannot("not a create envelope"));
+        };
+        let creator = MemberId::derive(&gid, &creator_ik, Origin::Creator);
+        env.verify(&gid, &creator, &creator_ik).map_err(|_| GroupError::Dropped(DropReason::BadSignature))?;
+        let ControlBody::Create { members, seeds } = ControlBody::from_bytes(EnvelopeKind::Create, &env.body)? else {
+            return Err(cannot("not a create body"));
+        };
+        let my_ik = ctx.identity.public_key();
+        let me = MemberId::derive(&gid, &my_ik, Origin::Operation(creator, SeqNo(1)));
+        if creator_ik == my_ik {
+            return Err(GroupError::OwnEnvelope);
+        }
+        let mut g = Group::blank(config, ctx.identity, Dcgka::new(me, gid, my_ik));
+        let p = match g.d.process_initial_create(&mut env!(ctx), creator, creator_ik, &members, &seeds) {
+            Ok(p) => p,
+            Err(ProcessError::Reject(r)) => return Err(GroupError::CannotJoin(r.to_string())),
+            Err(e) => return Err(map_process_error(e)),
+        };
+        g.ord.advance(&g.d, creator, 1, env.new_signing_key, Some((EnvelopeKind::Create, env.short_hash())));
+        let mut out = Output::default();
+        g.finish_processed(ctx, p, env.short_hash(), &mut out)?;
+        Ok((g, out))
+    }
+
+    /// Joins a group from a Welcome (§7.4). Returns the new member's ack to broadcast.
+    pub fn join<R: CryptoRng>(
+        ctx: &mut Context<'_, R>,
+        welcome: &[u8],
+        config: GroupConfig,
+    ) -> Result<(Group, Output), GroupError> {
+        let w = Welcome::from_bytes(welcome)?;
+        let cannot = |s: &str| GroupError::CannotJoin(s.to_string());
+        let replayed = replay_history(&w.gid, &w.history).map_err(cannot)?;
+        let adder = usize::try_from(w.adder)
+            .ok()
+            .and_then(|i| replayed.table.get(i))
+            .copied()
+            .ok_or_else(|| cannot("unknown adder"))?;
+        let adder_ik = *replayed.identities.get(&adder).ok_or_else(|| cannot("unknown adder"))?;
+        w.verify(&adder_ik).map_err(|_| GroupError::Dropped(DropReason::BadSignature))?;
+        let e = Envelope::from_bytes(&w.add_envelope)?;
+        let my_ik = ctx.identity.public_key();
+        let ControlBody::Add { target } = ControlBody::from_bytes(EnvelopeKind::Add, &e.body)? else {
+            return Err(cannot("not an add"));
+        };
+        if e.kind != EnvelopeKind::Add || e.sender != SenderRef::Tag(adder.tag()) || target != my_ik {
+            return Err(cannot("the add envelope does not add me"));
+        }
+        let q = e.seq.0;
+        let me = MemberId::derive(&w.gid, &my_ik, Origin::Operation(adder, e.seq));
+        let mut g = Group::blank(config, ctx.identity, Dcgka::new(me, w.gid, my_ik));
+        for s in &w.senders {
+            let id = usize::try_from(s.id)
+                .ok()
+                .and_then(|i| replayed.table.get(i))
+                .copied()
+                .ok_or_else(|| cannot("sender table names an unknown member"))?;
+            g.ord.load(id, SenderState { hwm: s.hwm, key: s.signing_key, cut_off: s.cut_off });
+        }
+        let adder_state = g.ord.sender(&adder, &g.d).ok_or_else(|| cannot("adder missing from sender table"))?;
+        let adder_key = g.ord.senders().get(&adder).map(|s| s.key).unwrap_or(adder_ik);
+        if adder_state.hwm + 1 != q {
+            return Err(cannot("the add does not follow the adder's horizon"));
+        }
+        e.verify(&w.gid, &adder, &adder_key).map_err(|_| GroupError::Dropped(DropReason::BadSignature))?;
+        let p = g
+            .d
+            .process_welcome(&mut env!(ctx), adder, q, replayed.history, &replayed.identities, &w.ratchet_ct)
+            .map_err(|e| match e {
+                ProcessError::Fatal(s) => GroupError::CannotJoin(s),
+                other => map_process_error(other),
+            })?;
+        g.ord.advance(&g.d, adder, q, e.new_signing_key, Some((EnvelopeKind::Add, e.short_hash())));
+        let mut out = Output::default();
+        g.finish_processed(ctx, p, e.short_hash(), &mut out)?;
+        Ok((g, out))
+    }
+
+    // --------------------------------------------------------------------------------
+    // Local operations
+    // --------------------------------------------------------------------------------
+
+    fn heal_if_pending<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, out: &mut Output) -> Result<(), GroupError> {
+        if self.config.auto_heal && self.d.heal_pending {
+            out.extend(self.update(ctx)?);
+        }
+        Ok(())
+    }
+
+    /// A PCS update: fresh seeds to every other member.
+    pub fn update<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>) -> Result<Output, GroupError> {
+        self.require_active()?;
+        // Dcgka::update validates and prefetches before it changes anything.
+        let (body, q, p) = self.d.update(&mut env!(ctx)).map_err(map_process_error)?;
+        let mut out = Output::default();
+        let (bytes, _) = self.emit(ctx.rng, EnvelopeKind::Update, q, body.to_bytes());
+        out.broadcast.push(bytes);
+        self.absorb(p, &mut out)?;
+        out.events.insert(0, Event::Updated { by: self.d.me });
+        Ok(out)
+    }
+
+    /// Removes a member (it can then decrypt nothing sent after its removal).
+    pub fn remove<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, id: MemberId) -> Result<Output, GroupError> {
+        self.require_active()?;
+        let (body, q, p) = self.d.remove(&mut env!(ctx), id).map_err(map_process_error)?;
+        let mut out = Output::default();
+        let (bytes, _) = self.emit(ctx.rng, EnvelopeKind::Remove, q, body.to_bytes());
+        out.broadcast.push(bytes);
+        self.absorb(p, &mut out)?;
+        Ok(out)
+    }
+
+    /// Adds the person with identity key `ik` as a new member instance. `direct` holds the
+    /// Welcome for it. With a heal pending, an update goes first (§5.8).
+    pub fn add<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, ik: IdentityKey) -> Result<Output, GroupError> {
+        self.require_active()?;
+        let saved = self.clone();
+        let mut out = Output::default();
+        let result = self.add_inner(ctx, ik, &mut out);
+        match result {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                *self = saved;
+                Err(e)
+            }
+        }
+    }
+
+    fn add_inner<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, ik: IdentityKey, out: &mut Output) -> Result<(), GroupError> {
+        self.heal_if_pending(ctx, out)?;
+        let (t, ratchet_ct) = self.d.add_prepare(&mut env!(ctx), ik).map_err(map_process_error)?;
+        let (history, num) =
+            encode_history(&self.d.h, &self.d.ik).ok_or_else(|| GroupError::Internal("history encoding".into()))?;
+        let mut senders = Vec::new();
+        for id in self.d.h.ever_added() {
+            let Some(n) = num.get(&id) else { continue };
+            let st = if id == self.d.me {
+                SenderState { hwm: self.d.seq, key: self.signing.verifying_key(), cut_off: false }
+            } else {
+                self.ord.sender(&id, &self.d).ok_or_else(|| GroupError::Internal("sender state".into()))?
+            };
+            senders.push(SenderEntry { id: *n, hwm: st.hwm, signing_key: st.key, cut_off: st.cut_off });
+        }
+        let adder = *num.get(&self.d.me).ok_or_else(|| GroupError::Internal("adder number".into()))?;
+        let (body, q, p) = self.d.add_commit(&mut env!(ctx), t).map_err(map_process_error)?;
+        let (add_bytes, _) = self.emit(ctx.rng, EnvelopeKind::Add, q, body.to_bytes());
+        let mut w = Welcome {
+            gid: self.d.gid,
+            adder,
+            add_envelope: add_bytes.clone(),
+            history,
+            senders,
+            ratchet_ct,
+            signature: crate::crypto::Signature([0; 64]),
+        };
+        w.sign(ctx.identity.signing_key());
+        out.broadcast.push(add_bytes);
+        out.direct.push((t, ik, w.to_bytes()));
+        self.absorb(p, out)
+    }
+
+    /// Encrypts and sends an application message. With a heal pending, an update goes
+    /// first (§5.8).
+    pub fn send<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, plaintext: &[u8]) -> Result<Output, GroupError> {
+        self.require_active()?;
+        if plaintext.len() > crate::consts::MAX_PLAINTEXT_SIZE {
+            return Err(GroupError::PlaintextTooLarge { size: plaintext.len(), max: crate::consts::MAX_PLAINTEXT_SIZE });
+        }
+        if !self.fs.contains_key(&self.d.me) {
+            return Err(GroupError::Internal("no sending ratchet".into()));
+        }
+        // The heal update is atomic on its own; after it, encryption cannot fail.
+        let mut out = Output::default();
+        self.heal_if_pending(ctx, &mut out)?;
+        let seq = SeqNo(self.d.seq + 1);
+        let fs = self.fs.get_mut(&self.d.me).ok_or_else(|| GroupError::Internal("no sending ratchet".into()))?;
+        let epoch = fs.epoch();
+        let (_, ct) = fs.encrypt(seq, plaintext).map_err(|e| GroupError::Internal(e.to_string()))?;
+        self.d.seq = seq.0;
+        let body = ApplicationBody { epoch_delta: seq.0 - epoch.0, ct }.to_bytes();
+        let (bytes, _) = self.emit(ctx.rng, EnvelopeKind::Application, seq, body);
+        out.broadcast.push(bytes);
+        Ok(out)
+    }
+
+    // --------------------------------------------------------------------------------
+    // Receiving
+    // --------------------------------------------------------------------------------
+
+    /// Feeds one envelope of this group. Returns the acks to broadcast and the events of
+    /// every envelope this made ready (one call may release many buffered ones).
+    pub fn receive<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, bytes: &[u8]) -> Result<Output, GroupError> {
+        self.require_active()?;
+        let env = Envelope::from_bytes(bytes)?;
+        if let SenderRef::Tag(t) = env.sender
+            && let Some(id) = self.d.resolve(&t)
+        {
+            if id == self.d.me {
+                return Err(GroupError::OwnEnvelope);
+            }
+            if env.seq.0 <= self.ord.hwm(&id) {
+                if self.ord.retained_hash(&id, env.seq.0).is_some_and(|h| h != env.short_hash()) {
+                    return Ok(Output {
+                        events: vec![Event::Equivocation { sender: id, seq: env.seq }],
+                        ..Default::default()
+                    });
+                }
+                return Err(GroupError::Dropped(DropReason::Duplicate));
+            }
+        }
+        if let SenderRef::Identity(ik) = env.sender
+            && ik == self.my_ik
+        {
+            return Err(GroupError::OwnEnvelope);
+        }
+        let incoming = (env.sender, env.seq);
+        self.ord.buffer(&self.d, env)?;
+        let (out, dropped) = self.drain(ctx, Some(incoming));
+        if let Some(reason) = dropped
+            && out.broadcast.is_empty()
+            && out.events.iter().all(|e| matches!(e, Event::Dropped { .. }))
+        {
+            return Err(GroupError::Dropped(reason));
+        }
+        Ok(out)
+    }
+
+    /// Retries processing of buffered envelopes (after a missing prekey bundle was supplied).
+    pub fn process_pending<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>) -> Result<Output, GroupError> {
+        self.require_active()?;
+        Ok(self.drain(ctx, None).0)
+    }
+
+    /// Processes every ready envelope. Returns the output and, if the envelope identified
+    /// by `incoming` was discarded, why.
+    fn drain<R: CryptoRng>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        incoming: Option<(SenderRef, SeqNo)>,
+    ) -> (Output, Option<DropReason>) {
+        let mut out = Output::default();
+        let mut incoming_dropped = None;
+        if let Some(t) = self.pending_removal.take() {
+            self.remove_duplicate(ctx, t, &mut out);
+        }
+        while self.status == Status::Active {
+            let Some(ready) = self.ord.next_ready(&self.d) else { break };
+            let (sender, candidates) = match ready {
+                Ready::Envelope { sender, candidates } => (sender, candidates),
+                Ready::Discard { candidates, reason } => {
+                    for b in candidates {
+                        if incoming == Some((b.env.sender, b.env.seq)) {
+                            incoming_dropped = Some(reason.clone());
+                        }
+                    }
+                    continue;
+                }
+            };
+            let Some(state) = self.ord.sender(&sender, &self.d) else { continue };
+            let mut chosen = None;
+            let mut rest = Vec::new();
+            for b in candidates {
+                if chosen.is_none() && b.env.verify(&self.d.gid, &sender, &state.key).is_ok() {
+                    chosen = Some(b);
+                } else {
+                    rest.push(b);
+                }
+            }
+            for b in &rest {
+                if incoming == Some((b.env.sender, b.env.seq)) && chosen.is_none() {
+                    incoming_dropped = Some(DropReason::BadSignature);
+                } else {
+                    out.events.push(Event::Dropped { sender, seq: b.env.seq, reason: DropReason::BadSignature });
+                }
+            }
+            let Some(b) = chosen else { continue };
+            match self.process_one(ctx, sender, state, &b.env, &mut out) {
+                Ok(()) => {}
+                Err(ik) => {
+                    self.ord.unbuffer_back(vec![b]);
+                    out.events.push(Event::PrekeyBundleNeeded { identity: ik });
+                    break;
+                }
+            }
+        }
+        (out, incoming_dropped)
+    }
+
+    fn remove_duplicate<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, t: MemberId, out: &mut Output) {
+        if !self.d.is_member(&t) {
+            return;
+        }
+        match self.remove(ctx, t) {
+            Ok(o) => out.extend(o),
+            Err(GroupError::MissingPrekeyBundle(ik)) => {
+                self.pending_removal = Some(t);
+                out.events.push(Event::PrekeyBundleNeeded { identity: ik });
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Processes one verified envelope as one transaction. `Err(ik)` means a first contact
+    /// needs `ik`'s bundle and nothing changed.
+    fn process_one<R: CryptoRng>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        sender: MemberId,
+        state: SenderState,
+        env: &Envelope,
+        out: &mut Output,
+    ) -> Result<(), IdentityKey> {
+        let seq = env.seq.0;
+        let hash = env.short_hash();
+        if state.cut_off {
+            self.reject(sender, env, RejectReason::CutOff, out, false);
+            return Ok(());
+        }
+        if env.kind == EnvelopeKind::Application {
+            self.process_application(sender, env, out);
+            return Ok(());
+        }
+        let body = match ControlBody::from_bytes(env.kind, &env.body) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reject(sender, env, RejectReason::Malformed(e.to_string()), out, true);
+                return Ok(());
+            }
+        };
+        let ord = &self.ord;
+        let lookup = |s: &MemberId, q: u64| ord.lookup(s, q);
+        let result = self.d.process(&mut env!(ctx), sender, seq, &body, &lookup);
+        match result {
+            Ok(p) => {
+                let retain = matches!(env.kind, EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
+                    .then_some((env.kind, hash));
+                self.ord.advance(&self.d, sender, seq, env.new_signing_key, retain);
+                if let Err(e) = self.finish_processed(ctx, p, hash, out) {
+                    self.corrupt(e.to_string(), out);
+                }
+                Ok(())
+            }
+            Err(ProcessError::Reject(r)) => {
+                let equivocation = r == RejectReason::HashMismatch;
+                self.reject(sender, env, r, out, true);
+                if equivocation
+                    && let Ok(ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. }) = ControlBody::from_bytes(env.kind, &env.body)
+                    && let Some(s) = self.d.resolve(&of.of_sender)
+                {
+                    out.events.push(Event::Equivocation { sender: s, seq: of.of_seq });
+                }
+                Ok(())
+            }
+            Err(ProcessError::NeedBundle(ik)) => Err(ik),
+            Err(ProcessError::Fatal(reason)) => {
+                self.ord.advance(&self.d, sender, seq, env.new_signing_key, None);
+                self.corrupt(reason, out);
+                Ok(())
+            }
+        }
+    }
+
+    /// After processing: the reply, re-keying, TERMINATE, the duplicate-instance removal.
+    fn finish_processed<R: CryptoRng>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        p: Processed,
+        hash: [u8; 16],
+        out: &mut Output,
+    ) -> Result<(), GroupError> {
+        let reply = p.reply;
+        let terminated = p.terminated_by;
+        let duplicate = p.duplicate_instance;
+        self.apply_secrets(p.secrets)?;
+        out.events.extend(p.events);
+        if let Some(by) = terminated {
+            out.events.push(Event::RemovedFromGroup { by });
+            if self.adversarial {
+                return Ok(());
+            }
+            self.status = Status::Removed { by };
+            self.d.erase_secrets();
+            self.fs.clear();
+            self.ord.clear_buffer();
+            return Ok(());
+        }
+        if let Some(r) = reply {
+            let bytes = self.emit_reply(ctx.rng, r, hash);
+            out.broadcast.push(bytes);
+        }
+        if let Some(t) = duplicate {
+            self.remove_duplicate(ctx, t, out);
+        }
+        Ok(())
+    }
+
+    fn corrupt(&mut self, reason: String, out: &mut Output) {
+        out.events.push(Event::GroupStateCorrupted { reason: reason.clone() });
+        self.status = Status::Corrupted { reason };
+        self.ord.clear_buffer();
+    }
+
+    /// §5.6 REJECT: consume the sequence number, rotate the key, and for a control
+    /// envelope cut the sender off.
+    fn reject(&mut self, sender: MemberId, env: &Envelope, reason: RejectReason, out: &mut Output, control: bool) {
+        self.ord.advance(&self.d, sender, env.seq.0, env.new_signing_key, None);
+        if control {
+            self.ord.cut_off(&self.d, sender);
+        }
+        out.events.push(Event::Rejected { sender, seq: env.seq, reason });
+    }
+
+    fn process_application(&mut self, sender: MemberId, env: &Envelope, out: &mut Output) {
+        let seq = env.seq;
+        let body = match ApplicationBody::from_bytes(&env.body) {
+            Ok(b) => b,
+            Err(e) => return self.reject(sender, env, RejectReason::Malformed(e.to_string()), out, false),
+        };
+        let Some(epoch) = seq.0.checked_sub(body.epoch_delta).map(Epoch) else {
+            return self.reject(sender, env, RejectReason::Malformed("epoch after sequence number".into()), out, false);
+        };
+        let index = match self.app_index.get(&sender) {
+            Some((e, n)) if *e == epoch => *n,
+            _ => 0,
+        };
+        self.app_index.insert(sender, (epoch, index.saturating_add(1)));
+        self.ord.advance(&self.d, sender, seq.0, None, None);
+        let result = match self.fs.get_mut(&sender) {
+            None => Err(RatchetError::NotForUs { epoch, held: None }),
+            Some(r) => r.decrypt(epoch, MessageIndex(index), seq, &body.ct),
+        };
+        match result {
+            Ok(pt) => out.events.push(Event::Message {
+                sender,
+                seq,
+                epoch,
+                index: MessageIndex(index),
+                plaintext: pt.to_vec(),
+                sender_removed: !self.d.is_member(&sender),
+            }),
+            Err(reason @ RatchetError::NotForUs { .. }) => out.events.push(Event::Undecryptable { sender, seq, reason }),
+            Err(e) => out.events.push(Event::Rejected { sender, seq, reason: RejectReason::Application(e) }),
+        }
+    }
+
+    /// Test hook: whether this state could decrypt the application envelope `bytes`
+    /// (from a member it knows), without changing anything. Only the ratchet is consulted:
+    /// the caller feeds the transcript before it first.
+    pub fn can_decrypt(&self, bytes: &[u8], index: MessageIndex) -> Option<Vec<u8>> {
+        let env = Envelope::from_bytes(bytes).ok()?;
+        let SenderRef::Tag(t) = env.sender else { return None };
+        let sender = self.d.resolve(&t)?;
+        let body = ApplicationBody::from_bytes(&env.body).ok()?;
+        let epoch = Epoch(env.seq.0.checked_sub(body.epoch_delta)?);
+        let mut r = self.fs.get(&sender)?.clone();
+        r.decrypt(epoch, index, env.seq, &body.ct).ok().map(|p| p.to_vec())
+    }
+}
+

@@ -1,0 +1,338 @@
+//! ACB, authenticated causal broadcast (§7): per-sender FIFO by sequence number, acks
+//! only after what they acknowledge, signature checks under each sender's current
+//! signing key, and the bounded buffer of envelopes that are not ready yet.
+//!
+//! This module keeps the tables; the group layer ([`crate::group`]) runs the drain loop,
+//! because processing an envelope needs the whole group state.
+
+use std::collections::BTreeMap;
+
+use crate::consts::{
+    MAX_AHEAD, MAX_BUFFERED_BYTES, MAX_BUFFERED_PER_GROUP, MAX_BUFFERED_PER_SENDER, MAX_BUFFERED_UNKNOWN,
+    MAX_CANDIDATES_PER_SLOT,
+};
+use crate::crypto::{IdentityKey, VerifyingKey};
+use crate::dcgka::{AckTarget, Dcgka};
+use crate::dgm::OpId;
+use crate::events::DropReason;
+use crate::ids::{MemberId, MemberTag, Origin, SeqNo};
+use crate::wire::{AckRef, ControlBody, Envelope, EnvelopeKind, SenderRef};
+
+/// Why an envelope could not be buffered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BufferError {
+    /// The sequence number is more than [`MAX_AHEAD`] beyond what was processed.
+    #[error("sequence number {seq} is more than {max} ahead of {hwm}")]
+    TooFarAhead {
+        /// The envelope's sequence number.
+        seq: u64,
+        /// The sender's high-water mark.
+        hwm: u64,
+        /// [`MAX_AHEAD`].
+        max: u64,
+    },
+    /// A buffer bound is reached: the envelope is dropped (sync fetches it again later).
+    #[error("buffer full: {what} holds {held}, the maximum is {max}")]
+    Full {
+        /// Which bound.
+        what: &'static str,
+        /// Currently held.
+        held: usize,
+        /// The bound.
+        max: usize,
+    },
+}
+
+/// The ordering state of one sender (§7.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SenderState {
+    pub(crate) hwm: u64,
+    pub(crate) key: VerifyingKey,
+    pub(crate) cut_off: bool,
+}
+
+/// Where a buffered envelope is filed before its sender is resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum BufKey {
+    Tag(MemberTag),
+    First(IdentityKey),
+}
+
+impl BufKey {
+    pub(crate) fn of(env: &Envelope) -> BufKey {
+        match env.sender {
+            SenderRef::Tag(t) => BufKey::Tag(t),
+            SenderRef::Identity(ik) => BufKey::First(ik),
+        }
+    }
+}
+
+/// A buffered envelope: the parsed value and its size on the wire.
+#[derive(Clone, Debug)]
+pub(crate) struct Buffered {
+    pub(crate) env: Envelope,
+    pub(crate) size: usize,
+}
+
+/// The ACB tables of one group.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ordering {
+    senders: BTreeMap<MemberId, SenderState>,
+    /// Kind and short hash of every processed create, update, remove and add.
+    retained: BTreeMap<(MemberId, u64), (EnvelopeKind, [u8; 16])>,
+    /// A newcomer's horizon, per sender (§7.4).
+    horizon: BTreeMap<MemberId, u64>,
+    buffer: BTreeMap<BufKey, BTreeMap<u64, Vec<Buffered>>>,
+    buffered: usize,
+    buffered_bytes: usize,
+}
+
+/// The outcome of looking for the next ready envelope.
+pub(crate) enum Ready {
+    /// Candidates for the next envelope of `sender`, to be verified in order.
+    Envelope { sender: MemberId, candidates: Vec<Buffered> },
+    /// Buffered envelopes to discard: a first envelope that no processed operation
+    /// justifies (§7.5), a duplicate, or an echo of my own.
+    Discard { candidates: Vec<Buffered>, reason: DropReason },
+}
+
+impl Ordering {
+    /// The state of `id`, created on first use with the identity key as signing key.
+    pub(crate) fn sender(&self, id: &MemberId, d: &Dcgka) -> Option<SenderState> {
+        self.senders
+            .get(id)
+            .cloned()
+            .or_else(|| d.ik.get(id).map(|ik| SenderState { hwm: 0, key: *ik, cut_off: false }))
+    }
+
+    pub(crate) fn hwm(&self, id: &MemberId) -> u64 {
+        self.senders.get(id).map_or(0, |s| s.hwm)
+    }
+
+    pub(crate) fn senders(&self) -> &BTreeMap<MemberId, SenderState> {
+        &self.senders
+    }
+
+    /// Loads a Welcome's sender table and horizon.
+    pub(crate) fn load(&mut self, id: MemberId, state: SenderState) {
+        self.horizon.insert(id, state.hwm);
+        self.senders.insert(id, state);
+    }
+
+    /// Records a processed (or rejected) envelope: advances `hwm`, rotates the key, retains
+    /// the hash of acknowledgeable kinds.
+    pub(crate) fn advance(
+        &mut self,
+        d: &Dcgka,
+        id: MemberId,
+        seq: u64,
+        new_key: Option<VerifyingKey>,
+        retain: Option<(EnvelopeKind, [u8; 16])>,
+    ) {
+        let Some(mut st) = self.sender(&id, d) else { return };
+        st.hwm = seq;
+        if let Some(k) = new_key {
+            st.key = k;
+        }
+        self.senders.insert(id, st);
+        if let Some(r) = retain {
+            self.retained.insert((id, seq), r);
+        }
+    }
+
+    /// Marks a sender cut off (§7.5).
+    pub(crate) fn cut_off(&mut self, d: &Dcgka, id: MemberId) {
+        if let Some(mut st) = self.sender(&id, d) {
+            st.cut_off = true;
+            self.senders.insert(id, st);
+        }
+    }
+
+    /// What an ack of `(s, q)` refers to (§7.3 rule 2 and V4).
+    pub(crate) fn lookup(&self, s: &MemberId, q: u64) -> Option<AckTarget> {
+        if self.horizon.get(s).is_some_and(|h| q <= *h) {
+            return Some(AckTarget::BelowHorizon);
+        }
+        if let Some((kind, hash)) = self.retained.get(&(*s, q)) {
+            return Some(AckTarget::Known { kind: *kind, hash: *hash });
+        }
+        (q <= self.hwm(s)).then_some(AckTarget::NotAcknowledgeable)
+    }
+
+    /// The retained short hash of `(s, q)`, if any.
+    pub(crate) fn retained_hash(&self, s: &MemberId, q: u64) -> Option<[u8; 16]> {
+        self.retained.get(&(*s, q)).map(|r| r.1)
+    }
+
+    /// Number of buffered envelopes.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Files an envelope until it is ready, enforcing every buffer bound.
+    pub(crate) fn buffer(&mut self, d: &Dcgka, env: Envelope) -> Result<(), BufferError> {
+        let key = BufKey::of(&env);
+        let seq = env.seq.0;
+        let known = match key {
+            BufKey::Tag(t) => d.resolve(&t),
+            BufKey::First(_) => None,
+        };
+        if let Some(id) = known {
+            let hwm = self.hwm(&id);
+            if seq > hwm.saturating_add(MAX_AHEAD) {
+                return Err(BufferError::TooFarAhead { seq, hwm, max: MAX_AHEAD });
+            }
+        } else {
+            let unknown: usize = self
+                .buffer
+                .iter()
+                .filter(|(k, _)| match k {
+                    BufKey::Tag(t) => d.resolve(t).is_none(),
+                    BufKey::First(_) => true,
+                })
+                .map(|(_, v)| v.values().map(Vec::len).sum::<usize>())
+                .sum();
+            if unknown >= MAX_BUFFERED_UNKNOWN {
+                return Err(BufferError::Full { what: "unknown senders", held: unknown, max: MAX_BUFFERED_UNKNOWN });
+            }
+        }
+        let size = env.body.len() + 120;
+        if self.buffered >= MAX_BUFFERED_PER_GROUP {
+            return Err(BufferError::Full { what: "group", held: self.buffered, max: MAX_BUFFERED_PER_GROUP });
+        }
+        if self.buffered_bytes + size > MAX_BUFFERED_BYTES {
+            return Err(BufferError::Full { what: "group bytes", held: self.buffered_bytes, max: MAX_BUFFERED_BYTES });
+        }
+        let per_sender: usize = self.buffer.get(&key).map_or(0, |m| m.values().map(Vec::len).sum());
+        if per_sender >= MAX_BUFFERED_PER_SENDER {
+            return Err(BufferError::Full { what: "sender", held: per_sender, max: MAX_BUFFERED_PER_SENDER });
+        }
+        let slot = self.buffer.entry(key).or_default().entry(seq).or_default();
+        if slot.iter().any(|b| b.env == env) {
+            return Ok(());
+        }
+        if slot.len() >= MAX_CANDIDATES_PER_SLOT {
+            return Err(BufferError::Full { what: "slot", held: slot.len(), max: MAX_CANDIDATES_PER_SLOT });
+        }
+        slot.push(Buffered { env, size });
+        self.buffered += 1;
+        self.buffered_bytes += size;
+        Ok(())
+    }
+
+    /// Puts candidates back (processing must be retried later).
+    pub(crate) fn unbuffer_back(&mut self, candidates: Vec<Buffered>) {
+        for b in candidates {
+            let key = BufKey::of(&b.env);
+            self.buffered += 1;
+            self.buffered_bytes += b.size;
+            self.buffer.entry(key).or_default().entry(b.env.seq.0).or_default().push(b);
+        }
+    }
+
+    fn take(&mut self, key: &BufKey, seq: u64) -> Vec<Buffered> {
+        let Some(m) = self.buffer.get_mut(key) else { return Vec::new() };
+        let v = m.remove(&seq).unwrap_or_default();
+        if m.is_empty() {
+            self.buffer.remove(key);
+        }
+        for b in &v {
+            self.buffered -= 1;
+            self.buffered_bytes -= b.size;
+        }
+        v
+    }
+
+    /// Drops every buffered envelope (after TERMINATE or FATAL).
+    pub(crate) fn clear_buffer(&mut self) {
+        self.buffer.clear();
+        self.buffered = 0;
+        self.buffered_bytes = 0;
+    }
+
+    /// Whether an ack's dependency holds (§7.3 rule 2).
+    fn ack_ready(&self, d: &Dcgka, of: &AckRef) -> bool {
+        d.resolve(&of.of_sender).is_some_and(|s| {
+            of.of_seq.0 <= self.hwm(&s) || self.horizon.get(&s).is_some_and(|h| of.of_seq.0 <= *h)
+        })
+    }
+
+    fn dependency_ready(&self, d: &Dcgka, env: &Envelope) -> bool {
+        if !matches!(env.kind, EnvelopeKind::Ack | EnvelopeKind::AddAck) {
+            return true;
+        }
+        match ControlBody::from_bytes(env.kind, &env.body) {
+            Ok(ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. }) => self.ack_ready(d, &of),
+            // Malformed: ready, so that processing rejects it and the sender is not stuck.
+            _ => true,
+        }
+    }
+
+    /// The MID behind a first envelope (`seq = 1`, full identity key), once the operation
+    /// it acknowledges has been processed: `Some(Ok(id))` if that operation introduced
+    /// `ik`'s instance, `Some(Err(()))` if it did not, `None` while not ready.
+    fn first_sender(&self, d: &Dcgka, ik: &IdentityKey, env: &Envelope) -> Option<Result<MemberId, ()>> {
+        let Ok(ControlBody::Ack { of, .. }) = ControlBody::from_bytes(env.kind, &env.body) else {
+            return Some(Err(()));
+        };
+        if !self.ack_ready(d, &of) {
+            return None;
+        }
+        let s = d.resolve(&of.of_sender)?;
+        let id = MemberId::derive(&d.gid, ik, Origin::Operation(s, SeqNo(of.of_seq.0)));
+        let op = OpId::new(s, of.of_seq.0);
+        let introduced = d.h.target(&op) == Some(id) || (d.h.is_create(&op) && d.h.addop(&id) == Some(&op));
+        Some(if introduced { Ok(id) } else { Err(()) })
+    }
+
+    /// Finds the next envelope that is ready to be verified and processed.
+    pub(crate) fn next_ready(&mut self, d: &Dcgka) -> Option<Ready> {
+        let keys: Vec<BufKey> = self.buffer.keys().copied().collect();
+        for key in keys {
+            match key {
+                BufKey::Tag(t) => {
+                    let Some(id) = d.resolve(&t) else { continue };
+                    let hwm = self.hwm(&id);
+                    // Discard stale duplicates.
+                    let stale: Vec<u64> =
+                        self.buffer.get(&key).map(|m| m.range(..=hwm).map(|(s, _)| *s).collect()).unwrap_or_default();
+                    for s in stale {
+                        self.take(&key, s);
+                    }
+                    let ready = self.buffer.get(&key).and_then(|m| m.get(&(hwm + 1))).is_some_and(|c| {
+                        c.first().is_some_and(|b| self.dependency_ready(d, &b.env))
+                    });
+                    if ready && id != d.me {
+                        return Some(Ready::Envelope { sender: id, candidates: self.take(&key, hwm + 1) });
+                    }
+                    if id == d.me {
+                        // Echoes of my own envelopes.
+                        let all: Vec<u64> = self.buffer.get(&key).map(|m| m.keys().copied().collect()).unwrap_or_default();
+                        for s in all {
+                            self.take(&key, s);
+                        }
+                    }
+                }
+                BufKey::First(ik) => {
+                    let Some(first) = self.buffer.get(&key).and_then(|m| m.get(&1)).and_then(|c| c.first()) else {
+                        continue;
+                    };
+                    match self.first_sender(d, &ik, &first.env.clone()) {
+                        None => continue,
+                        Some(Err(())) => {
+                            return Some(Ready::Discard { candidates: self.take(&key, 1), reason: DropReason::NotAMember });
+                        }
+                        Some(Ok(id)) => {
+                            let candidates = self.take(&key, 1);
+                            if id == d.me || self.hwm(&id) >= 1 {
+                                return Some(Ready::Discard { candidates, reason: DropReason::Duplicate });
+                            }
+                            return Some(Ready::Envelope { sender: id, candidates });
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+}

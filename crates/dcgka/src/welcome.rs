@@ -1,0 +1,305 @@
+//! The Welcome: how a newcomer learns the group (§7.4).
+//!
+//! ```text
+//! Welcome = version:u8 ‖ gid:[32] ‖ adder:var ‖ add_envelope:opaque ‖ history:list<LogOp>
+//!         ‖ senders:list<SenderEntry> ‖ ratchet_ct:TwoSmCiphertext ‖ signature:[64]
+//! ```
+//!
+//! The history is the adder's `H` before the add as a compact operation log. Members are
+//! numbered in the order the log introduces them (the creator is 0, the create's initial
+//! members follow in list order, then each add's target), and every later reference is
+//! that number as a varint. Identity keys appear once, where a member is introduced, and
+//! MIDs are recomputed from them (§2.2), so neither MIDs nor tags travel. The signature,
+//! by the adder's **identity** key, covers every preceding byte.
+
+use std::collections::BTreeMap;
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::consts::WIRE_VERSION;
+use crate::crypto::{CryptoError, IdentityKey, Signature, SigningSecret, VerifyingKey, labels};
+use crate::dgm::{History, Op, OpId};
+use crate::ids::{GroupId, MemberId, Origin, SeqNo};
+use crate::two_party::TwoSmCiphertext;
+
+/// One operation of the history log; members are numbers in the log's member table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogOp {
+    /// The create (sequence number 1): the creator's and the initial members' identity keys.
+    Create {
+        /// The creator's identity key.
+        creator: IdentityKey,
+        /// The other initial members' identity keys.
+        members: Vec<IdentityKey>,
+    },
+    /// An add: the target is introduced with its identity key.
+    Add {
+        /// The adder's number.
+        sender: u64,
+        /// The adder's sequence number.
+        seq: u64,
+        /// The added identity.
+        target: IdentityKey,
+    },
+    /// A remove.
+    Remove {
+        /// The remover's number.
+        sender: u64,
+        /// The remover's sequence number.
+        seq: u64,
+        /// The removed member's number.
+        target: u64,
+    },
+    /// An ack or add-ack of a create, add or remove.
+    Ack {
+        /// The acker's number.
+        sender: u64,
+        /// The acker's sequence number.
+        seq: u64,
+        /// The acknowledged operation's sender number.
+        of_sender: u64,
+        /// The acknowledged operation's sequence number.
+        of_seq: u64,
+    },
+}
+
+impl Encode for LogOp {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            LogOp::Create { creator, members } => {
+                w.u8(0);
+                w.raw(&creator.0);
+                w.list(members, |w, m| w.raw(&m.0));
+            }
+            LogOp::Add { sender, seq, target } => {
+                w.u8(1);
+                w.var(*sender);
+                w.var(*seq);
+                w.raw(&target.0);
+            }
+            LogOp::Remove { sender, seq, target } => {
+                w.u8(2);
+                w.var(*sender);
+                w.var(*seq);
+                w.var(*target);
+            }
+            LogOp::Ack { sender, seq, of_sender, of_seq } => {
+                w.u8(3);
+                w.var(*sender);
+                w.var(*seq);
+                w.var(*of_sender);
+                w.var(*of_seq);
+            }
+        }
+    }
+}
+
+impl Decode for LogOp {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.u8()? {
+            0 => LogOp::Create { creator: VerifyingKey(r.array()?), members: r.list(32, |r| r.array().map(VerifyingKey))? },
+            1 => LogOp::Add { sender: r.var()?, seq: r.var()?, target: VerifyingKey(r.array()?) },
+            2 => LogOp::Remove { sender: r.var()?, seq: r.var()?, target: r.var()? },
+            3 => LogOp::Ack { sender: r.var()?, seq: r.var()?, of_sender: r.var()?, of_seq: r.var()? },
+            t => return Err(DecodeError::UnknownTag { what: "history operation", tag: u64::from(t) }),
+        })
+    }
+}
+
+/// The adder's ordering state for one sender (§7.4 `senders`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SenderEntry {
+    /// The sender's number in the member table.
+    pub id: u64,
+    /// Highest sequence number the adder processed from it: the newcomer's horizon.
+    pub hwm: u64,
+    /// Its current signing key.
+    pub signing_key: VerifyingKey,
+    /// Whether the adder cut it off (§7.5); the mark must travel.
+    pub cut_off: bool,
+}
+
+/// A Welcome as received: parsed, not yet verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Welcome {
+    /// The group.
+    pub gid: GroupId,
+    /// The adder's number in the member table.
+    pub adder: u64,
+    /// The complete signed add envelope.
+    pub add_envelope: Vec<u8>,
+    /// The adder's history before the add.
+    pub history: Vec<LogOp>,
+    /// The adder's sender table before the add.
+    pub senders: Vec<SenderEntry>,
+    /// The adder's ratchet state before the add, over 2SM.
+    pub ratchet_ct: TwoSmCiphertext,
+    /// Signature by the adder's identity key.
+    pub signature: Signature,
+}
+
+impl Welcome {
+    fn encode_unsigned(&self, w: &mut Writer) {
+        w.u8(WIRE_VERSION);
+        w.raw(&self.gid.0);
+        w.var(self.adder);
+        w.opaque(&self.add_envelope);
+        w.list(&self.history, |w, o| o.encode(w));
+        w.list(&self.senders, |w, s| {
+            w.var(s.id);
+            w.var(s.hwm);
+            w.raw(&s.signing_key.0);
+            w.u8(u8::from(s.cut_off));
+        });
+        self.ratchet_ct.encode(w);
+    }
+
+    fn unsigned_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        self.encode_unsigned(&mut w);
+        w.into_bytes()
+    }
+
+    /// Signs the Welcome with the adder's identity key.
+    pub fn sign(&mut self, identity: &SigningSecret) {
+        self.signature = identity.sign(labels::SIG_WELCOME, &[&self.unsigned_bytes()]);
+    }
+
+    /// Verifies the signature under the adder's identity key.
+    pub fn verify(&self, adder_ik: &IdentityKey) -> Result<(), CryptoError> {
+        adder_ik.verify(labels::SIG_WELCOME, &[&self.unsigned_bytes()], &self.signature)
+    }
+}
+
+impl Encode for Welcome {
+    fn encode(&self, w: &mut Writer) {
+        self.encode_unsigned(w);
+        w.raw(&self.signature.0);
+    }
+}
+
+impl Decode for Welcome {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let v = r.u8()?;
+        if v != WIRE_VERSION {
+            return Err(DecodeError::UnsupportedVersion(v));
+        }
+        Ok(Welcome {
+            gid: GroupId(r.array()?),
+            adder: r.var()?,
+            add_envelope: r.opaque()?.to_vec(),
+            history: r.list(2, LogOp::decode)?,
+            senders: r.list(35, |r| {
+                Ok(SenderEntry {
+                    id: r.var()?,
+                    hwm: r.var()?,
+                    signing_key: VerifyingKey(r.array()?),
+                    cut_off: r.flag()?,
+                })
+            })?,
+            ratchet_ct: TwoSmCiphertext::decode(r)?,
+            signature: Signature(r.array()?),
+        })
+    }
+}
+
+/// A history rebuilt from a log: `H`, every member's identity, and the member table.
+pub(crate) struct Replayed {
+    pub(crate) history: History<MemberId>,
+    pub(crate) identities: BTreeMap<MemberId, IdentityKey>,
+    pub(crate) table: Vec<MemberId>,
+}
+
+/// Encodes `h` as a log. `ik` must hold the identity of every ever-added member; returns
+/// the log and each member's number.
+pub(crate) fn encode_history(
+    h: &History<MemberId>,
+    ik: &BTreeMap<MemberId, IdentityKey>,
+) -> Option<(Vec<LogOp>, BTreeMap<MemberId, u64>)> {
+    let mut num: BTreeMap<MemberId, u64> = BTreeMap::new();
+    let mut log = Vec::with_capacity(h.len());
+    let number = |num: &BTreeMap<MemberId, u64>, m: &MemberId| num.get(m).copied();
+    for op in h.ops() {
+        let entry = match op {
+            Op::Create { sender, members, .. } => {
+                let creator = *ik.get(sender)?;
+                num.insert(*sender, 0);
+                let mut iks = Vec::with_capacity(members.len());
+                for m in members {
+                    let i = *ik.get(m)?;
+                    // Members are listed in MID order; numbering follows the list.
+                    let n = num.len() as u64;
+                    num.insert(*m, n);
+                    iks.push(i);
+                }
+                LogOp::Create { creator, members: iks }
+            }
+            Op::Add { sender, seq, target } => {
+                let e = LogOp::Add { sender: number(&num, sender)?, seq: *seq, target: *ik.get(target)? };
+                let n = num.len() as u64;
+                num.insert(*target, n);
+                e
+            }
+            Op::Remove { sender, seq, target } => {
+                LogOp::Remove { sender: number(&num, sender)?, seq: *seq, target: number(&num, target)? }
+            }
+            Op::Ack { sender, seq, of } => LogOp::Ack {
+                sender: number(&num, sender)?,
+                seq: *seq,
+                of_sender: number(&num, &of.sender)?,
+                of_seq: of.seq,
+            },
+        };
+        log.push(entry);
+    }
+    Some((log, num))
+}
+
+/// Replays a log into a history, recomputing every MID. Any inconsistency is an error.
+pub(crate) fn replay_history(gid: &GroupId, log: &[LogOp]) -> Result<Replayed, &'static str> {
+    let mut table: Vec<MemberId> = Vec::new();
+    let mut identities = BTreeMap::new();
+    let mut h = History::new();
+    let member = |table: &Vec<MemberId>, n: u64| -> Result<MemberId, &'static str> {
+        usize::try_from(n).ok().and_then(|i| table.get(i)).copied().ok_or("history names an unknown member")
+    };
+    for (k, op) in log.iter().enumerate() {
+        let op = match op {
+            LogOp::Create { creator, members } => {
+                if k != 0 {
+                    return Err("the create is not first");
+                }
+                let c = MemberId::derive(gid, creator, Origin::Creator);
+                table.push(c);
+                identities.insert(c, *creator);
+                let mut ids = Vec::with_capacity(members.len());
+                for ik in members {
+                    let m = MemberId::derive(gid, ik, Origin::Operation(c, SeqNo(1)));
+                    table.push(m);
+                    identities.insert(m, *ik);
+                    ids.push(m);
+                }
+                Op::Create { sender: c, seq: 1, members: ids }
+            }
+            LogOp::Add { sender, seq, target } => {
+                let s = member(&table, *sender)?;
+                let t = MemberId::derive(gid, target, Origin::Operation(s, SeqNo(*seq)));
+                table.push(t);
+                identities.insert(t, *target);
+                Op::Add { sender: s, seq: *seq, target: t }
+            }
+            LogOp::Remove { sender, seq, target } => {
+                Op::Remove { sender: member(&table, *sender)?, seq: *seq, target: member(&table, *target)? }
+            }
+            LogOp::Ack { sender, seq, of_sender, of_seq } => Op::Ack {
+                sender: member(&table, *sender)?,
+                seq: *seq,
+                of: OpId::new(member(&table, *of_sender)?, *of_seq),
+            },
+        };
+        if k == 0 && !matches!(op, Op::Create { .. }) {
+            return Err("the history does not start with a create");
+        }
+        h.apply(op).map_err(|_| "the history is not a valid operation sequence")?;
+    }
+    Ok(Replayed { history: h, identities, table })
+}
