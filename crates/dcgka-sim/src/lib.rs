@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod oracle;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use dcgka::crypto::IdentityKey;
@@ -66,8 +68,19 @@ pub struct SentMessage {
     pub view: BTreeSet<MemberId>,
 }
 
+/// An adversarial copy of one instance (see [`Device::shadows`]).
+#[derive(Clone, Debug)]
+pub struct Shadow {
+    /// The copied group state, in adversarial mode.
+    pub group: Group,
+    /// A copy of the device's identity and key store.
+    pub identity: Identity,
+    /// Every event the copy produced.
+    pub events: Vec<Event>,
+}
+
 /// One simulated device.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Device {
     /// Display name ("A", "B", ...).
     pub name: String,
@@ -85,6 +98,12 @@ pub struct Device {
     pub events: Vec<Event>,
     /// Errors returned by receive (other than harmless duplicates).
     pub errors: Vec<GroupError>,
+    /// Adversarial shadows, one per instance this device ever held (when
+    /// [`Sim::shadows`] is on): copies that receive the same packets but never stop at
+    /// their own removal and never erase secrets, i.e. what an attacker holding the
+    /// device's state would have. Each has its own copy of the identity's key store
+    /// (so it never consumes the real device's one-time prekeys) and keeps its events.
+    pub shadows: Vec<Shadow>,
 }
 
 impl Device {
@@ -111,7 +130,7 @@ impl Device {
 }
 
 /// The simulation.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Sim {
     /// The one CSPRNG that drives everything.
     pub rng: ChaCha20Rng,
@@ -129,6 +148,8 @@ pub struct Sim {
     pub partition: Option<Vec<usize>>,
     /// Packets held back by the partition or dropped, per device, for later redelivery.
     pub held: Vec<Vec<Packet>>,
+    /// Whether to run adversarial shadows (see [`Device::shadows`]).
+    pub shadows: bool,
 }
 
 /// Why a simulated operation failed.
@@ -165,6 +186,7 @@ impl Sim {
                 pending_welcomes: Vec::new(),
                 events: Vec::new(),
                 errors: Vec::new(),
+                shadows: Vec::new(),
             });
         }
         Sim {
@@ -176,6 +198,50 @@ impl Sim {
             messages: Vec::new(),
             config: GroupConfig::default(),
             partition: None,
+            shadows: false,
+        }
+    }
+
+    fn start_shadow(&mut self, d: Dev) {
+        if !self.shadows {
+            return;
+        }
+        if let Some(mut group) = self.devices[d].group.clone() {
+            group.set_adversarial(true);
+            let identity = self.devices[d].identity.clone();
+            self.devices[d].shadows.push(Shadow { group, identity, events: Vec::new() });
+        }
+    }
+
+    /// Feeds a broadcast envelope to every adversarial shadow of device `to`.
+    fn feed_shadows(&mut self, to: Dev, bytes: &[u8]) {
+        if !self.shadows {
+            return;
+        }
+        for sh in &mut self.devices[to].shadows {
+            let mut ctx =
+                Context { rng: &mut self.rng, now: NOW, prekeys: &mut self.directory, identity: &mut sh.identity };
+            if let Ok(out) = sh.group.receive(&mut ctx, bytes) {
+                sh.events.extend(out.events);
+            }
+        }
+    }
+
+    /// Feeds every broadcast envelope of the transcript to every shadow (the adversary sees
+    /// the full transcript), processing until quiet.
+    pub fn feed_transcript_to_shadows(&mut self) {
+        let envelopes: Vec<(Dev, Vec<u8>)> = self
+            .transcript
+            .iter()
+            .filter(|p| matches!(p.kind, PacketKind::Envelope(..)))
+            .map(|p| (p.from, p.bytes.clone()))
+            .collect();
+        for d in 0..self.devices.len() {
+            for (from, bytes) in &envelopes {
+                if *from != d {
+                    self.feed_shadows(d, bytes);
+                }
+            }
         }
     }
 
@@ -191,9 +257,9 @@ impl Sim {
 
     /// The device whose live (or retired) instance is `m`.
     pub fn device_of(&self, m: &MemberId) -> Option<Dev> {
-        self.devices.iter().position(|dv| {
-            dv.group.as_ref().is_some_and(|g| g.me() == *m) || dv.retired.iter().any(|g| g.me() == *m)
-        })
+        self.devices
+            .iter()
+            .position(|dv| dv.group.as_ref().is_some_and(|g| g.me() == *m) || dv.retired.iter().any(|g| g.me() == *m))
     }
 
     /// The name of the device behind `m`, or a short hex form.
@@ -219,7 +285,8 @@ impl Sim {
     /// Runs `f` with a [`Context`] for device `d`.
     fn with_ctx<T>(&mut self, d: Dev, f: impl FnOnce(&mut Context<'_, ChaCha20Rng>, &mut Option<Group>) -> T) -> T {
         let dev = &mut self.devices[d];
-        let mut ctx = Context { rng: &mut self.rng, now: NOW, prekeys: &mut self.directory, identity: &mut dev.identity };
+        let mut ctx =
+            Context { rng: &mut self.rng, now: NOW, prekeys: &mut self.directory, identity: &mut dev.identity };
         f(&mut ctx, &mut dev.group)
     }
 
@@ -282,6 +349,7 @@ impl Sim {
             *slot = Some(g);
             Ok::<_, GroupError>(out)
         })?;
+        self.start_shadow(d);
         Ok(self.post(d, out))
     }
 
@@ -360,6 +428,7 @@ impl Sim {
                         if let Some(o) = old {
                             self.devices[to].retired.push(o);
                         }
+                        self.start_shadow(to);
                         self.post(to, out);
                         // Envelopes that arrived before the Welcome are now delivered.
                         self.redeliver_backlog(to);
@@ -378,6 +447,7 @@ impl Sim {
                         });
                         match res {
                             Ok(out) => {
+                                self.start_shadow(to);
                                 self.post(to, out);
                                 self.redeliver_backlog(to);
                                 return true;
@@ -390,9 +460,11 @@ impl Sim {
                         }
                     }
                     // Not (yet) in the group: keep it for when the device joins.
+                    self.feed_shadows(to, &p.bytes);
                     self.held[to].push(p);
                     return false;
                 }
+                self.feed_shadows(to, &p.bytes);
                 let res = self.with_ctx(to, |ctx, slot| match slot {
                     Some(g) => g.receive(ctx, &p.bytes),
                     None => Err(GroupError::Internal("no group".into())),

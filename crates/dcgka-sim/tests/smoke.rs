@@ -42,3 +42,53 @@ fn create_send_add_remove_update() {
     assert!(!sim.decrypted(1, *m.last().unwrap()));
     assert!(sim.errors().is_empty(), "{:?}", sim.errors());
 }
+
+#[test]
+fn oracles_hold_after_a_random_run() {
+    let mut sim = Sim::new(5, 3);
+    sim.create(0, &[1, 2, 3]).unwrap();
+    sim.deliver_random(10, 10);
+    sim.send(1, b"x").unwrap();
+    sim.update(2).unwrap();
+    sim.add(0, 4).unwrap();
+    sim.remove(3, 1).unwrap();
+    sim.send(2, b"y").unwrap();
+    sim.deliver_random(10, 10);
+    sim.send(0, b"z").unwrap();
+    sim.deliver_random(10, 10);
+    let v = dcgka_sim::oracle::global_oracles(&sim);
+    assert!(v.is_empty(), "{v:#?}");
+    let v = dcgka_sim::oracle::delivery_violations(&sim);
+    assert!(v.is_empty(), "{v:#?}");
+    assert!(sim.errors().is_empty(), "{:?}", sim.errors());
+    println!("members: {:?}", sim.member_names(0));
+}
+
+#[test]
+fn removed_members_state_decrypts_nothing_after_removal() {
+    let mut sim = Sim::new(4, 5);
+    sim.shadows = true;
+    sim.create(0, &[1, 2, 3]).unwrap();
+    sim.deliver_all();
+    let before = sim.send(1, b"before").unwrap();
+    sim.deliver_all();
+    sim.remove(0, 3).unwrap();
+    sim.deliver_all();
+    let after = sim.send(1, b"after").unwrap();
+    sim.deliver_all();
+    sim.feed_transcript_to_shadows();
+    let v = dcgka_sim::oracle::confidentiality_violations(&sim);
+    assert!(v.is_empty(), "{v:#?}");
+    let shadow_of_d = &sim.devices[3].shadows[0];
+    let got: Vec<&[u8]> = shadow_of_d
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            dcgka::events::Event::Message { plaintext, .. } => Some(plaintext.as_slice()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![b"before".as_slice()], "the removed member's state reads exactly the pre-removal message");
+    assert!(sim.decrypted(3, *before.last().unwrap()));
+    assert!(!sim.decrypted(3, *after.last().unwrap()));
+}

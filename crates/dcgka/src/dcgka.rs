@@ -180,6 +180,11 @@ impl Dcgka {
         self.ms.len()
     }
 
+    /// Every member secret held, as `(S, q, ID)`.
+    pub(crate) fn member_secret_keys(&self) -> Vec<(MemberId, SeqNo, MemberId)> {
+        self.ms.keys().map(|(s, q, id)| (*s, SeqNo(*q), *id)).collect()
+    }
+
     /// Member secrets held for the operation `(s, q)`.
     pub(crate) fn member_secrets_of(&self, s: &MemberId, q: u64) -> Vec<MemberId> {
         self.ms.range((*s, q, MemberId([0; 32]))..=(*s, q, MemberId([0xff; 32]))).map(|(k, _)| k.2).collect()
@@ -221,7 +226,9 @@ impl Dcgka {
     ) -> Result<Vec<(MemberId, Secret32)>, ProcessError> {
         let prk = crypto::extract(None, seed.expose());
         ids.map(|id| {
-            prk.expand(labels::MEMBER_SECRET, &[&self.gid.0, &s.0, &q.to_be_bytes(), &id.0]).map(|m| (id, m)).map_err(fatal)
+            prk.expand(labels::MEMBER_SECRET, &[&self.gid.0, &s.0, &q.to_be_bytes(), &id.0])
+                .map(|m| (id, m))
+                .map_err(fatal)
         })
         .collect()
     }
@@ -869,7 +876,6 @@ impl Dcgka {
         out.reply = Some((ControlBody::Ack { of: self.ack_ref(s, q), forwards: Vec::new() }, SeqNo(a)));
         Ok(out)
     }
-
 }
 
 /// V5: the seed block's digest and size match the recipient set.

@@ -175,20 +175,16 @@ impl<M> Op<M> {
     /// The operation's sender.
     pub fn sender(&self) -> &M {
         match self {
-            Op::Create { sender, .. }
-            | Op::Add { sender, .. }
-            | Op::Remove { sender, .. }
-            | Op::Ack { sender, .. } => sender,
+            Op::Create { sender, .. } | Op::Add { sender, .. } | Op::Remove { sender, .. } | Op::Ack { sender, .. } => {
+                sender
+            }
         }
     }
 
     /// The sender's sequence number of the operation.
     pub fn seq(&self) -> u64 {
         match self {
-            Op::Create { seq, .. }
-            | Op::Add { seq, .. }
-            | Op::Remove { seq, .. }
-            | Op::Ack { seq, .. } => *seq,
+            Op::Create { seq, .. } | Op::Add { seq, .. } | Op::Remove { seq, .. } | Op::Ack { seq, .. } => *seq,
         }
     }
 
@@ -424,10 +420,7 @@ impl<M: Ord + Clone + Debug> History<M> {
         {
             return Err(DgmError::SeqNotIncreasing { op: id, last });
         }
-        if let Op::Create {
-            sender, members, ..
-        } = op
-        {
+        if let Op::Create { sender, members, .. } = op {
             if self.create.is_some() {
                 return Err(DgmError::SecondCreate { op: id });
             }
@@ -437,10 +430,7 @@ impl<M: Ord + Clone + Debug> History<M> {
             let mut distinct = BTreeSet::new();
             for m in members {
                 if !distinct.insert(m) {
-                    return Err(DgmError::DuplicateInitialMember {
-                        op: id,
-                        member: m.clone(),
-                    });
+                    return Err(DgmError::DuplicateInitialMember { op: id, member: m.clone() });
                 }
             }
             return Ok(());
@@ -462,10 +452,7 @@ impl<M: Ord + Clone + Debug> History<M> {
                 if target == sender {
                     Err(DgmError::SelfAdd { op: id })
                 } else if self.addop.contains_key(target) {
-                    Err(DgmError::AlreadyAdded {
-                        op: id,
-                        target: target.clone(),
-                    })
+                    Err(DgmError::AlreadyAdded { op: id, target: target.clone() })
                 } else {
                     Ok(())
                 }
@@ -474,15 +461,9 @@ impl<M: Ord + Clone + Debug> History<M> {
                 if target == sender {
                     Err(DgmError::SelfRemove { op: id })
                 } else if !self.addop.contains_key(target) {
-                    Err(DgmError::UnknownTarget {
-                        op: id,
-                        target: target.clone(),
-                    })
+                    Err(DgmError::UnknownTarget { op: id, target: target.clone() })
                 } else if !self.in_view_of(target, sender) {
-                    Err(DgmError::TargetNotInView {
-                        op: id,
-                        target: target.clone(),
-                    })
+                    Err(DgmError::TargetNotInView { op: id, target: target.clone() })
                 } else {
                     Ok(())
                 }
@@ -491,20 +472,11 @@ impl<M: Ord + Clone + Debug> History<M> {
                 if &of.sender == sender {
                     Err(DgmError::AckOfOwnOp { op: id })
                 } else if !self.index.contains_key(of) {
-                    Err(DgmError::UnknownOp {
-                        op: id,
-                        of: of.clone(),
-                    })
+                    Err(DgmError::UnknownOp { op: id, of: of.clone() })
                 } else if !self.saw.contains_key(of) {
-                    Err(DgmError::NotMembershipOp {
-                        op: id,
-                        of: of.clone(),
-                    })
+                    Err(DgmError::NotMembershipOp { op: id, of: of.clone() })
                 } else if self.acks.contains(&(of.clone(), sender.clone())) {
-                    Err(DgmError::DuplicateAck {
-                        op: id,
-                        of: of.clone(),
-                    })
+                    Err(DgmError::DuplicateAck { op: id, of: of.clone() })
                 } else {
                     Ok(())
                 }
@@ -516,27 +488,20 @@ impl<M: Ord + Clone + Debug> History<M> {
     fn commit(&mut self, op: Op<M>) {
         let id = op.id();
         match &op {
-            Op::Create {
-                sender, members, ..
-            } => {
+            Op::Create { sender, members, .. } => {
                 for u in core::iter::once(sender).chain(members) {
                     self.addop.insert(u.clone(), id.clone());
                     self.adder.insert(u.clone(), None);
                     self.removes.insert(u.clone(), Vec::new());
                 }
-                self.saw
-                    .insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
+                self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
                 self.create = Some(id.clone());
             }
             Op::Add { sender, target, .. } => {
                 self.addop.insert(target.clone(), id.clone());
                 self.adder.insert(target.clone(), Some(sender.clone()));
-                self.children
-                    .entry(sender.clone())
-                    .or_default()
-                    .push(target.clone());
-                self.saw
-                    .insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
+                self.children.entry(sender.clone()).or_default().push(target.clone());
+                self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
                 // The target inherits everything its adder had seen up to and including
                 // this add: {o | saw[o][S] <= q}, with value 0.
                 for row in self.saw.values_mut() {
@@ -554,8 +519,7 @@ impl<M: Ord + Clone + Debug> History<M> {
                 self.removes.insert(target.clone(), inherited);
             }
             Op::Remove { sender, target, .. } => {
-                self.saw
-                    .insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
+                self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
                 let mut targets = BTreeSet::from([target.clone()]);
                 let mut cancelled = Vec::new();
                 // Cascade to a fixpoint: every addition by a removed or cancelled member
@@ -606,22 +570,14 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// `member-view(me)` = `SR-DGM(H)`: the current membership as the holder of this
     /// history knows it (everything in `H` counts as seen).
     pub fn view_me(&self) -> BTreeSet<M> {
-        self.removes
-            .iter()
-            .filter(|(_, rs)| rs.is_empty())
-            .map(|(u, _)| u.clone())
-            .collect()
+        self.removes.iter().filter(|(_, rs)| rs.is_empty()).map(|(u, _)| u.clone()).collect()
     }
 
     /// `member-view(x)` = `SR-DGM(seen(H, x))`, for `x` other than the holder: the
     /// membership as `x` saw it at its latest operation in `H`. Empty if `x` has seen
     /// nothing (for example an initial member that has not acked the create yet).
     pub fn view_of(&self, x: &M) -> BTreeSet<M> {
-        self.addop
-            .keys()
-            .filter(|u| self.in_view_of(u, x))
-            .cloned()
-            .collect()
+        self.addop.keys().filter(|u| self.in_view_of(u, x)).cloned().collect()
     }
 
     /// Whether `u ∈ member-view(x)`.
@@ -629,11 +585,7 @@ impl<M: Ord + Clone + Debug> History<M> {
         let Some(a) = self.addop.get(u) else {
             return false;
         };
-        self.seen_by(x, a)
-            && self
-                .removes
-                .get(u)
-                .is_none_or(|rs| rs.iter().all(|r| !self.seen_by(x, r)))
+        self.seen_by(x, a) && self.removes.get(u).is_none_or(|rs| rs.iter().all(|r| !self.seen_by(x, r)))
     }
 
     /// The post-removal rule (§7.5, V4 (e)): whether an ack by `x` of `acked` (an
@@ -647,9 +599,7 @@ impl<M: Ord + Clone + Debug> History<M> {
             .saw
             .iter()
             .filter(|(o, row)| {
-                row.contains_key(x)
-                    || row.get(&acked.sender).is_some_and(|&s| s < acked.seq)
-                    || *o == acked
+                row.contains_key(x) || row.get(&acked.sender).is_some_and(|&s| s < acked.seq) || *o == acked
             })
             .map(|(o, _)| o.clone())
             .collect();
@@ -679,11 +629,7 @@ impl<M: Ord + Clone + Debug> History<M> {
 
     /// `seen(H, m)` restricted to creates, adds and removes (acks carry no membership).
     pub fn seen_ops(&self, m: &M) -> BTreeSet<OpId<M>> {
-        self.saw
-            .iter()
-            .filter(|(_, row)| row.contains_key(m))
-            .map(|(o, _)| o.clone())
-            .collect()
+        self.saw.iter().filter(|(_, row)| row.contains_key(m)).map(|(o, _)| o.clone()).collect()
     }
 
     /// `o ≺ p` (§6.1). Exact when `o` and `p` have the same sender (by sequence number),
@@ -835,10 +781,7 @@ impl<M: Ord + Clone + Debug> History<M> {
 ///
 /// It rebuilds the add graph from scratch on every call; [`History::view_me`] and
 /// [`History::view_of`] give the same answers incrementally.
-pub fn reference_view<M: Ord + Clone + Debug>(
-    history: &History<M>,
-    viewer: Option<&M>,
-) -> BTreeSet<M> {
+pub fn reference_view<M: Ord + Clone + Debug>(history: &History<M>, viewer: Option<&M>) -> BTreeSet<M> {
     match viewer {
         None => sr_dgm(history, |_| true),
         Some(v) => sr_dgm(history, |o| history.seen_by(v, o)),
@@ -848,18 +791,12 @@ pub fn reference_view<M: Ord + Clone + Debug>(
 /// The reference evaluator of §6.4 (a) over an arbitrary causally closed subset `ops` of
 /// `H` (IDs of acks, or of operations not in `H`, are ignored). The causal order between
 /// the chosen operations is read from the whole history's `saw` table.
-pub fn reference_view_subset<M: Ord + Clone + Debug>(
-    history: &History<M>,
-    ops: &BTreeSet<OpId<M>>,
-) -> BTreeSet<M> {
+pub fn reference_view_subset<M: Ord + Clone + Debug>(history: &History<M>, ops: &BTreeSet<OpId<M>>) -> BTreeSet<M> {
     sr_dgm(history, |o| ops.contains(o))
 }
 
 /// Def. 6 over the membership operations of `h` selected by `include`.
-fn sr_dgm<M: Ord + Clone + Debug>(
-    h: &History<M>,
-    include: impl Fn(&OpId<M>) -> bool,
-) -> BTreeSet<M> {
+fn sr_dgm<M: Ord + Clone + Debug>(h: &History<M>, include: impl Fn(&OpId<M>) -> bool) -> BTreeSet<M> {
     let Some(create_id) = h.create.as_ref().filter(|c| include(c)) else {
         return BTreeSet::new();
     };
@@ -869,9 +806,7 @@ fn sr_dgm<M: Ord + Clone + Debug>(
     let mut virtual_adds: Vec<(OpId<M>, &M)> = Vec::new();
     for op in &h.ops {
         match op {
-            Op::Create {
-                sender, members, ..
-            } => {
+            Op::Create { sender, members, .. } => {
                 // Line 4: the create becomes the virtual adds a0 ≺ a1 ≺ … ≺ an, which
                 // precede every other operation; their "before" is the create's.
                 for u in core::iter::once(sender).chain(members) {
@@ -879,10 +814,7 @@ fn sr_dgm<M: Ord + Clone + Debug>(
                 }
             }
             Op::Add { sender, target, .. } if include(&op.id()) => {
-                adds_by_sender
-                    .entry(sender)
-                    .or_default()
-                    .push((op.id(), target));
+                adds_by_sender.entry(sender).or_default().push((op.id(), target));
             }
             Op::Remove { target, .. } if include(&op.id()) => {
                 removes_of.entry(target).or_default().push(op.id());
@@ -894,11 +826,8 @@ fn sr_dgm<M: Ord + Clone + Debug>(
     let removes = |u: &M| removes_of.get(u).unwrap_or(&no_removes);
     // Line 3: the edge a1 → a2 (a1 adds u, a2 sent by u) is cut by a remove of u that a1
     // precedes and a2 does not.
-    let cut = |a1: &OpId<M>, u: &M, a2: &OpId<M>| {
-        removes(u)
-            .iter()
-            .any(|r| h.saw_before(a1, r) && !h.saw_before(a2, r))
-    };
+    let cut =
+        |a1: &OpId<M>, u: &M, a2: &OpId<M>| removes(u).iter().any(|r| h.saw_before(a1, r) && !h.saw_before(a2, r));
     // Line 5: reachability from the virtual adds in G_cancel.
     let mut reached: BTreeSet<(OpId<M>, &M)> = virtual_adds.iter().cloned().collect();
     let mut work = virtual_adds;
@@ -915,11 +844,7 @@ fn sr_dgm<M: Ord + Clone + Debug>(
         }
     }
     // Line 6: reached, and not removed by a remove that the add precedes.
-    reached
-        .iter()
-        .filter(|(a, u)| !removes(u).iter().any(|r| h.saw_before(a, r)))
-        .map(|(_, u)| (*u).clone())
-        .collect()
+    reached.iter().filter(|(a, u)| !removes(u).iter().any(|r| h.saw_before(a, r))).map(|(_, u)| (*u).clone()).collect()
 }
 
 #[cfg(test)]
@@ -945,32 +870,16 @@ mod tests {
         OpId::new(s, q)
     }
     fn create(s: Id, q: u64, members: &[Id]) -> Op<Id> {
-        Op::Create {
-            sender: s,
-            seq: q,
-            members: members.to_vec(),
-        }
+        Op::Create { sender: s, seq: q, members: members.to_vec() }
     }
     fn add(s: Id, q: u64, t: Id) -> Op<Id> {
-        Op::Add {
-            sender: s,
-            seq: q,
-            target: t,
-        }
+        Op::Add { sender: s, seq: q, target: t }
     }
     fn rm(s: Id, q: u64, t: Id) -> Op<Id> {
-        Op::Remove {
-            sender: s,
-            seq: q,
-            target: t,
-        }
+        Op::Remove { sender: s, seq: q, target: t }
     }
     fn ack(s: Id, q: u64, of: (Id, u64)) -> Op<Id> {
-        Op::Ack {
-            sender: s,
-            seq: q,
-            of: id(of.0, of.1),
-        }
+        Op::Ack { sender: s, seq: q, of: id(of.0, of.1) }
     }
     fn set(xs: &[Id]) -> BTreeSet<Id> {
         xs.iter().copied().collect()
@@ -996,10 +905,7 @@ mod tests {
         (
             h.addop.clone(),
             h.adder.clone(),
-            h.removes
-                .iter()
-                .map(|(u, rs)| (*u, rs.iter().cloned().collect()))
-                .collect(),
+            h.removes.iter().map(|(u, rs)| (*u, rs.iter().cloned().collect())).collect(),
             h.targets.clone(),
             h.acks.clone(),
         )
@@ -1010,21 +916,11 @@ mod tests {
     /// causally closed.
     fn assert_consistent(h: &History<Id>, deep: bool) {
         let me = h.view_me();
-        assert_eq!(
-            me,
-            reference_view(h, None),
-            "view_me, history {:?}",
-            h.ops()
-        );
+        assert_eq!(me, reference_view(h, None), "view_me, history {:?}", h.ops());
         let mut viewers = h.ever_added();
         viewers.insert(STRANGER);
         for x in &viewers {
-            assert_eq!(
-                h.view_of(x),
-                reference_view(h, Some(x)),
-                "view_of({x}), history {:?}",
-                h.ops()
-            );
+            assert_eq!(h.view_of(x), reference_view(h, Some(x)), "view_of({x}), history {:?}", h.ops());
         }
         for (r, ts) in &h.targets {
             for t in ts {
@@ -1054,8 +950,7 @@ mod tests {
     /// For each operation, the operations that must be processed before it: the same
     /// sender's earlier ones and, for an ack, the acknowledged operation.
     fn deps(ops: &[Op<Id>]) -> Vec<Vec<usize>> {
-        let pos: BTreeMap<OpId<Id>, usize> =
-            ops.iter().enumerate().map(|(i, o)| (o.id(), i)).collect();
+        let pos: BTreeMap<OpId<Id>, usize> = ops.iter().enumerate().map(|(i, o)| (o.id(), i)).collect();
         ops.iter()
             .map(|o| {
                 let mut d: Vec<usize> = ops
@@ -1101,13 +996,7 @@ mod tests {
         }
         let deps = deps(ops);
         let mut out = Vec::new();
-        rec(
-            &deps,
-            &mut vec![false; ops.len()],
-            &mut Vec::new(),
-            &mut out,
-            limit,
-        );
+        rec(&deps, &mut vec![false; ops.len()], &mut Vec::new(), &mut out, limit);
         out
     }
 
@@ -1120,9 +1009,8 @@ mod tests {
                 let mut done = vec![false; ops.len()];
                 let mut order = Vec::new();
                 while order.len() < ops.len() {
-                    let ready: Vec<usize> = (0..ops.len())
-                        .filter(|&i| !done[i] && deps[i].iter().all(|&j| done[j]))
-                        .collect();
+                    let ready: Vec<usize> =
+                        (0..ops.len()).filter(|&i| !done[i] && deps[i].iter().all(|&j| done[j])).collect();
                     let i = ready[xorshift(&mut state) as usize % ready.len()];
                     done[i] = true;
                     order.push(i);
@@ -1140,8 +1028,7 @@ mod tests {
         for order in orders {
             let mut h = History::new();
             for &i in order {
-                h.apply(ops[i].clone())
-                    .unwrap_or_else(|e| panic!("order {order:?}: {e}"));
+                h.apply(ops[i].clone()).unwrap_or_else(|e| panic!("order {order:?}: {e}"));
                 assert_consistent(&h, false);
             }
             assert_consistent(&h, true);
@@ -1216,12 +1103,7 @@ mod tests {
     }
     impl Node {
         fn new() -> Self {
-            Node {
-                hist: History::new(),
-                seq: 0,
-                status: Status::Waiting,
-                processed: BTreeMap::new(),
-            }
+            Node { hist: History::new(), seq: 0, status: Status::Waiting, processed: BTreeMap::new() }
         }
     }
 
@@ -1294,11 +1176,7 @@ mod tests {
         }
 
         fn live(&self) -> BTreeSet<Id> {
-            self.nodes
-                .iter()
-                .filter(|(_, n)| n.status == Status::Live)
-                .map(|(i, _)| *i)
-                .collect()
+            self.nodes.iter().filter(|(_, n)| n.status == Status::Live).map(|(i, _)| *i).collect()
         }
 
         fn check(&self, n: Id) {
@@ -1341,15 +1219,7 @@ mod tests {
             hwm.insert(s, node.seq);
             let aid = self.send(s, |q| Wire::Op(add(s, q, t)));
             let add_op = self.hist(s).get(&aid).unwrap().clone();
-            self.welcomes.insert(
-                t,
-                Welcome {
-                    adder: s,
-                    snapshot,
-                    add: add_op,
-                    hwm,
-                },
-            );
+            self.welcomes.insert(t, Welcome { adder: s, snapshot, add: add_op, hwm });
             self.nodes.insert(t, Node::new());
             if let Some(side) = &mut self.side {
                 let s_side = side.get(&s).copied().unwrap_or(false);
@@ -1367,9 +1237,9 @@ mod tests {
         }
 
         fn connected(&self, a: Id, b: Id) -> bool {
-            self.side.as_ref().is_none_or(|side| {
-                side.get(&a).copied().unwrap_or(false) == side.get(&b).copied().unwrap_or(false)
-            })
+            self.side
+                .as_ref()
+                .is_none_or(|side| side.get(&a).copied().unwrap_or(false) == side.get(&b).copied().unwrap_or(false))
         }
 
         /// The newcomer `t` processes its Welcome: the adder's history from just before
@@ -1392,13 +1262,7 @@ mod tests {
             assert!(node.hist.view_me().contains(&t));
             self.stats.joins += 1;
             self.check(t);
-            self.send(t, |q| {
-                Wire::Op(Op::Ack {
-                    sender: t,
-                    seq: q,
-                    of: aid,
-                })
-            });
+            self.send(t, |q| Wire::Op(Op::Ack { sender: t, seq: q, of: aid }));
             true
         }
 
@@ -1413,10 +1277,7 @@ mod tests {
             match node.status {
                 Status::Stopped => return None,
                 // Only an initial member processes anything before joining: the create.
-                Status::Waiting
-                    if self.welcomes.contains_key(&n)
-                        || !matches!(w, Wire::Op(Op::Create { .. })) =>
-                {
+                Status::Waiting if self.welcomes.contains_key(&n) || !matches!(w, Wire::Op(Op::Create { .. })) => {
                     return None;
                 }
                 _ => {}
@@ -1439,25 +1300,15 @@ mod tests {
             node.processed.insert(y, w.seq());
             match w {
                 Wire::Update { sender, seq } => {
-                    self.send(n, |q| Wire::UpdateAck {
-                        sender: n,
-                        seq: q,
-                        of: id(sender, seq),
-                    });
+                    self.send(n, |q| Wire::UpdateAck { sender: n, seq: q, of: id(sender, seq) });
                 }
                 Wire::UpdateAck { sender, of, .. } => {
-                    assert!(
-                        !node.hist.follows_own_removal(&sender, &of),
-                        "{sender} flagged"
-                    );
+                    assert!(!node.hist.follows_own_removal(&sender, &of), "{sender} flagged");
                 }
                 Wire::Op(op) => {
                     if let Op::Ack { sender, of, .. } = &op {
                         assert!(node.hist.contains(of), "{n} lacks {of:?}");
-                        assert!(
-                            !node.hist.follows_own_removal(sender, of),
-                            "{sender} flagged"
-                        );
+                        assert!(!node.hist.follows_own_removal(sender, of), "{sender} flagged");
                     }
                     if let Op::Add { sender, .. } = &op
                         && !node.hist.removed_by(sender).is_empty()
@@ -1472,9 +1323,7 @@ mod tests {
                     if kind == OpKind::Create {
                         node.status = Status::Live;
                     }
-                    if kind == OpKind::Remove
-                        && node.hist.targets(&oid).is_some_and(|t| t.len() > 1)
-                    {
+                    if kind == OpKind::Remove && node.hist.targets(&oid).is_some_and(|t| t.len() > 1) {
                         self.stats.cascades += 1;
                     }
                     self.check(n);
@@ -1492,13 +1341,7 @@ mod tests {
                         } else if skip {
                             self.stats.skipped_acks += 1;
                         } else {
-                            self.send(n, |q| {
-                                Wire::Op(Op::Ack {
-                                    sender: n,
-                                    seq: q,
-                                    of: oid,
-                                })
-                            });
+                            self.send(n, |q| Wire::Op(Op::Ack { sender: n, seq: q, of: oid }));
                         }
                     }
                 }
@@ -1507,10 +1350,7 @@ mod tests {
         }
 
         fn step(&mut self, n: Id, y: Id) {
-            assert!(
-                self.deliver(n, y),
-                "{n} cannot process the next message of {y}"
-            );
+            assert!(self.deliver(n, y), "{n} cannot process the next message of {y}");
         }
 
         fn deliver_all(&mut self) -> bool {
@@ -1553,12 +1393,7 @@ mod tests {
         fn assert_converged(&mut self) {
             let live = self.live();
             assert!(self.nodes.values().all(|n| n.status != Status::Waiting));
-            let total = self
-                .log
-                .values()
-                .flatten()
-                .filter(|w| matches!(w, Wire::Op(_)))
-                .count();
+            let total = self.log.values().flatten().filter(|w| matches!(w, Wire::Op(_))).count();
             let mut first: Option<&History<Id>> = None;
             for n in &live {
                 let h = self.hist(*n);
@@ -1618,12 +1453,7 @@ mod tests {
         // A removes B ∥ B adds D; D joins and acks its add; A add-acks B's add late.
         for c_order in [[(A, 2), (B, 2)], [(B, 2), (A, 2)]] {
             let mut ops = base3();
-            ops.extend([
-                rm(A, 2, B),
-                add(B, 2, D),
-                ack(D, 1, (B, 2)),
-                ack(A, 3, (B, 2)),
-            ]);
+            ops.extend([rm(A, 2, B), add(B, 2, D), ack(D, 1, (B, 2)), ack(A, 3, (B, 2))]);
             ops.extend([ack(C, 2, c_order[0]), ack(C, 3, c_order[1])]);
             let n = check_all_orders(&ops, |h| {
                 assert_eq!(h.view_me(), set(&[A, C]));
@@ -1652,11 +1482,7 @@ mod tests {
         // A removes B ∥ (B adds C ≺ C adds D), A having seen neither add. Observer O
         // processes the three operations in each causally consistent order.
         let base = vec![create(A, 1, &[B, O]), ack(B, 1, (A, 1)), ack(O, 1, (A, 1))];
-        let o_orders = [
-            [(A, 2), (B, 2), (C, 2)],
-            [(B, 2), (A, 2), (C, 2)],
-            [(B, 2), (C, 2), (A, 2)],
-        ];
+        let o_orders = [[(A, 2), (B, 2), (C, 2)], [(B, 2), (A, 2), (C, 2)], [(B, 2), (C, 2), (A, 2)]];
         for o_order in o_orders {
             let mut ops = base.clone();
             ops.extend([
@@ -1707,20 +1533,10 @@ mod tests {
 
     #[test]
     fn same_member_removed_twice() {
-        let base = vec![
-            create(A, 1, &[B, C, O]),
-            ack(B, 1, (A, 1)),
-            ack(C, 1, (A, 1)),
-            ack(O, 1, (A, 1)),
-        ];
+        let base = vec![create(A, 1, &[B, C, O]), ack(B, 1, (A, 1)), ack(C, 1, (A, 1)), ack(O, 1, (A, 1))];
         for o_order in [[(A, 2), (B, 2)], [(B, 2), (A, 2)]] {
             let mut ops = base.clone();
-            ops.extend([
-                rm(A, 2, C),
-                rm(B, 2, C),
-                ack(A, 3, (B, 2)),
-                ack(B, 3, (A, 2)),
-            ]);
+            ops.extend([rm(A, 2, C), rm(B, 2, C), ack(A, 3, (B, 2)), ack(B, 3, (A, 2))]);
             ops.extend([ack(O, 2, o_order[0]), ack(O, 3, o_order[1])]);
             let n = check_all_orders(&ops, |h| {
                 assert_eq!(h.view_me(), set(&[A, B, O]));
@@ -1737,12 +1553,7 @@ mod tests {
     #[test]
     fn unrelated_add_survives_concurrent_remove() {
         // A removes B ∥ C adds D.
-        let base = vec![
-            create(A, 1, &[B, C, O]),
-            ack(B, 1, (A, 1)),
-            ack(C, 1, (A, 1)),
-            ack(O, 1, (A, 1)),
-        ];
+        let base = vec![create(A, 1, &[B, C, O]), ack(B, 1, (A, 1)), ack(C, 1, (A, 1)), ack(O, 1, (A, 1))];
         for o_order in [[(A, 2), (C, 2)], [(C, 2), (A, 2)]] {
             let mut ops = base.clone();
             ops.extend([
@@ -1952,12 +1763,7 @@ mod tests {
     #[test]
     fn s9_partition_then_heal() {
         let mut net = Net::setup(A, &[B, C, D]);
-        net.side = Some(BTreeMap::from([
-            (A, false),
-            (B, false),
-            (C, true),
-            (D, true),
-        ]));
+        net.side = Some(BTreeMap::from([(A, false), (B, false), (C, true), (D, true)]));
         net.add(A, E);
         assert!(net.join(E));
         net.update(B);
@@ -1994,178 +1800,50 @@ mod tests {
     fn malformed_duplicate_and_unknown_operations_are_rejected_without_change() {
         let mut h = History::new();
         assert_rejected(&mut h, add(A, 1, B), DgmError::NoCreate { op: id(A, 1) });
-        assert_rejected(
-            &mut h,
-            ack(B, 1, (A, 1)),
-            DgmError::NoCreate { op: id(B, 1) },
-        );
-        assert_rejected(
-            &mut h,
-            create(A, 0, &[B]),
-            DgmError::ZeroSeq { op: id(A, 0) },
-        );
-        assert_rejected(
-            &mut h,
-            create(A, 1, &[B, A]),
-            DgmError::CreatorListed { op: id(A, 1) },
-        );
-        assert_rejected(
-            &mut h,
-            create(A, 1, &[B, C, B]),
-            DgmError::DuplicateInitialMember {
-                op: id(A, 1),
-                member: B,
-            },
-        );
+        assert_rejected(&mut h, ack(B, 1, (A, 1)), DgmError::NoCreate { op: id(B, 1) });
+        assert_rejected(&mut h, create(A, 0, &[B]), DgmError::ZeroSeq { op: id(A, 0) });
+        assert_rejected(&mut h, create(A, 1, &[B, A]), DgmError::CreatorListed { op: id(A, 1) });
+        assert_rejected(&mut h, create(A, 1, &[B, C, B]), DgmError::DuplicateInitialMember { op: id(A, 1), member: B });
         h.apply(create(A, 1, &[B, C])).unwrap();
-        assert_rejected(
-            &mut h,
-            create(A, 1, &[B, C]),
-            DgmError::DuplicateOp { op: id(A, 1) },
-        );
-        assert_rejected(
-            &mut h,
-            create(A, 2, &[B]),
-            DgmError::SecondCreate { op: id(A, 2) },
-        );
-        assert_rejected(
-            &mut h,
-            create(B, 1, &[]),
-            DgmError::SecondCreate { op: id(B, 1) },
-        );
+        assert_rejected(&mut h, create(A, 1, &[B, C]), DgmError::DuplicateOp { op: id(A, 1) });
+        assert_rejected(&mut h, create(A, 2, &[B]), DgmError::SecondCreate { op: id(A, 2) });
+        assert_rejected(&mut h, create(B, 1, &[]), DgmError::SecondCreate { op: id(B, 1) });
         // B has not acked the create yet.
-        assert_rejected(
-            &mut h,
-            add(B, 1, D),
-            DgmError::SenderNotJoined { op: id(B, 1) },
-        );
-        assert_rejected(
-            &mut h,
-            ack(C, 1, (A, 9)),
-            DgmError::SenderNotJoined { op: id(C, 1) },
-        );
-        assert_rejected(
-            &mut h,
-            rm(B, 1, C),
-            DgmError::SenderNotJoined { op: id(B, 1) },
-        );
-        assert_rejected(
-            &mut h,
-            add(D, 1, E),
-            DgmError::UnknownSender { op: id(D, 1) },
-        );
-        assert_rejected(
-            &mut h,
-            ack(A, 2, (A, 1)),
-            DgmError::AckOfOwnOp { op: id(A, 2) },
-        );
+        assert_rejected(&mut h, add(B, 1, D), DgmError::SenderNotJoined { op: id(B, 1) });
+        assert_rejected(&mut h, ack(C, 1, (A, 9)), DgmError::SenderNotJoined { op: id(C, 1) });
+        assert_rejected(&mut h, rm(B, 1, C), DgmError::SenderNotJoined { op: id(B, 1) });
+        assert_rejected(&mut h, add(D, 1, E), DgmError::UnknownSender { op: id(D, 1) });
+        assert_rejected(&mut h, ack(A, 2, (A, 1)), DgmError::AckOfOwnOp { op: id(A, 2) });
         h.apply(ack(B, 1, (A, 1))).unwrap();
-        assert_rejected(
-            &mut h,
-            ack(B, 2, (A, 7)),
-            DgmError::UnknownOp {
-                op: id(B, 2),
-                of: id(A, 7),
-            },
-        );
-        assert_rejected(
-            &mut h,
-            ack(B, 1, (A, 1)),
-            DgmError::DuplicateOp { op: id(B, 1) },
-        );
-        assert_rejected(
-            &mut h,
-            ack(B, 2, (A, 1)),
-            DgmError::DuplicateAck {
-                op: id(B, 2),
-                of: id(A, 1),
-            },
-        );
-        assert_rejected(
-            &mut h,
-            ack(A, 2, (B, 1)),
-            DgmError::NotMembershipOp {
-                op: id(A, 2),
-                of: id(B, 1),
-            },
-        );
+        assert_rejected(&mut h, ack(B, 2, (A, 7)), DgmError::UnknownOp { op: id(B, 2), of: id(A, 7) });
+        assert_rejected(&mut h, ack(B, 1, (A, 1)), DgmError::DuplicateOp { op: id(B, 1) });
+        assert_rejected(&mut h, ack(B, 2, (A, 1)), DgmError::DuplicateAck { op: id(B, 2), of: id(A, 1) });
+        assert_rejected(&mut h, ack(A, 2, (B, 1)), DgmError::NotMembershipOp { op: id(A, 2), of: id(B, 1) });
         h.apply(ack(C, 3, (A, 1))).unwrap();
-        assert_rejected(
-            &mut h,
-            rm(C, 2, B),
-            DgmError::SeqNotIncreasing {
-                op: id(C, 2),
-                last: 3,
-            },
-        );
+        assert_rejected(&mut h, rm(C, 2, B), DgmError::SeqNotIncreasing { op: id(C, 2), last: 3 });
         assert_rejected(&mut h, add(B, 5, B), DgmError::SelfAdd { op: id(B, 5) });
-        assert_rejected(
-            &mut h,
-            add(B, 5, C),
-            DgmError::AlreadyAdded {
-                op: id(B, 5),
-                target: C,
-            },
-        );
+        assert_rejected(&mut h, add(B, 5, C), DgmError::AlreadyAdded { op: id(B, 5), target: C });
         assert_rejected(&mut h, rm(B, 5, B), DgmError::SelfRemove { op: id(B, 5) });
-        assert_rejected(
-            &mut h,
-            rm(B, 5, D),
-            DgmError::UnknownTarget {
-                op: id(B, 5),
-                target: D,
-            },
-        );
+        assert_rejected(&mut h, rm(B, 5, D), DgmError::UnknownTarget { op: id(B, 5), target: D });
         h.apply(add(B, 5, D)).unwrap();
-        assert_rejected(
-            &mut h,
-            add(C, 5, D),
-            DgmError::AlreadyAdded {
-                op: id(C, 5),
-                target: D,
-            },
-        );
+        assert_rejected(&mut h, add(C, 5, D), DgmError::AlreadyAdded { op: id(C, 5), target: D });
         // C has not seen D's add, so cannot remove D (V3).
-        assert_rejected(
-            &mut h,
-            rm(C, 5, D),
-            DgmError::TargetNotInView {
-                op: id(C, 5),
-                target: D,
-            },
-        );
+        assert_rejected(&mut h, rm(C, 5, D), DgmError::TargetNotInView { op: id(C, 5), target: D });
         // D inherited `saw = 0` for its own add, but may still ack it once.
         assert!(h.seen_by(&D, &id(B, 5)) && !h.has_acked(&id(B, 5), &D));
         h.apply(ack(D, 1, (B, 5))).unwrap();
         assert!(h.has_acked(&id(B, 5), &D));
-        assert_rejected(
-            &mut h,
-            ack(D, 2, (B, 5)),
-            DgmError::DuplicateAck {
-                op: id(D, 2),
-                of: id(B, 5),
-            },
-        );
+        assert_rejected(&mut h, ack(D, 2, (B, 5)), DgmError::DuplicateAck { op: id(D, 2), of: id(B, 5) });
         h.apply(rm(A, 2, B)).unwrap();
         h.apply(ack(C, 6, (A, 2))).unwrap();
         // B is no longer in C's view.
-        assert_rejected(
-            &mut h,
-            rm(C, 7, B),
-            DgmError::TargetNotInView {
-                op: id(C, 7),
-                target: B,
-            },
-        );
+        assert_rejected(&mut h, rm(C, 7, B), DgmError::TargetNotInView { op: id(C, 7), target: B });
         // After all these rejections the history is still usable and consistent.
         h.apply(ack(C, 7, (B, 5))).unwrap();
         assert_consistent(&h, true);
         assert_eq!(h.view_me(), set(&[A, C]));
         // Errors display their data.
-        let e = DgmError::SeqNotIncreasing {
-            op: id(C, 2),
-            last: 3,
-        };
+        let e = DgmError::SeqNotIncreasing { op: id(C, 2), last: 3 };
         assert!(e.to_string().contains('3'));
     }
 
@@ -2239,13 +1917,7 @@ mod tests {
         // acked operation (§6.4 (b) literally) gives {A, C, E} incrementally and {A, C}
         // from the reference evaluator.
         let mut ops = base3();
-        ops.extend([
-            add(B, 2, D),
-            ack(D, 1, (B, 2)),
-            add(D, 2, E),
-            ack(E, 1, (D, 2)),
-            ack(C, 2, (D, 2)),
-        ]);
+        ops.extend([add(B, 2, D), ack(D, 1, (B, 2)), add(D, 2, E), ack(E, 1, (D, 2)), ack(C, 2, (D, 2))]);
         let mut h = build(&ops);
         assert_eq!(h.saw(&id(B, 2), &C), Some(2));
         assert!(!h.has_acked(&id(B, 2), &C));
@@ -2273,11 +1945,7 @@ mod tests {
         // evaluator leaves D out while the incremental state has D as a member, and D
         // inherits nothing of the create. `apply` rejects it.
         let mut h = build(&[create(A, 1, &[B, C]), ack(C, 1, (A, 1))]);
-        assert_rejected(
-            &mut h,
-            add(B, 1, D),
-            DgmError::SenderNotJoined { op: id(B, 1) },
-        );
+        assert_rejected(&mut h, add(B, 1, D), DgmError::SenderNotJoined { op: id(B, 1) });
         let mut bypass = h.clone();
         bypass.commit(add(B, 1, D));
         assert_eq!(bypass.view_me(), set(&[A, B, C, D]));
@@ -2293,12 +1961,7 @@ mod tests {
     #[test]
     fn before_and_queries() {
         let mut ops = base3();
-        ops.extend([
-            add(B, 2, D),
-            ack(D, 1, (B, 2)),
-            ack(A, 2, (B, 2)),
-            rm(A, 3, B),
-        ]);
+        ops.extend([add(B, 2, D), ack(D, 1, (B, 2)), ack(A, 2, (B, 2)), rm(A, 3, B)]);
         let h = build(&ops);
         // o ≺ ack-of-o, although saw[o][A] equals the ack's seq (not below it).
         assert_eq!(h.saw(&id(A, 1), &B), Some(1));
@@ -2381,12 +2044,8 @@ mod tests {
                     // In its own view, and in member-view(s) as the others compute it
                     // (the same set unless s skipped acks).
                     let view_of_s = net.hist(s).view_of(&s);
-                    let targets: Vec<Id> = net
-                        .hist(s)
-                        .view_me()
-                        .into_iter()
-                        .filter(|&t| t != s && view_of_s.contains(&t))
-                        .collect();
+                    let targets: Vec<Id> =
+                        net.hist(s).view_me().into_iter().filter(|&t| t != s && view_of_s.contains(&t)).collect();
                     if !targets.is_empty() {
                         let t = targets[(c >> 12) as usize % targets.len()];
                         net.remove(s, t);
@@ -2405,11 +2064,7 @@ mod tests {
                     if net.side.is_some() {
                         net.side = None;
                     } else {
-                        let side = net
-                            .nodes
-                            .keys()
-                            .map(|&n| (n, (c >> (5 + n % 16)) & 1 == 1))
-                            .collect();
+                        let side = net.nodes.keys().map(|&n| (n, (c >> (5 + n % 16)) & 1 == 1)).collect();
                         net.side = Some(side);
                         net.stats.partitions += 1;
                     }
@@ -2435,10 +2090,7 @@ mod tests {
     }
 
     fn env_or(name: &str, default: u32) -> u32 {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
     }
 
     #[test]
@@ -2461,14 +2113,8 @@ mod tests {
         // The runs exercise what they are meant to.
         assert!(total.cascades > 0, "{total:?}");
         assert!(total.cancelled_at_once > 0, "{total:?}");
-        assert!(
-            total.stopped > 0 && total.joins > 0 && total.partitions > 0,
-            "{total:?}"
-        );
-        assert!(
-            total.final_members > 0 && total.skipped_acks > 0,
-            "{total:?}"
-        );
+        assert!(total.stopped > 0 && total.joins > 0 && total.partitions > 0, "{total:?}");
+        assert!(total.final_members > 0 && total.skipped_acks > 0, "{total:?}");
     }
 
     proptest! {

@@ -253,6 +253,11 @@ impl Group {
         self.d.member_secret_count()
     }
 
+    /// Every member secret still held, as `(sender, seq, member)` (§10 oracle 4).
+    pub fn member_secret_keys(&self) -> Vec<(MemberId, SeqNo, MemberId)> {
+        self.d.member_secret_keys()
+    }
+
     /// Members whose member secret for operation `(sender, seq)` is still held here.
     pub fn member_secrets_pending(&self, sender: &MemberId, seq: SeqNo) -> Vec<MemberId> {
         self.d.member_secrets_of(sender, seq.0)
@@ -316,8 +321,9 @@ impl Group {
             body,
             &self.signing,
         );
-        let retain = matches!(kind, EnvelopeKind::Create | EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
-            .then(|| (kind, env.short_hash()));
+        let retain =
+            matches!(kind, EnvelopeKind::Create | EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
+                .then(|| (kind, env.short_hash()));
         self.ord.advance(&self.d, self.d.me, seq.0, env.new_signing_key, retain);
         if let Some(k) = next {
             self.signing = k;
@@ -458,13 +464,12 @@ impl Group {
             return Err(cannot("the add does not follow the adder's horizon"));
         }
         e.verify(&w.gid, &adder, &adder_key).map_err(|_| GroupError::Dropped(DropReason::BadSignature))?;
-        let p = g
-            .d
-            .process_welcome(&mut env!(ctx), adder, q, replayed.history, &replayed.identities, &w.ratchet_ct)
-            .map_err(|e| match e {
-                ProcessError::Fatal(s) => GroupError::CannotJoin(s),
-                other => map_process_error(other),
-            })?;
+        let p =
+            g.d.process_welcome(&mut env!(ctx), adder, q, replayed.history, &replayed.identities, &w.ratchet_ct)
+                .map_err(|e| match e {
+                    ProcessError::Fatal(s) => GroupError::CannotJoin(s),
+                    other => map_process_error(other),
+                })?;
         g.ord.advance(&g.d, adder, q, e.new_signing_key, Some((EnvelopeKind::Add, e.short_hash())));
         let mut out = Output::default();
         g.finish_processed(ctx, p, e.short_hash(), &mut out)?;
@@ -522,7 +527,12 @@ impl Group {
         }
     }
 
-    fn add_inner<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, ik: IdentityKey, out: &mut Output) -> Result<(), GroupError> {
+    fn add_inner<R: CryptoRng>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        ik: IdentityKey,
+        out: &mut Output,
+    ) -> Result<(), GroupError> {
         self.heal_if_pending(ctx, out)?;
         let (t, ratchet_ct) = self.d.add_prepare(&mut env!(ctx), ik).map_err(map_process_error)?;
         let (history, num) =
@@ -560,7 +570,10 @@ impl Group {
     pub fn send<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, plaintext: &[u8]) -> Result<Output, GroupError> {
         self.require_active()?;
         if plaintext.len() > crate::consts::MAX_PLAINTEXT_SIZE {
-            return Err(GroupError::PlaintextTooLarge { size: plaintext.len(), max: crate::consts::MAX_PLAINTEXT_SIZE });
+            return Err(GroupError::PlaintextTooLarge {
+                size: plaintext.len(),
+                max: crate::consts::MAX_PLAINTEXT_SIZE,
+            });
         }
         if !self.fs.contains_key(&self.d.me) {
             return Err(GroupError::Internal("no sending ratchet".into()));
@@ -740,7 +753,8 @@ impl Group {
                 let equivocation = r == RejectReason::HashMismatch;
                 self.reject(sender, env, r, out, true);
                 if equivocation
-                    && let Ok(ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. }) = ControlBody::from_bytes(env.kind, &env.body)
+                    && let Ok(ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. }) =
+                        ControlBody::from_bytes(env.kind, &env.body)
                     && let Some(s) = self.d.resolve(&of.of_sender)
                 {
                     out.events.push(Event::Equivocation { sender: s, seq: of.of_seq });
@@ -834,7 +848,9 @@ impl Group {
                 plaintext: pt.to_vec(),
                 sender_removed: !self.d.is_member(&sender),
             }),
-            Err(reason @ RatchetError::NotForUs { .. }) => out.events.push(Event::Undecryptable { sender, seq, reason }),
+            Err(reason @ RatchetError::NotForUs { .. }) => {
+                out.events.push(Event::Undecryptable { sender, seq, reason })
+            }
             Err(e) => out.events.push(Event::Rejected { sender, seq, reason: RejectReason::Application(e) }),
         }
     }
@@ -852,4 +868,3 @@ impl Group {
         r.decrypt(epoch, index, env.seq, &body.ct).ok().map(|p| p.to_vec())
     }
 }
-

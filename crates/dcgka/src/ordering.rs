@@ -252,9 +252,8 @@ impl Ordering {
 
     /// Whether an ack's dependency holds (§7.3 rule 2).
     fn ack_ready(&self, d: &Dcgka, of: &AckRef) -> bool {
-        d.resolve(&of.of_sender).is_some_and(|s| {
-            of.of_seq.0 <= self.hwm(&s) || self.horizon.get(&s).is_some_and(|h| of.of_seq.0 <= *h)
-        })
+        d.resolve(&of.of_sender)
+            .is_some_and(|s| of.of_seq.0 <= self.hwm(&s) || self.horizon.get(&s).is_some_and(|h| of.of_seq.0 <= *h))
     }
 
     fn dependency_ready(&self, d: &Dcgka, env: &Envelope) -> bool {
@@ -299,15 +298,18 @@ impl Ordering {
                     for s in stale {
                         self.take(&key, s);
                     }
-                    let ready = self.buffer.get(&key).and_then(|m| m.get(&(hwm + 1))).is_some_and(|c| {
-                        c.first().is_some_and(|b| self.dependency_ready(d, &b.env))
-                    });
+                    let ready = self
+                        .buffer
+                        .get(&key)
+                        .and_then(|m| m.get(&(hwm + 1)))
+                        .is_some_and(|c| c.first().is_some_and(|b| self.dependency_ready(d, &b.env)));
                     if ready && id != d.me {
                         return Some(Ready::Envelope { sender: id, candidates: self.take(&key, hwm + 1) });
                     }
                     if id == d.me {
                         // Echoes of my own envelopes.
-                        let all: Vec<u64> = self.buffer.get(&key).map(|m| m.keys().copied().collect()).unwrap_or_default();
+                        let all: Vec<u64> =
+                            self.buffer.get(&key).map(|m| m.keys().copied().collect()).unwrap_or_default();
                         for s in all {
                             self.take(&key, s);
                         }
@@ -320,7 +322,10 @@ impl Ordering {
                     match self.first_sender(d, &ik, &first.env.clone()) {
                         None => continue,
                         Some(Err(())) => {
-                            return Some(Ready::Discard { candidates: self.take(&key, 1), reason: DropReason::NotAMember });
+                            return Some(Ready::Discard {
+                                candidates: self.take(&key, 1),
+                                reason: DropReason::NotAMember,
+                            });
                         }
                         Some(Ok(id)) => {
                             let candidates = self.take(&key, 1);

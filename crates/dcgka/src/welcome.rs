@@ -96,7 +96,10 @@ impl Encode for LogOp {
 impl Decode for LogOp {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(match r.u8()? {
-            0 => LogOp::Create { creator: VerifyingKey(r.array()?), members: r.list(32, |r| r.array().map(VerifyingKey))? },
+            0 => LogOp::Create {
+                creator: VerifyingKey(r.array()?),
+                members: r.list(32, |r| r.array().map(VerifyingKey))?,
+            },
             1 => LogOp::Add { sender: r.var()?, seq: r.var()?, target: VerifyingKey(r.array()?) },
             2 => LogOp::Remove { sender: r.var()?, seq: r.var()?, target: r.var()? },
             3 => LogOp::Ack { sender: r.var()?, seq: r.var()?, of_sender: r.var()?, of_seq: r.var()? },
