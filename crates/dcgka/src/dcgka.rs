@@ -491,6 +491,7 @@ impl Dcgka {
                     }
                     return Err(fatal("member tag collision between concurrent adds"));
                 }
+                self.h.check(&Op::Add { sender: s, seq: q, target: t }).map_err(|e| malformed(e.to_string()))?;
                 // t is a member after the add exactly when S is (a fresh MID has one add).
                 let live = self.is_member(&s);
                 let my_ik = self.ik.get(&self.me).copied();

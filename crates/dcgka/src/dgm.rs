@@ -14,6 +14,32 @@
 //! This module is pure bookkeeping: no cryptography, no I/O, no wire format. It is
 //! generic over the member identifier `M` (the protocol uses a 32-byte `MemberId`).
 //!
+//! # Example
+//!
+//! A creates the group with B and C; both ack; then A removes B while B concurrently
+//! adds D. Whatever order a member processes them in, B is removed and D is cancelled.
+//!
+//! ```
+//! use dcgka::dgm::{History, Op, OpId, reference_view};
+//!
+//! let mut h: History<char> = History::new();
+//! let ack = |sender, seq, of: (char, u64)| Op::Ack { sender, seq, of: OpId::new(of.0, of.1) };
+//! h.apply(Op::Create { sender: 'A', seq: 1, members: vec!['B', 'C'] })?;
+//! h.apply(ack('B', 1, ('A', 1)))?;
+//! h.apply(ack('C', 1, ('A', 1)))?;
+//! h.apply(Op::Add { sender: 'B', seq: 2, target: 'D' })?;
+//! assert!(h.view_me().contains(&'D'));
+//! h.apply(Op::Remove { sender: 'A', seq: 2, target: 'B' })?; // A had not seen B's add
+//! assert_eq!(h.view_me(), ['A', 'C'].into());
+//! assert_eq!(h.removed_by(&'D'), vec![OpId::new('A', 2)]); // cancelled by the cascade
+//! // C has not acked the remove yet: in C's view B and D are still members.
+//! assert_eq!(h.view_of(&'C'), ['A', 'B', 'C'].into()); // C has not seen D's add either
+//! assert_eq!(h.view_of(&'C'), reference_view(&h, Some(&'C')));
+//! // B acking its own removal would provably follow it (§7.5): reject such an ack.
+//! assert!(h.follows_own_removal(&'B', &OpId::new('A', 2)));
+//! # Ok::<(), dcgka::dgm::DgmError<char>>(())
+//! ```
+//!
 //! # Names, mapped to the paper and the specification
 //!
 //! | Here | Spec | Paper (ePrint) |
@@ -201,7 +227,7 @@ impl<M> Op<M> {
 
 /// Why [`History::apply`] refused an operation. The history is unchanged in every case.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DgmError<M: Debug> {
+pub enum DgmError<M> {
     /// Sequence numbers start at 1; `0` is reserved for inherited `saw` entries.
     #[error("operation {op:?} has sequence number 0")]
     ZeroSeq {
@@ -1331,8 +1357,8 @@ mod tests {
                         let node = &mut self.nodes.get_mut(&n).unwrap();
                         let skip = self.lazy
                             && kind != OpKind::Create
-                            && n % 3 == 0
-                            && (oid.seq + u64::from(oid.sender) + u64::from(n)) % 2 == 0;
+                            && n.is_multiple_of(3)
+                            && (oid.seq + u64::from(oid.sender) + u64::from(n)).is_multiple_of(2);
                         if !node.hist.view_me().contains(&n) {
                             // TERMINATE: never ack one's own removal.
                             assert_eq!(kind, OpKind::Remove);
