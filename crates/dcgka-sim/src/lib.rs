@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod oracle;
+pub mod random;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -104,6 +105,9 @@ pub struct Device {
     /// device's state would have. Each has its own copy of the identity's key store
     /// (so it never consumes the real device's one-time prekeys) and keeps its events.
     pub shadows: Vec<Shadow>,
+    /// Every instance any of this device's instances knew of (its own included): a
+    /// Welcome for one of them is stale and discarded for good (§6.6).
+    pub known_instances: BTreeSet<MemberId>,
 }
 
 impl Device {
@@ -187,6 +191,7 @@ impl Sim {
                 events: Vec::new(),
                 errors: Vec::new(),
                 shadows: Vec::new(),
+                known_instances: BTreeSet::new(),
             });
         }
         Sim {
@@ -414,8 +419,20 @@ impl Sim {
         let config = self.config;
         match p.kind {
             PacketKind::Welcome => {
+                let ik = self.devices[to].identity.public_key();
+                match dcgka::group::welcome_target(&p.bytes, &ik) {
+                    Ok((_, target)) if self.devices[to].known_instances.contains(&target) => return true,
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.devices[to].errors.push(e);
+                        return true;
+                    }
+                }
                 if self.devices[to].active() {
+                    // §6.6: a device never holds two live instances. Keep the Welcome pending
+                    // unless the live instance already processed that add.
                     self.devices[to].pending_welcomes.push(p);
+                    self.prune_pending_welcomes(to);
                     return true;
                 }
                 let res = self.with_ctx(to, |ctx, slot| {
@@ -428,10 +445,12 @@ impl Sim {
                         if let Some(o) = old {
                             self.devices[to].retired.push(o);
                         }
+                        self.prune_pending_welcomes(to);
                         self.start_shadow(to);
                         self.post(to, out);
                         // Envelopes that arrived before the Welcome are now delivered.
                         self.redeliver_backlog(to);
+                        self.sync_on_join(to);
                     }
                     Err(e) => self.devices[to].errors.push(e),
                 }
@@ -439,7 +458,17 @@ impl Sim {
             }
             PacketKind::Envelope(kind, _) => {
                 if !self.devices[to].active() {
-                    if kind == EnvelopeKind::Create && self.devices[to].group.is_none() {
+                    if self.devices[to].group.is_some() {
+                        // A terminated or corrupted instance: retire it first.
+                        self.after_status_change(to);
+                        if self.devices[to].active() {
+                            return self.deliver(to, p);
+                        }
+                    }
+                    if kind == EnvelopeKind::Create && self.stale_create(to, &p.bytes) {
+                        return true;
+                    }
+                    if kind == EnvelopeKind::Create {
                         let res = self.with_ctx(to, |ctx, slot| {
                             let (g, out) = Group::from_create(ctx, &p.bytes, config)?;
                             *slot = Some(g);
@@ -452,7 +481,7 @@ impl Sim {
                                 self.redeliver_backlog(to);
                                 return true;
                             }
-                            Err(GroupError::CannotJoin(_)) => return true,
+                            Err(GroupError::CannotJoin(_) | GroupError::OwnEnvelope) => return true,
                             Err(e) => {
                                 self.devices[to].errors.push(e);
                                 return true;
@@ -473,30 +502,120 @@ impl Sim {
                     Ok(out) => {
                         self.post(to, out);
                     }
-                    Err(GroupError::Dropped(dcgka::events::DropReason::Duplicate) | GroupError::OwnEnvelope) => {}
+                    // Duplicates and echoes are harmless; an envelope from a member whose add
+                    // has not arrived yet is dropped and comes again through sync (§7.7).
+                    Err(
+                        GroupError::Dropped(
+                            dcgka::events::DropReason::Duplicate | dcgka::events::DropReason::NotAMember,
+                        )
+                        | GroupError::OwnEnvelope,
+                    ) => {}
                     Err(e) => self.devices[to].errors.push(e),
                 }
+                self.prune_pending_welcomes(to);
                 self.after_status_change(to);
                 true
             }
         }
     }
 
+    /// Whether a create names an instance this device already held (a duplicate create
+    /// arriving after that instance ended).
+    fn stale_create(&self, to: Dev, bytes: &[u8]) -> bool {
+        let Ok(peek) = Group::peek(bytes) else { return true };
+        let (Some(gid), dcgka::wire::SenderRef::Identity(creator_ik)) = (peek.gid, peek.sender) else { return true };
+        let creator = MemberId::derive(&gid, &creator_ik, dcgka::ids::Origin::Creator);
+        let me = MemberId::derive(&gid, &self.ik(to), dcgka::ids::Origin::Operation(creator, SeqNo(1)));
+        self.devices[to].known_instances.contains(&me)
+    }
+
+    /// Discards, for good, pending Welcomes of instances that the live instance has
+    /// already processed the add of (§6.6).
+    fn prune_pending_welcomes(&mut self, to: Dev) {
+        self.record_known_instances(to);
+        let known = self.devices[to].known_instances.clone();
+        let ik = self.devices[to].identity.public_key();
+        self.devices[to].pending_welcomes.retain(|w| match dcgka::group::welcome_target(&w.bytes, &ik) {
+            Ok((_, target)) => !known.contains(&target),
+            Err(_) => false,
+        });
+    }
+
     /// Moves a terminated instance to `retired`, and joins through a pending Welcome (§6.6).
     fn after_status_change(&mut self, to: Dev) {
+        self.record_known_instances(to);
         if self.devices[to].active() || self.devices[to].group.is_none() {
             return;
         }
         if let Some(g) = self.devices[to].group.take() {
             self.devices[to].retired.push(g);
         }
-        let pending = std::mem::take(&mut self.devices[to].pending_welcomes);
-        for w in pending {
+        // Join through the first pending Welcome that works; keep the others pending.
+        let mut pending = std::mem::take(&mut self.devices[to].pending_welcomes);
+        while !pending.is_empty() && !self.devices[to].active() {
+            let w = pending.remove(0);
             self.deliver(to, w);
-            if self.devices[to].active() {
-                break;
-            }
         }
+        self.devices[to].pending_welcomes.extend(pending);
+        self.prune_pending_welcomes(to);
+    }
+
+    /// Remembers every instance the device's current instance knows of, whatever its
+    /// status (a terminated instance still knows which adds it processed).
+    fn record_known_instances(&mut self, to: Dev) {
+        if let Some(g) = self.devices[to].group.as_ref() {
+            let mut known = g.ever_added();
+            known.insert(g.me());
+            self.devices[to].known_instances.extend(known);
+        }
+    }
+
+    /// Anti-entropy sync (§7.7) between every pair of devices that can talk: each active
+    /// device is offered every envelope of the transcript sent on its side of any
+    /// partition that it has not processed yet. Returns whether any device made progress.
+    pub fn sync(&mut self) -> bool {
+        let mut progress = false;
+        for to in 0..self.devices.len() {
+            if !self.devices[to].active() {
+                continue;
+            }
+            let before = self.devices[to].group.as_ref().map(Group::sync_state);
+            let side = self.partition.clone();
+            let offer: Vec<Packet> = self
+                .transcript
+                .iter()
+                .filter(|p| matches!(p.kind, PacketKind::Envelope(..)))
+                .filter(|p| side.as_ref().is_none_or(|s| s[p.from] == s[to]))
+                .cloned()
+                .collect();
+            for p in offer {
+                if !self.devices[to].active() {
+                    break;
+                }
+                self.deliver(to, p);
+            }
+            let after = self.devices[to].group.as_ref().map(Group::sync_state);
+            progress |= before != after;
+        }
+        progress
+    }
+
+    /// Sync on joining (§7.7): a new instance asks its peers for everything above its
+    /// horizon. Modelled as re-queueing every envelope sent on its side of any partition
+    /// (envelopes from across a partition arrive when it heals); the group drops what it
+    /// already has.
+    fn sync_on_join(&mut self, to: Dev) {
+        let side = self.partition.clone();
+        let again: Vec<Packet> = self
+            .transcript
+            .iter()
+            // Includes this device's earlier instances' envelopes: for the new instance they
+            // are another member's.
+            .filter(|p| matches!(p.kind, PacketKind::Envelope(..)))
+            .filter(|p| side.as_ref().is_none_or(|s| s[p.from] == s[to]))
+            .cloned()
+            .collect();
+        self.devices[to].inbox.extend(again);
     }
 
     fn redeliver_backlog(&mut self, to: Dev) {
@@ -562,15 +681,19 @@ impl Sim {
                 let mut any = false;
                 if self.partition.is_none() {
                     for d in 0..self.devices.len() {
+                        // A device that holds no group takes only what can make it join.
                         let joined = self.devices[d].active();
-                        if joined && !self.held[d].is_empty() {
-                            let h = std::mem::take(&mut self.held[d]);
-                            self.devices[d].inbox.extend(h);
-                            any = true;
-                        }
+                        let held = std::mem::take(&mut self.held[d]);
+                        let (now, later): (Vec<Packet>, Vec<Packet>) = held.into_iter().partition(|p| {
+                            joined
+                                || matches!(p.kind, PacketKind::Welcome | PacketKind::Envelope(EnvelopeKind::Create, _))
+                        });
+                        any |= !now.is_empty();
+                        self.devices[d].inbox.extend(now);
+                        self.held[d] = later;
                     }
                 }
-                if !any {
+                if !any && !self.sync() {
                     break;
                 }
                 continue;

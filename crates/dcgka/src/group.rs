@@ -140,6 +140,20 @@ pub struct Peek {
     pub seq: SeqNo,
 }
 
+/// The group and the member instance a Welcome would make this device, read without
+/// verifying anything (for routing, and for the device-level rules of §6.6).
+pub fn welcome_target(welcome: &[u8], identity: &IdentityKey) -> Result<(GroupId, MemberId), GroupError> {
+    let w = Welcome::from_bytes(welcome)?;
+    let replayed = replay_history(&w.gid, &w.history).map_err(|s| GroupError::CannotJoin(s.to_string()))?;
+    let adder = usize::try_from(w.adder)
+        .ok()
+        .and_then(|i| replayed.table.get(i))
+        .copied()
+        .ok_or_else(|| GroupError::CannotJoin("unknown adder".to_string()))?;
+    let e = Envelope::from_bytes(&w.add_envelope)?;
+    Ok((w.gid, MemberId::derive(&w.gid, identity, Origin::Operation(adder, e.seq))))
+}
+
 /// One member's state in one group.
 #[derive(Clone, Debug)]
 pub struct Group {
@@ -601,14 +615,29 @@ impl Group {
     pub fn receive<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, bytes: &[u8]) -> Result<Output, GroupError> {
         self.require_active()?;
         let env = Envelope::from_bytes(bytes)?;
-        if let SenderRef::Tag(t) = env.sender
-            && let Some(id) = self.d.resolve(&t)
-        {
+        if let SenderRef::Tag(t) = env.sender {
+            // §7.3 lines 6-7, §7.5: only members ever added here may send tagged envelopes.
+            let Some(id) = self.d.resolve(&t) else {
+                return Err(GroupError::Dropped(DropReason::NotAMember));
+            };
             if id == self.d.me {
                 return Err(GroupError::OwnEnvelope);
             }
+            // The next envelope of a sender can be verified at once (its key is current);
+            // a forgery then never takes its place in the buffer.
+            if env.seq.0 == self.ord.hwm(&id) + 1
+                && let Some(st) = self.ord.sender(&id, &self.d)
+                && env.verify(&self.d.gid, &id, &st.key).is_err()
+            {
+                return Err(GroupError::Dropped(DropReason::BadSignature));
+            }
             if env.seq.0 <= self.ord.hwm(&id) {
-                if self.ord.retained_hash(&id, env.seq.0).is_some_and(|h| h != env.short_hash()) {
+                // A different envelope under an already used sequence number, authentic under
+                // the key that was current then, is equivocation (§7.6).
+                if let Some((hash, key)) = self.ord.retained(&id, env.seq.0)
+                    && hash != env.short_hash()
+                    && env.verify(&self.d.gid, &id, &key).is_ok()
+                {
                     return Ok(Output {
                         events: vec![Event::Equivocation { sender: id, seq: env.seq }],
                         ..Default::default()
@@ -617,10 +646,44 @@ impl Group {
                 return Err(GroupError::Dropped(DropReason::Duplicate));
             }
         }
-        if let SenderRef::Identity(ik) = env.sender
-            && ik == self.my_ik
-        {
-            return Err(GroupError::OwnEnvelope);
+        if let SenderRef::Identity(ik) = env.sender {
+            // A first envelope names an instance through the operation it acknowledges;
+            // another instance of my own identity is another member (§6.6).
+            if env.kind == EnvelopeKind::Create {
+                if ik == self.my_ik
+                    && env.gid == Some(self.d.gid)
+                    && self.d.me == MemberId::derive(&self.d.gid, &ik, Origin::Creator)
+                {
+                    return Err(GroupError::OwnEnvelope);
+                }
+                // Only the first envelope of a group is a create; this group already has it.
+                let creator = env.gid.map(|g| MemberId::derive(&g, &ik, Origin::Creator));
+                let reason = match creator {
+                    Some(c) if env.gid == Some(self.d.gid) && self.ord.hwm(&c) >= 1 => DropReason::Duplicate,
+                    _ => DropReason::NotAMember,
+                };
+                return Err(GroupError::Dropped(reason));
+            }
+            // A first envelope is an ack of the create or of its sender's own add (§7.3 line
+            // 7). The acknowledged operation's sender names the instance, so the envelope can
+            // be verified under the identity key it carries before it is buffered.
+            let Ok(ControlBody::Ack { of, .. }) = ControlBody::from_bytes(env.kind, &env.body) else {
+                return Err(GroupError::Dropped(DropReason::NotAMember));
+            };
+            let Some(by) = self.d.resolve(&of.of_sender) else {
+                // Added by someone this member does not know yet: sync brings it again later.
+                return Err(GroupError::Dropped(DropReason::NotAMember));
+            };
+            let id = MemberId::derive(&self.d.gid, &ik, Origin::Operation(by, of.of_seq));
+            if id == self.d.me {
+                return Err(GroupError::OwnEnvelope);
+            }
+            if self.ord.hwm(&id) >= 1 {
+                return Err(GroupError::Dropped(DropReason::Duplicate));
+            }
+            if env.verify(&self.d.gid, &id, &ik).is_err() {
+                return Err(GroupError::Dropped(DropReason::BadSignature));
+            }
         }
         let incoming = (env.sender, env.seq);
         self.ord.buffer(&self.d, env)?;

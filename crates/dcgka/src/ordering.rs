@@ -54,15 +54,21 @@ pub(crate) struct SenderState {
 /// Where a buffered envelope is filed before its sender is resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum BufKey {
+    /// A known (or not yet known) member's envelopes, by its tag.
     Tag(MemberTag),
-    First(IdentityKey),
+    /// A first envelope: the identity key and the operation it acknowledges, which
+    /// together name the instance (two instances of one person may both be first-timers).
+    First(IdentityKey, MemberTag, u64),
 }
 
 impl BufKey {
     pub(crate) fn of(env: &Envelope) -> BufKey {
         match env.sender {
             SenderRef::Tag(t) => BufKey::Tag(t),
-            SenderRef::Identity(ik) => BufKey::First(ik),
+            SenderRef::Identity(ik) => match ControlBody::from_bytes(env.kind, &env.body) {
+                Ok(ControlBody::Ack { of, .. }) => BufKey::First(ik, of.of_sender, of.of_seq.0),
+                _ => BufKey::First(ik, MemberTag([0; 16]), 0),
+            },
         }
     }
 }
@@ -80,6 +86,9 @@ pub(crate) struct Ordering {
     senders: BTreeMap<MemberId, SenderState>,
     /// Kind and short hash of every processed create, update, remove and add.
     retained: BTreeMap<(MemberId, u64), (EnvelopeKind, [u8; 16])>,
+    /// The key each retained envelope was verified under, to authenticate a conflicting
+    /// duplicate before calling it equivocation (§7.6).
+    retained_keys: BTreeMap<(MemberId, u64), VerifyingKey>,
     /// A newcomer's horizon, per sender (§7.4).
     horizon: BTreeMap<MemberId, u64>,
     buffer: BTreeMap<BufKey, BTreeMap<u64, Vec<Buffered>>>,
@@ -130,6 +139,9 @@ impl Ordering {
         retain: Option<(EnvelopeKind, [u8; 16])>,
     ) {
         let Some(mut st) = self.sender(&id, d) else { return };
+        if retain.is_some() {
+            self.retained_keys.insert((id, seq), st.key);
+        }
         st.hwm = seq;
         if let Some(k) = new_key {
             st.key = k;
@@ -159,9 +171,10 @@ impl Ordering {
         (q <= self.hwm(s)).then_some(AckTarget::NotAcknowledgeable)
     }
 
-    /// The retained short hash of `(s, q)`, if any.
-    pub(crate) fn retained_hash(&self, s: &MemberId, q: u64) -> Option<[u8; 16]> {
-        self.retained.get(&(*s, q)).map(|r| r.1)
+    /// The retained short hash of `(s, q)` and the key it was verified under, if any.
+    pub(crate) fn retained(&self, s: &MemberId, q: u64) -> Option<([u8; 16], VerifyingKey)> {
+        let hash = self.retained.get(&(*s, q))?.1;
+        Some((hash, *self.retained_keys.get(&(*s, q))?))
     }
 
     /// Number of buffered envelopes.
@@ -175,7 +188,7 @@ impl Ordering {
         let seq = env.seq.0;
         let known = match key {
             BufKey::Tag(t) => d.resolve(&t),
-            BufKey::First(_) => None,
+            BufKey::First(..) => None,
         };
         if let Some(id) = known {
             let hwm = self.hwm(&id);
@@ -188,7 +201,7 @@ impl Ordering {
                 .iter()
                 .filter(|(k, _)| match k {
                     BufKey::Tag(t) => d.resolve(t).is_none(),
-                    BufKey::First(_) => true,
+                    BufKey::First(..) => true,
                 })
                 .map(|(_, v)| v.values().map(Vec::len).sum::<usize>())
                 .sum();
@@ -298,13 +311,18 @@ impl Ordering {
                     for s in stale {
                         self.take(&key, s);
                     }
+                    // Each candidate is judged on its own: an unauthenticated one whose
+                    // dependency never holds must not block the genuine envelope.
                     let ready = self
                         .buffer
                         .get(&key)
                         .and_then(|m| m.get(&(hwm + 1)))
-                        .is_some_and(|c| c.first().is_some_and(|b| self.dependency_ready(d, &b.env)));
+                        .is_some_and(|c| c.iter().any(|b| self.dependency_ready(d, &b.env)));
                     if ready && id != d.me {
-                        return Some(Ready::Envelope { sender: id, candidates: self.take(&key, hwm + 1) });
+                        let (ready, waiting): (Vec<Buffered>, Vec<Buffered>) =
+                            self.take(&key, hwm + 1).into_iter().partition(|b| self.dependency_ready(d, &b.env));
+                        self.unbuffer_back(waiting);
+                        return Some(Ready::Envelope { sender: id, candidates: ready });
                     }
                     if id == d.me {
                         // Echoes of my own envelopes.
@@ -315,7 +333,7 @@ impl Ordering {
                         }
                     }
                 }
-                BufKey::First(ik) => {
+                BufKey::First(ik, _, _) => {
                     let Some(first) = self.buffer.get(&key).and_then(|m| m.get(&1)).and_then(|c| c.first()) else {
                         continue;
                     };

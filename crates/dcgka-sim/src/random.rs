@@ -1,0 +1,538 @@
+//! Randomized schedules: a seeded random walk of adds, removes, updates, sends, partial
+//! deliveries (reordered, duplicated, dropped and later retransmitted) and network
+//! partitions, followed by a full heal and the oracles of [`crate::oracle`].
+//!
+//! ```
+//! use dcgka_sim::random::{RunConfig, run};
+//!
+//! let cfg = RunConfig { members: 3, steps: 20, seed: 7, partitions: 1, ..RunConfig::default() };
+//! let report = run(&cfg, &mut |_, _| {});
+//! assert!(report.converged);
+//! assert!(report.violations.is_empty(), "{:#?}", report.violations);
+//! ```
+//!
+//! Everything is driven by seeded CSPRNGs, so a run (including every violation it finds)
+//! is reproducible from its [`RunConfig`].
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use dcgka::events::Event;
+use dcgka::group::GroupError;
+use dcgka::ids::MemberId;
+use dcgka::wire::EnvelopeKind;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+
+use crate::{Dev, Packet, PacketKind, Sim, SimError, oracle};
+
+/// What a randomized run does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunConfig {
+    /// Initial group size (device 0 creates the group with devices `1..members`).
+    pub members: usize,
+    /// Extra devices, outside the group at first, that may be added later.
+    pub spares: usize,
+    /// Number of random steps before the final heal.
+    pub steps: usize,
+    /// The seed of everything.
+    pub seed: u64,
+    /// At most this many network splits (each later healed); 0 disables partitions.
+    pub partitions: usize,
+    /// Probability (percent) that a delivered packet is also duplicated.
+    pub dup_percent: u32,
+    /// Probability (percent) that a packet is dropped (and retransmitted later).
+    pub drop_percent: u32,
+    /// Run adversarial shadows and check confidentiality (§11.1, §11.2).
+    pub shadows: bool,
+    /// Record a human-readable log of every action in [`RunReport::log`].
+    pub trace: bool,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            members: 4,
+            spares: 2,
+            steps: 100,
+            seed: 0,
+            partitions: 2,
+            dup_percent: 5,
+            drop_percent: 5,
+            shadows: true,
+            trace: false,
+        }
+    }
+}
+
+impl RunConfig {
+    /// A configuration with `members`, `steps` and `seed`, a number of spare devices
+    /// that grows with the group (`members / 2 + 1`), and defaults for the rest.
+    pub fn new(members: usize, steps: usize, seed: u64) -> Self {
+        RunConfig { members, steps, seed, spares: members / 2 + 1, ..RunConfig::default() }
+    }
+}
+
+/// What a randomized run did and found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// The seed of the run.
+    pub seed: u64,
+    /// All active members agree (the global oracles hold) and nothing is left undelivered.
+    pub converged: bool,
+    /// The final number of members (as seen by the active members).
+    pub members: usize,
+    /// Names of the final members' devices.
+    pub member_names: Vec<String>,
+    /// Devices in the simulation (initial members plus spares).
+    pub devices: usize,
+    /// Application messages sent.
+    pub app_messages: usize,
+    /// (message, recipient) pairs that must be decrypted: the recipient was in the
+    /// sender's view when it was sent and is still a member at the end.
+    pub deliveries_expected: usize,
+    /// How many of those were decrypted.
+    pub deliveries_ok: usize,
+    /// Adds performed.
+    pub adds: usize,
+    /// Removes performed.
+    pub removes: usize,
+    /// Explicit updates performed (auto-heal updates not counted).
+    pub updates: usize,
+    /// Network splits performed.
+    pub partitions: usize,
+    /// Operations the library refused (allowed outcomes, not violations).
+    pub refusals: usize,
+    /// Refusals by reason.
+    pub refusal_reasons: BTreeMap<String, usize>,
+    /// Packets put on the network (envelopes and Welcomes).
+    pub packets: usize,
+    /// Everything that went wrong; empty for a correct run.
+    pub violations: Vec<String>,
+    /// Wall-clock time of the run, in milliseconds.
+    pub elapsed_ms: u128,
+    /// The actions taken, when [`RunConfig::trace`] is set.
+    pub log: Vec<String>,
+}
+
+/// Percent chance (out of 100) of each action, in order; the rest are partition actions.
+const P_SEND: u32 = 35;
+const P_DELIVER: u32 = 22;
+const P_UPDATE: u32 = 8;
+const P_ADD: u32 = 11;
+const P_REMOVE: u32 = 10;
+const P_RETRANSMIT: u32 = 6;
+
+/// The payload of each random message: unique per run, so the oracles can match it.
+fn payload(n: usize, from: &str) -> Vec<u8> {
+    format!("m{n} from {from}").into_bytes()
+}
+
+struct Runner<'a> {
+    cfg: &'a RunConfig,
+    sim: Sim,
+    rng: ChaCha20Rng,
+    report: RunReport,
+    sent: usize,
+    /// Per device: its live instance after the last delivery.
+    instance: Vec<Option<MemberId>>,
+}
+
+impl Runner<'_> {
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 { 0 } else { (self.rng.next_u64() % n as u64) as usize }
+    }
+
+    fn percent(&mut self, p: u32) -> bool {
+        self.rng.next_u32() % 100 < p
+    }
+
+    fn log(&mut self, f: impl FnOnce(&Sim) -> String) {
+        if self.cfg.trace {
+            let line = f(&self.sim);
+            self.report.log.push(line);
+        }
+    }
+
+    fn refused(&mut self, what: &str, d: Dev, e: &SimError) {
+        self.report.refusals += 1;
+        let reason = match e {
+            SimError::NoGroup(_) => "no active group".to_string(),
+            SimError::Group(GroupError::InvalidOperation(r)) => format!("invalid operation: {r}"),
+            SimError::Group(g) => g.to_string(),
+        };
+        *self.report.refusal_reasons.entry(reason.clone()).or_default() += 1;
+        let name = self.sim.devices[d].name.clone();
+        self.log(|_| format!("{name}: {what} refused: {reason}"));
+    }
+
+    fn actives(&self) -> Vec<Dev> {
+        (0..self.sim.devices.len()).filter(|d| self.sim.devices[*d].active()).collect()
+    }
+
+    fn step(&mut self) {
+        let roll = self.rng.next_u32() % 100;
+        let actives = self.actives();
+        let mut t = 0;
+        let mut band = |p: u32| {
+            t += p;
+            roll < t
+        };
+        if band(P_SEND) {
+            if let Some(d) = self.pick(&actives) {
+                self.send(d);
+            }
+        } else if band(P_DELIVER) {
+            self.deliver_batch();
+        } else if band(P_UPDATE) {
+            if let Some(d) = self.pick(&actives) {
+                self.update(d);
+            }
+        } else if band(P_ADD) {
+            if let Some(d) = self.pick(&actives) {
+                self.add(d);
+            }
+        } else if band(P_REMOVE) {
+            if let Some(d) = self.pick(&actives) {
+                self.remove(d);
+            }
+        } else if band(P_RETRANSMIT) {
+            let _ = self.retransmit();
+        } else if self.sim.partition.is_some() {
+            self.sim.heal();
+            self.log(|_| "heal".to_string());
+        } else if self.report.partitions < self.cfg.partitions {
+            self.split();
+        } else if let Some(d) = self.pick(&actives) {
+            self.send(d);
+        }
+    }
+
+    fn pick(&mut self, from: &[Dev]) -> Option<Dev> {
+        let k = self.below(from.len());
+        from.get(k).copied()
+    }
+
+    fn send(&mut self, d: Dev) {
+        let pt = payload(self.sent, &self.sim.devices[d].name);
+        self.sent += 1;
+        match self.sim.send(d, &pt) {
+            Ok(ids) => {
+                let n = ids.len();
+                self.log(|s| {
+                    format!(
+                        "{}: send #{} {:?}{} to {:?}",
+                        s.devices[d].name,
+                        ids.last().copied().unwrap_or_default(),
+                        String::from_utf8_lossy(&pt),
+                        if n > 1 { " (after a heal update)" } else { "" },
+                        s.member_names(d)
+                    )
+                });
+            }
+            Err(e) => self.refused("send", d, &e),
+        }
+    }
+
+    fn update(&mut self, d: Dev) {
+        match self.sim.update(d) {
+            Ok(_) => {
+                self.report.updates += 1;
+                self.log(|s| format!("{}: update", s.devices[d].name));
+            }
+            Err(e) => self.refused("update", d, &e),
+        }
+    }
+
+    fn add(&mut self, d: Dev) {
+        // Candidates: devices whose identity has no instance in d's own view.
+        let Some(g) = self.sim.devices[d].group() else { return };
+        let view_iks: Vec<_> = g.members().iter().filter_map(|m| g.identity_of(m)).collect();
+        let candidates: Vec<Dev> =
+            (0..self.sim.devices.len()).filter(|c| !view_iks.contains(&self.sim.ik(*c))).collect();
+        let Some(target) = self.pick(&candidates) else { return };
+        match self.sim.add(d, target) {
+            Ok(_) => {
+                self.report.adds += 1;
+                self.log(|s| format!("{}: add {}", s.devices[d].name, s.devices[target].name));
+            }
+            Err(e) => self.refused("add", d, &e),
+        }
+    }
+
+    fn remove(&mut self, d: Dev) {
+        let Some(g) = self.sim.devices[d].group() else { return };
+        let me = g.me();
+        let members: Vec<_> = g.members().into_iter().filter(|m| *m != me).collect();
+        // Keep groups from shrinking to nothing too often: remove only from groups of 3+.
+        if members.len() < 2 {
+            return;
+        }
+        let k = self.below(members.len());
+        let Some(&target) = members.get(k) else { return };
+        match self.sim.remove_member(d, target) {
+            Ok(_) => {
+                self.report.removes += 1;
+                self.log(|s| format!("{}: remove {}", s.devices[d].name, s.name_of_member(&target)));
+            }
+            Err(e) => self.refused("remove", d, &e),
+        }
+    }
+
+    /// Delivers a random batch of the queued packets, in random order, duplicating and
+    /// dropping some.
+    fn deliver_batch(&mut self) {
+        let queued: usize = self.sim.devices.iter().map(|d| d.inbox.len()).sum();
+        if queued == 0 {
+            return;
+        }
+        let batch = 1 + self.below(queued);
+        let mut delivered = 0;
+        for _ in 0..batch {
+            let with: Vec<Dev> =
+                (0..self.sim.devices.len()).filter(|d| !self.sim.devices[*d].inbox.is_empty()).collect();
+            let Some(to) = self.pick(&with) else { break };
+            let k = self.below(self.sim.devices[to].inbox.len());
+            let Some(p) = self.sim.devices[to].inbox.remove(k) else { continue };
+            if p.kind != PacketKind::Welcome && self.percent(self.cfg.drop_percent) {
+                self.sim.held[to].push(p);
+                continue;
+            }
+            if self.percent(self.cfg.dup_percent) {
+                self.sim.devices[to].inbox.push_back(p.clone());
+            }
+            self.deliver(to, p);
+            delivered += 1;
+        }
+        self.log(|_| format!("deliver {delivered} of {queued} queued packets"));
+    }
+
+    /// Delivers one packet, logging when the device joins as a new instance (the
+    /// simulator then syncs it, §7.7).
+    fn deliver(&mut self, to: Dev, p: Packet) {
+        self.sim.deliver(to, p);
+        let now = self.sim.mid(to);
+        if now != self.instance[to] {
+            self.instance[to] = now;
+            if let Some(m) = now {
+                let pending = self.sim.devices[to].pending_welcomes.len();
+                self.log(|s| {
+                    format!("{} joined as instance {m} ({pending} Welcomes still pending)", s.devices[to].name)
+                });
+            }
+        }
+    }
+
+    /// Delivers everything in random order (with duplicates and drops, dropped packets
+    /// being retransmitted once the rest is quiet) until nothing is left to deliver.
+    fn deliver_everything(&mut self) {
+        loop {
+            while self.sim.devices.iter().any(|d| !d.inbox.is_empty()) {
+                let with: Vec<Dev> =
+                    (0..self.sim.devices.len()).filter(|d| !self.sim.devices[*d].inbox.is_empty()).collect();
+                let Some(to) = self.pick(&with) else { break };
+                let k = self.below(self.sim.devices[to].inbox.len());
+                let Some(p) = self.sim.devices[to].inbox.remove(k) else { continue };
+                if p.kind != PacketKind::Welcome && self.percent(self.cfg.drop_percent) {
+                    self.sim.held[to].push(p);
+                    continue;
+                }
+                if self.percent(self.cfg.dup_percent) {
+                    self.sim.devices[to].inbox.push_back(p.clone());
+                }
+                self.deliver(to, p);
+            }
+            // Envelopes dropped because their sender's add had not arrived yet come back
+            // through anti-entropy sync (§7.7).
+            if self.retransmit() == 0 && !self.sim.sync() {
+                break;
+            }
+        }
+    }
+
+    /// Retransmits dropped packets to devices that can take them now (same side of any
+    /// partition; envelopes only to devices in the group).
+    fn retransmit(&mut self) -> usize {
+        let mut moved = 0;
+        for to in 0..self.sim.devices.len() {
+            let active = self.sim.devices[to].active();
+            let held = std::mem::take(&mut self.sim.held[to]);
+            let (now, later): (Vec<_>, Vec<_>) = held.into_iter().partition(|p| {
+                let same_side = self.sim.partition.as_ref().is_none_or(|side| side[p.from] == side[to]);
+                same_side && (active || p.kind == PacketKind::Welcome)
+            });
+            self.sim.held[to] = later;
+            moved += now.len();
+            self.sim.devices[to].inbox.extend(now);
+        }
+        self.log(|_| format!("retransmit {moved} packets"));
+        moved
+    }
+
+    fn split(&mut self) {
+        let n = self.sim.devices.len();
+        let mut sides: Vec<usize> = (0..n).map(|_| (self.rng.next_u32() % 2) as usize).collect();
+        // Make both sides non-empty.
+        if sides.iter().all(|s| *s == 0) || sides.iter().all(|s| *s == 1) {
+            let k = self.below(n);
+            if let Some(s) = sides.get_mut(k) {
+                *s = 1 - *s;
+            }
+        }
+        self.report.partitions += 1;
+        self.log(|s| {
+            let side = |x: usize| -> Vec<String> {
+                (0..n).filter(|d| sides[*d] == x).map(|d| s.devices[d].name.clone()).collect()
+            };
+            format!("split {:?} | {:?}", side(0), side(1))
+        });
+        self.sim.split(sides);
+    }
+
+    /// Heal, deliver everything, one final message per active member, deliver everything.
+    fn finish(&mut self) {
+        self.sim.heal();
+        self.deliver_everything();
+        for d in self.actives() {
+            self.send(d);
+        }
+        self.deliver_everything();
+        self.log(|_| "final heal and full delivery".to_string());
+        self.log(|s| {
+            let mut out = String::from("final state:");
+            for (i, d) in s.devices.iter().enumerate() {
+                let live = d.group().map(|g| format!("{} {:?}", g.me(), g.status()));
+                let retired: Vec<String> = d.retired.iter().map(|g| format!("{} {:?}", g.me(), g.status())).collect();
+                out.push_str(&format!(
+                    "\n  {}: live {:?}, retired {:?}, pending Welcomes {}, held {}",
+                    d.name,
+                    live,
+                    retired,
+                    d.pending_welcomes.len(),
+                    s.held[i].len()
+                ));
+                // §6.6: an instance whose add an earlier instance of the same device processed
+                // must never be joined.
+                let all: Vec<&dcgka::group::Group> = d.retired.iter().chain(d.group.iter()).collect();
+                for (k, later) in all.iter().enumerate() {
+                    for earlier in &all[..k] {
+                        if earlier.ever_added().contains(&later.me()) {
+                            out.push_str(&format!(
+                                "\n    joined {} although its earlier instance {} had processed that add",
+                                later.me(),
+                                earlier.me()
+                            ));
+                        }
+                    }
+                }
+            }
+            out
+        });
+    }
+
+    fn check(&mut self) {
+        let sim = &mut self.sim;
+        let mut v = Vec::new();
+        let global = oracle::global_oracles(sim);
+        let undelivered: usize = sim.devices.iter().map(|d| d.inbox.len()).sum();
+        self.report.converged = global.is_empty() && undelivered == 0;
+        v.extend(global);
+        if undelivered > 0 {
+            v.push(format!("{undelivered} packets still queued after full delivery"));
+        }
+        v.extend(oracle::delivery_violations(sim));
+        if self.cfg.shadows {
+            sim.feed_transcript_to_shadows();
+            v.extend(oracle::confidentiality_violations(sim));
+        }
+        for (dev, errors) in sim.errors() {
+            for e in errors {
+                v.push(format!("library error at {dev}: {e}"));
+            }
+        }
+        // Honest devices never equivocate nor send rejectable control envelopes (§5.6), and
+        // an honest run never corrupts a group.
+        for dev in &sim.devices {
+            for e in &dev.events {
+                match e {
+                    Event::GroupStateCorrupted { reason } => {
+                        v.push(format!("{}: group state corrupted: {reason}", dev.name));
+                    }
+                    Event::Equivocation { sender, seq } => v.push(format!(
+                        "{}: equivocation reported for {} at seq {}",
+                        dev.name,
+                        sim.name_of_member(sender),
+                        seq.0
+                    )),
+                    Event::Rejected { sender, seq, reason } => {
+                        let kind = sim.transcript.iter().find_map(|p| match p.kind {
+                            PacketKind::Envelope(k, s) if s == *seq && sim.device_of(sender) == Some(p.from) => Some(k),
+                            _ => None,
+                        });
+                        if kind != Some(EnvelopeKind::Application) {
+                            v.push(format!(
+                                "{}: rejected {}'s envelope at seq {}: {reason}",
+                                dev.name,
+                                sim.name_of_member(sender),
+                                seq.0
+                            ));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Delivery counts, as the delivery oracle defines them.
+        let groups = oracle::active(sim);
+        let final_members = groups.first().map(|(_, g)| g.members()).unwrap_or_default();
+        for m in &sim.messages {
+            for (d, g) in &groups {
+                let me = g.me();
+                if *d != m.from && m.view.contains(&me) && final_members.contains(&me) {
+                    self.report.deliveries_expected += 1;
+                    if sim.decrypted(*d, m.packet) {
+                        self.report.deliveries_ok += 1;
+                    }
+                }
+            }
+        }
+        self.report.members = final_members.len();
+        self.report.member_names = final_members.iter().map(|m| sim.name_of_member(m)).collect();
+        self.report.app_messages = sim.messages.len();
+        self.report.packets = sim.transcript.len();
+        self.report.violations = v;
+    }
+}
+
+/// Runs one randomized schedule and checks the oracles. `progress(step, steps)` is
+/// called after each step (and once more with `steps` at the end).
+pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(usize, usize)) -> RunReport {
+    let start = Instant::now();
+    let members = cfg.members.max(1);
+    let mut sim = Sim::new(members + cfg.spares, cfg.seed);
+    sim.shadows = cfg.shadows;
+    let rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001);
+    let report = RunReport { seed: cfg.seed, devices: sim.devices.len(), ..RunReport::default() };
+    let n = sim.devices.len();
+    let mut r = Runner { cfg, sim, rng, report, sent: 0, instance: vec![None; n] };
+    let others: Vec<Dev> = (1..members).collect();
+    match r.sim.create(0, &others) {
+        Ok(_) => {
+            r.instance[0] = r.sim.mid(0);
+            r.log(|s| format!("A: create with {:?}", s.member_names(0)));
+        }
+        Err(e) => {
+            r.report.violations.push(format!("create failed: {e:?}"));
+            return r.report;
+        }
+    }
+    for i in 0..cfg.steps {
+        r.step();
+        progress(i + 1, cfg.steps);
+    }
+    r.finish();
+    r.check();
+    progress(cfg.steps, cfg.steps);
+    r.report.elapsed_ms = start.elapsed().as_millis();
+    r.report
+}
