@@ -108,6 +108,8 @@ pub struct Device {
     /// Every instance any of this device's instances knew of (its own included): a
     /// Welcome for one of them is stale and discarded for good (§6.6).
     pub known_instances: BTreeSet<MemberId>,
+    /// Index into `events` where the current instance's events begin.
+    pub instance_start: usize,
 }
 
 impl Device {
@@ -154,6 +156,8 @@ pub struct Sim {
     pub held: Vec<Vec<Packet>>,
     /// Whether to run adversarial shadows (see [`Device::shadows`]).
     pub shadows: bool,
+    /// The instance each Welcome packet creates, by packet id (computed once).
+    welcome_targets: BTreeMap<usize, Option<MemberId>>,
 }
 
 /// Why a simulated operation failed.
@@ -192,6 +196,7 @@ impl Sim {
                 errors: Vec::new(),
                 shadows: Vec::new(),
                 known_instances: BTreeSet::new(),
+                instance_start: 0,
             });
         }
         Sim {
@@ -204,17 +209,19 @@ impl Sim {
             config: GroupConfig::default(),
             partition: None,
             shadows: false,
+            welcome_targets: BTreeMap::new(),
         }
     }
 
+    /// Marks the start of a new instance at device `d`; with shadows on, the instance runs
+    /// as an adversarial copy, so that at its removal it can become the device's shadow
+    /// without any state having been erased.
     fn start_shadow(&mut self, d: Dev) {
-        if !self.shadows {
-            return;
-        }
-        if let Some(mut group) = self.devices[d].group.clone() {
-            group.set_adversarial(true);
-            let identity = self.devices[d].identity.clone();
-            self.devices[d].shadows.push(Shadow { group, identity, events: Vec::new() });
+        self.devices[d].instance_start = self.devices[d].events.len();
+        if self.shadows
+            && let Some(g) = self.devices[d].group.as_mut()
+        {
+            g.set_adversarial(true);
         }
     }
 
@@ -419,12 +426,12 @@ impl Sim {
         let config = self.config;
         match p.kind {
             PacketKind::Welcome => {
-                let ik = self.devices[to].identity.public_key();
-                match dcgka::group::welcome_target(&p.bytes, &ik) {
-                    Ok((_, target)) if self.devices[to].known_instances.contains(&target) => return true,
-                    Ok(_) => {}
-                    Err(e) => {
-                        self.devices[to].errors.push(e);
+                self.record_known_instances(to);
+                match self.welcome_target(to, &p) {
+                    Some(target) if self.devices[to].known_instances.contains(&target) => return true,
+                    Some(_) => {}
+                    None => {
+                        self.devices[to].errors.push(GroupError::CannotJoin("unreadable Welcome".into()));
                         return true;
                     }
                 }
@@ -519,9 +526,21 @@ impl Sim {
         }
     }
 
+    /// The instance a Welcome packet makes its recipient (cached per packet).
+    fn welcome_target(&mut self, to: Dev, p: &Packet) -> Option<MemberId> {
+        if let Some(t) = self.welcome_targets.get(&p.id) {
+            return *t;
+        }
+        let ik = self.devices[to].identity.public_key();
+        let t = dcgka::group::welcome_target(&p.bytes, &ik).ok().map(|(_, t)| t);
+        self.welcome_targets.insert(p.id, t);
+        t
+    }
+
     /// Whether a create names an instance this device already held (a duplicate create
     /// arriving after that instance ended).
-    fn stale_create(&self, to: Dev, bytes: &[u8]) -> bool {
+    fn stale_create(&mut self, to: Dev, bytes: &[u8]) -> bool {
+        self.record_known_instances(to);
         let Ok(peek) = Group::peek(bytes) else { return true };
         let (Some(gid), dcgka::wire::SenderRef::Identity(creator_ik)) = (peek.gid, peek.sender) else { return true };
         let creator = MemberId::derive(&gid, &creator_ik, dcgka::ids::Origin::Creator);
@@ -532,13 +551,18 @@ impl Sim {
     /// Discards, for good, pending Welcomes of instances that the live instance has
     /// already processed the add of (§6.6).
     fn prune_pending_welcomes(&mut self, to: Dev) {
+        if self.devices[to].pending_welcomes.is_empty() {
+            return;
+        }
         self.record_known_instances(to);
-        let known = self.devices[to].known_instances.clone();
-        let ik = self.devices[to].identity.public_key();
-        self.devices[to].pending_welcomes.retain(|w| match dcgka::group::welcome_target(&w.bytes, &ik) {
-            Ok((_, target)) => !known.contains(&target),
-            Err(_) => false,
-        });
+        let pending = std::mem::take(&mut self.devices[to].pending_welcomes);
+        let mut keep = Vec::with_capacity(pending.len());
+        for w in pending {
+            if self.welcome_target(to, &w).is_some_and(|t| !self.devices[to].known_instances.contains(&t)) {
+                keep.push(w);
+            }
+        }
+        self.devices[to].pending_welcomes = keep;
     }
 
     /// Moves a terminated instance to `retired`, and joins through a pending Welcome (§6.6).
@@ -548,6 +572,13 @@ impl Sim {
             return;
         }
         if let Some(g) = self.devices[to].group.take() {
+            if self.shadows && matches!(g.status(), Status::Removed { .. }) {
+                // The adversarial copy keeps all it knew: from now on it is this instance's
+                // shadow, fed everything the device sees.
+                let dev = &mut self.devices[to];
+                let events = dev.events[dev.instance_start.min(dev.events.len())..].to_vec();
+                dev.shadows.push(Shadow { group: g.clone(), identity: dev.identity.clone(), events });
+            }
             self.devices[to].retired.push(g);
         }
         // Join through the first pending Welcome that works; keep the others pending.
@@ -589,8 +620,9 @@ impl Sim {
                 .cloned()
                 .collect();
             for p in offer {
-                if !self.devices[to].active() {
-                    break;
+                let Some(g) = self.devices[to].group.as_ref().filter(|g| *g.status() == Status::Active) else { break };
+                if Group::peek(&p.bytes).is_ok_and(|peek| g.already_processed(&peek)) {
+                    continue;
                 }
                 self.deliver(to, p);
             }

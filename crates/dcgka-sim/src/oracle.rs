@@ -99,13 +99,33 @@ pub fn delivery_violations(sim: &Sim) -> Vec<String> {
     v
 }
 
-/// No adversarial shadow (a device's state, kept processing past its removal with the full
-/// transcript; see [`crate::Device::shadows`]) decrypts a message whose sender's view did
-/// not contain that instance when it was sent (§11.1, §11.2). Call
-/// [`Sim::feed_transcript_to_shadows`] first.
+/// No live instance, and no adversarial shadow (a removed instance's state, kept
+/// processing past its removal with the full transcript; see [`crate::Device::shadows`]),
+/// decrypts a message whose sender's view did not contain that instance when it was sent
+/// (§11.1, §11.2). Call [`Sim::feed_transcript_to_shadows`] first.
 pub fn confidentiality_violations(sim: &Sim) -> Vec<String> {
     let mut v = Vec::new();
     for dev in &sim.devices {
+        // The live instance: what it decrypted itself.
+        if let Some(g) = dev.group.as_ref() {
+            let me = g.me();
+            for e in &dev.events[dev.instance_start.min(dev.events.len())..] {
+                let dcgka::events::Event::Message { sender, seq, plaintext, .. } = e else { continue };
+                let sent = sim.messages.iter().find(|m| {
+                    m.sender == *sender
+                        && m.plaintext == *plaintext
+                        && matches!(sim.transcript[m.packet].kind, crate::PacketKind::Envelope(_, s) if s == *seq)
+                });
+                if let Some(m) = sent
+                    && !m.view.contains(&me)
+                {
+                    v.push(format!(
+                        "confidentiality: {} (instance {}) decrypted message #{} from {}, sent outside its view",
+                        dev.name, me, m.packet, sim.devices[m.from].name
+                    ));
+                }
+            }
+        }
         for sh in &dev.shadows {
             let me = sh.group.me();
             for e in &sh.events {

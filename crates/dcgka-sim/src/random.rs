@@ -116,11 +116,11 @@ pub struct RunReport {
 }
 
 /// Percent chance (out of 100) of each action, in order; the rest are partition actions.
-const P_SEND: u32 = 35;
-const P_DELIVER: u32 = 22;
-const P_UPDATE: u32 = 8;
-const P_ADD: u32 = 11;
-const P_REMOVE: u32 = 10;
+const P_SEND: u32 = 44;
+const P_DELIVER: u32 = 26;
+const P_UPDATE: u32 = 6;
+const P_ADD: u32 = 6;
+const P_REMOVE: u32 = 5;
 const P_RETRANSMIT: u32 = 6;
 
 /// The payload of each random message: unique per run, so the oracles can match it.
@@ -264,8 +264,21 @@ impl Runner<'_> {
         let Some(g) = self.sim.devices[d].group() else { return };
         let me = g.me();
         let members: Vec<_> = g.members().into_iter().filter(|m| *m != me).collect();
-        // Keep groups from shrinking to nothing too often: remove only from groups of 3+.
-        if members.len() < 2 {
+        // Keep the group from draining: remove only while at least half the initial size
+        // (and three members) would remain, so that long runs keep exercising a live group.
+        if members.len() < 2 || members.len() < self.cfg.members / 2 {
+            return;
+        }
+        // During a partition, mostly remove members on one's own side: removing across the
+        // split is the mutual-removal case, which is kept but rarer so that long runs do
+        // not remove everybody.
+        let members: Vec<_> = match self.sim.partition.clone() {
+            Some(side) if !self.percent(20) => {
+                members.into_iter().filter(|m| self.sim.device_of(m).is_some_and(|t| side[t] == side[d])).collect()
+            }
+            _ => members,
+        };
+        if members.is_empty() {
             return;
         }
         let k = self.below(members.len());

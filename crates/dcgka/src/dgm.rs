@@ -391,6 +391,10 @@ pub struct History<M> {
     /// `(o, A)` for every ack recorded in `ops` (as opposed to inherited or implied
     /// knowledge).
     acks: BTreeSet<(OpId<M>, M)>,
+    /// For each ever-added ID, the creates, adds and removes it has not seen yet (no `saw`
+    /// entry): derived from `saw`, kept so that recording an ack costs O(what the acker
+    /// had not seen) rather than O(|H|).
+    unseen: BTreeMap<M, BTreeSet<OpId<M>>>,
 }
 
 impl<M: Ord + Clone + Debug> Default for History<M> {
@@ -414,6 +418,7 @@ impl<M: Ord + Clone + Debug> History<M> {
             targets: BTreeMap::new(),
             saw: BTreeMap::new(),
             acks: BTreeSet::new(),
+            unseen: BTreeMap::new(),
         }
     }
 
@@ -522,19 +527,32 @@ impl<M: Ord + Clone + Debug> History<M> {
                 }
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
                 self.create = Some(id.clone());
+                self.unseen.insert(sender.clone(), BTreeSet::new());
+                for u in members {
+                    self.unseen.insert(u.clone(), BTreeSet::from([id.clone()]));
+                }
             }
             Op::Add { sender, target, .. } => {
                 self.addop.insert(target.clone(), id.clone());
                 self.adder.insert(target.clone(), Some(sender.clone()));
                 self.children.entry(sender.clone()).or_default().push(target.clone());
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
-                // The target inherits everything its adder had seen up to and including
-                // this add: {o | saw[o][S] <= q}, with value 0.
-                for row in self.saw.values_mut() {
-                    if row.get(sender).is_some_and(|&s| s <= id.seq) {
-                        row.entry(target.clone()).or_insert(0);
+                for (m, unseen) in &mut self.unseen {
+                    if m != sender {
+                        unseen.insert(id.clone());
                     }
                 }
+                // The target inherits everything its adder had seen up to and including
+                // this add: {o | saw[o][S] <= q}, with value 0.
+                let mut unseen = BTreeSet::new();
+                for (o, row) in &mut self.saw {
+                    if row.get(sender).is_some_and(|&s| s <= id.seq) {
+                        row.entry(target.clone()).or_insert(0);
+                    } else if !row.contains_key(target) {
+                        unseen.insert(o.clone());
+                    }
+                }
+                self.unseen.insert(target.clone(), unseen);
                 // An add by an already removed or cancelled member is cancelled at once.
                 let inherited = self.removes.get(sender).cloned().unwrap_or_default();
                 for r in &inherited {
@@ -546,6 +564,11 @@ impl<M: Ord + Clone + Debug> History<M> {
             }
             Op::Remove { sender, target, .. } => {
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
+                for (m, unseen) in &mut self.unseen {
+                    if m != sender {
+                        unseen.insert(id.clone());
+                    }
+                }
                 let mut targets = BTreeSet::from([target.clone()]);
                 let mut cancelled = Vec::new();
                 // Cascade to a fixpoint: every addition by a removed or cancelled member
@@ -575,10 +598,19 @@ impl<M: Ord + Clone + Debug> History<M> {
                 // saw[o][A] is A's first operation with o in its causal past: record it
                 // for the acked operation and for everything before it (a no-op for an
                 // acker that acknowledged each of those in turn).
-                for (o, row) in &mut self.saw {
-                    let in_past = o == of || row.get(&of.sender).is_some_and(|&s| s < of.seq);
+                let unseen = self.unseen.get(sender).cloned().unwrap_or_default();
+                let mut now_seen = Vec::new();
+                for o in unseen {
+                    let Some(row) = self.saw.get_mut(&o) else { continue };
+                    let in_past = o == *of || row.get(&of.sender).is_some_and(|&s| s < of.seq);
                     if in_past {
                         row.entry(sender.clone()).or_insert(id.seq);
+                        now_seen.push(o);
+                    }
+                }
+                if let Some(set) = self.unseen.get_mut(sender) {
+                    for o in &now_seen {
+                        set.remove(o);
                     }
                 }
                 self.acks.insert((of.clone(), sender.clone()));
@@ -621,6 +653,22 @@ impl<M: Ord + Clone + Debug> History<M> {
     ///
     /// Evaluate it **before** applying the ack. True also when `x` was never added.
     pub fn follows_own_removal(&self, x: &M, acked: &OpId<M>) -> bool {
+        // P is causally closed and holds x's add chain, so within P the cascade judges
+        // every remove exactly as in H: x ∉ SR-DGM(P) iff one of the removes that remove or
+        // cancel x in H lies in P. That is O(|removes(x)|) instead of an evaluation of P.
+        let fast = match self.removes.get(x) {
+            None => true,
+            Some(rs) => rs.iter().any(|r| {
+                r == acked || self.saw(r, x).is_some() || self.saw(r, &acked.sender).is_some_and(|s| s < acked.seq)
+            }),
+        };
+        #[cfg(test)]
+        assert_eq!(fast, self.follows_own_removal_reference(x, acked), "fast post-removal rule disagrees");
+        fast
+    }
+
+    /// The post-removal rule evaluated literally, with the reference evaluator over `P`.
+    pub fn follows_own_removal_reference(&self, x: &M, acked: &OpId<M>) -> bool {
         let p: BTreeSet<OpId<M>> = self
             .saw
             .iter()

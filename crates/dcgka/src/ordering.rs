@@ -78,6 +78,8 @@ impl BufKey {
 pub(crate) struct Buffered {
     pub(crate) env: Envelope,
     pub(crate) size: usize,
+    /// Already verified under the key that will apply when it becomes ready.
+    pub(crate) verified: bool,
 }
 
 /// The ACB tables of one group.
@@ -183,7 +185,7 @@ impl Ordering {
     }
 
     /// Files an envelope until it is ready, enforcing every buffer bound.
-    pub(crate) fn buffer(&mut self, d: &Dcgka, env: Envelope) -> Result<(), BufferError> {
+    pub(crate) fn buffer(&mut self, d: &Dcgka, env: Envelope, verified: bool) -> Result<(), BufferError> {
         let key = BufKey::of(&env);
         let seq = env.seq.0;
         let known = match key {
@@ -227,7 +229,7 @@ impl Ordering {
         if slot.len() >= MAX_CANDIDATES_PER_SLOT {
             return Err(BufferError::Full { what: "slot", held: slot.len(), max: MAX_CANDIDATES_PER_SLOT });
         }
-        slot.push(Buffered { env, size });
+        slot.push(Buffered { env, size, verified });
         self.buffered += 1;
         self.buffered_bytes += size;
         Ok(())

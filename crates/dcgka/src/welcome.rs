@@ -257,6 +257,31 @@ pub(crate) fn encode_history(
     Some((log, num))
 }
 
+/// The member table a log introduces (creator, initial members, then each add's
+/// target), without replaying the history.
+pub(crate) fn member_table(gid: &GroupId, log: &[LogOp]) -> Result<Vec<MemberId>, &'static str> {
+    let mut table: Vec<MemberId> = Vec::new();
+    for op in log {
+        match op {
+            LogOp::Create { creator, members } => {
+                let c = MemberId::derive(gid, creator, Origin::Creator);
+                table.push(c);
+                table.extend(members.iter().map(|ik| MemberId::derive(gid, ik, Origin::Operation(c, SeqNo(1)))));
+            }
+            LogOp::Add { sender, seq, target } => {
+                let s = usize::try_from(*sender)
+                    .ok()
+                    .and_then(|i| table.get(i))
+                    .copied()
+                    .ok_or("history names an unknown member")?;
+                table.push(MemberId::derive(gid, target, Origin::Operation(s, SeqNo(*seq))));
+            }
+            LogOp::Remove { .. } | LogOp::Ack { .. } => {}
+        }
+    }
+    Ok(table)
+}
+
 /// Replays a log into a history, recomputing every MID. Any inconsistency is an error.
 pub(crate) fn replay_history(gid: &GroupId, log: &[LogOp]) -> Result<Replayed, &'static str> {
     let mut table: Vec<MemberId> = Vec::new();
