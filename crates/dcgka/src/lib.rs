@@ -18,35 +18,55 @@
 //! | [`codec`] | §0 | Canonical varint encoding, total decoding |
 //! | [`prekeys`] | §3 | Identities, signed and one-time prekeys, the PKI trait |
 //! | [`two_party`] | §4 | 2SM, the two-party channel carrying seeds and ratchet states |
-//! | [`ratchet`] | §8 | The per-sender forward-secure message ratchet |
+//! | [`dgm`] | §6 | SR-DGM: strong-remove membership, `member-view`, the reference evaluator |
+//! | [`dcgka`] | §5 | The state γ: `create`, `update`, `remove`, `add`, `process-*`, the outer ratchet |
+//! | [`ordering`] | §7 | ACB: per-sender FIFO, ack-after-acked, signing keys, the bounded buffer |
+//! | [`welcome`] | §7.4 | The Welcome and its compact history log |
+//! | [`ratchet`] | §8 | The per-sender message ratchet (FS-AEAD) |
 //! | [`wire`] | §5.2, §7.1 | Envelopes and control-message bodies |
+//! | [`group`] | §9 | The application-facing [`group::Group`]: bytes in, events and bytes out |
+//! | [`events`] | §9 | Events and the reasons for rejected, dropped or undecryptable envelopes |
+//! | [`consts`] | — | Every limit, each with its own error variant |
 //!
-//! ## Example: a first 2SM message through a prekey bundle
+//! ## Example: a two-member group
 //!
 //! ```
-//! use dcgka::ids::{GroupId, MemberId, Origin, SeqNo};
+//! use dcgka::events::Event;
+//! use dcgka::group::{Context, Group, GroupConfig};
 //! use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
-//! use dcgka::two_party::TwoPartySession;
 //! # use rand_core::SeedableRng;
 //! # let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
 //! let now = 1_800_000_000; // Unix seconds, supplied by the caller
+//! let mut directory = InMemoryPrekeyDirectory::new(); // the PKI: any PrekeyProvider
 //! let mut alice = Identity::generate(&mut rng);
 //! let mut bob = Identity::generate(&mut rng);
-//! let mut directory = InMemoryPrekeyDirectory::new();
+//! directory.publish_identity(&mut rng, &mut alice, now, 10)?;
 //! directory.publish_identity(&mut rng, &mut bob, now, 10)?;
+//! let bob_ik = bob.public_key();
 //!
-//! let gid = GroupId([7; 32]);
-//! let a = MemberId::derive(&gid, &alice.public_key(), Origin::Creator);
-//! let b = MemberId::derive(&gid, &bob.public_key(), Origin::Operation(a, SeqNo(1)));
-//! let mut to_bob = TwoPartySession::new(gid, a, b, bob.public_key());
-//! let mut from_alice = TwoPartySession::new(gid, b, a, alice.public_key());
+//! // Alice creates the group; the create envelope is broadcast.
+//! let mut ctx = Context { rng: &mut rng, now, prekeys: &mut directory, identity: &mut alice };
+//! let (mut at_alice, out) = Group::create(&mut ctx, &[bob_ik], GroupConfig::default())?;
 //!
-//! // Bob may be offline: the first message is sealed to his published prekeys.
-//! let ct = to_bob.send(&mut rng, &mut directory, now, b"a seed")?;
-//! let pt = from_alice.receive(bob.key_store_mut(), &ct)?;
-//! assert_eq!(&pt[..], b"a seed");
+//! // Bob joins from it (after the application's consent) and acknowledges.
+//! let mut ctx = Context { rng: &mut rng, now, prekeys: &mut directory, identity: &mut bob };
+//! let (mut at_bob, bob_out) = Group::from_create(&mut ctx, &out.broadcast[0], GroupConfig::default())?;
+//! let mut ctx = Context { rng: &mut rng, now, prekeys: &mut directory, identity: &mut alice };
+//! at_alice.receive(&mut ctx, &bob_out.broadcast[0])?;
+//! assert_eq!(at_alice.members(), at_bob.members());
+//!
+//! // Application messages: one envelope each.
+//! let sent = at_alice.send(&mut ctx, b"hello bob")?;
+//! let mut ctx = Context { rng: &mut rng, now, prekeys: &mut directory, identity: &mut bob };
+//! let got = at_bob.receive(&mut ctx, &sent.broadcast[0])?;
+//! assert!(matches!(&got.events[0], Event::Message { plaintext, .. } if plaintext == b"hello bob"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The caller persists the group state before transmitting anything a call returned,
+//! broadcasts `broadcast`, delivers each Welcome in `direct` to its recipient, and feeds
+//! every received byte string to `receive`; duplicates, garbage and out-of-order envelopes
+//! are harmless.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
