@@ -4,7 +4,7 @@
 //!
 //! Decoding is total: any byte string yields a value or a [`DecodeError`], never a
 //! panic. Nothing is allocated beyond the size of the input, and inputs larger than
-//! [`MAX_MESSAGE_SIZE`](crate::consts::MAX_MESSAGE_SIZE) are refused up front.
+//! [`MAX_MESSAGE_SIZE`] are refused up front.
 //! Non-minimal varints, flags other than 0 and 1, unknown tags and trailing bytes are
 //! all rejected, so every value has exactly one encoding.
 

@@ -1,6 +1,6 @@
 //! DCGKA: the decentralized continuous group key agreement of §5 (ePrint Fig. 4).
 //!
-//! [`Dcgka`] is the state γ of one member in one group. Local operations (`create`,
+//! `Dcgka` is the state γ of one member in one group. Local operations (`create`,
 //! `update`, `remove`, `add`) and the `process-*` functions follow the spec's pseudo-code
 //! line by line, with the paper's names. Each returns the update secrets it produces: `Is`
 //! for the sender of the processed message and `Ir` for the local member.
