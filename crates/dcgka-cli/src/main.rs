@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod demo;
 mod sim;
 
@@ -25,13 +26,15 @@ struct Cli {
     command: Command,
 }
 
-/// The subcommands. (`bench` is planned separately.)
+/// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
     /// A narrated, deterministic run: create, partition, concurrent changes, heal, verify.
     Demo(demo::DemoArgs),
     /// One randomized schedule over the simulated network, checked by the oracles.
     Sim(sim::SimArgs),
+    /// The paper's evaluation: traffic and CPU per operation against group size.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
     let ok = match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => sim::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

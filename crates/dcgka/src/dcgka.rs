@@ -635,7 +635,9 @@ impl Dcgka {
             return Err(invalid("the create does not list me"));
         }
         check_seeds(seeds, &ids)?;
-        let bundles = self.prefetch(env, ids.iter().copied().filter(|id| *id != self.me))?;
+        // Every initial member knows every other: a create's ack forwards nothing, so no
+        // first contact (and no one-time prekey) is needed here.
+        let bundles = Bundles::new();
         let mut out = self.process_create(env, creator, 1, &ids, Some(seeds), &bundles)?;
         out.events.insert(0, Event::Joined { gid: self.gid, by: creator });
         Ok(out)

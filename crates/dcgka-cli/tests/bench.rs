@@ -1,0 +1,72 @@
+//! Integration test of `dcgka bench`: a small run writes the documented CSV, one row per
+//! (operation, size), with positive and deterministic traffic that grows with n.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+const HEADER: &str = "op,n,iterations,traffic_bytes,sender_cpu_ms_median,sender_cpu_ms_sd,\
+recipient_cpu_ms_median,recipient_cpu_ms_sd,newcomer_cpu_ms_median";
+
+/// Runs `dcgka bench --sizes 4,8 --iterations 1 --csv <tmp>` and returns the CSV text.
+fn bench_csv(name: &str, seed: &str) -> String {
+    let path = std::env::temp_dir().join(format!("dcgka-bench-test-{}-{name}.csv", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_dcgka"))
+        .args(["bench", "--sizes", "4,8", "--iterations", "1", "--seed", seed, "--csv"])
+        .arg(&path)
+        .output()
+        .expect("run dcgka bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "dcgka bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("peak memory (VmHWM) after n = 8"), "{stdout}");
+    assert!(stdout.contains("no serialized state format"), "{stdout}");
+    let csv = std::fs::read_to_string(&path).expect("CSV written");
+    let _ = std::fs::remove_file(&path);
+    csv
+}
+
+#[test]
+fn bench_writes_one_row_per_op_and_size_with_growing_traffic() {
+    let csv = bench_csv("a", "7");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(HEADER));
+    let mut traffic = BTreeMap::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 9, "{line}");
+        let (op, n) = (f[0].to_string(), f[1].parse::<usize>().unwrap());
+        assert_eq!(f[2], "1", "iterations: {line}");
+        let bytes: u64 = f[3].parse().unwrap();
+        assert!(bytes > 0, "{line}");
+        for x in &f[4..8] {
+            let v: f64 = x.parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(v >= 0.0, "{line}");
+        }
+        assert!(f[4].parse::<f64>().unwrap() > 0.0, "sender CPU: {line}");
+        assert!(f[6].parse::<f64>().unwrap() > 0.0, "recipient CPU: {line}");
+        if op == "add" {
+            assert!(f[8].parse::<f64>().unwrap() > 0.0, "newcomer CPU: {line}");
+        } else {
+            assert!(f[8].is_empty(), "newcomer only for add: {line}");
+        }
+        assert!(traffic.insert((op, n), bytes).is_none(), "duplicate row: {line}");
+    }
+    let ops = ["create", "add", "remove", "update", "message"];
+    assert_eq!(traffic.len(), ops.len() * 2, "{csv}");
+    for op in ops {
+        for n in [4, 8] {
+            assert!(traffic.contains_key(&(op.to_string(), n)), "missing {op} at {n}: {csv}");
+        }
+    }
+    assert!(traffic[&("update".to_string(), 8)] > traffic[&("update".to_string(), 4)], "{csv}");
+    // 32-byte payload plus a bounded overhead, independent of n.
+    assert_eq!(traffic[&("message".to_string(), 4)], traffic[&("message".to_string(), 8)]);
+
+    // Traffic is deterministic for a fixed seed (CPU times are not).
+    let again = bench_csv("b", "7");
+    let bytes = |text: &str| -> Vec<String> {
+        text.lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
+    };
+    assert_eq!(bytes(&csv), bytes(&again));
+}
