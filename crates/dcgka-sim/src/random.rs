@@ -302,22 +302,31 @@ impl Runner<'_> {
         let batch = 1 + self.below(queued);
         let mut delivered = 0;
         for _ in 0..batch {
-            let with: Vec<Dev> =
-                (0..self.sim.devices.len()).filter(|d| !self.sim.devices[*d].inbox.is_empty()).collect();
-            let Some(to) = self.pick(&with) else { break };
-            let k = self.below(self.sim.devices[to].inbox.len());
-            let Some(p) = self.sim.devices[to].inbox.remove(k) else { continue };
-            if p.kind != PacketKind::Welcome && self.percent(self.cfg.drop_percent) {
-                self.sim.held[to].push(p);
-                continue;
+            match self.deliver_one_random() {
+                None => break,
+                Some(true) => delivered += 1,
+                Some(false) => {}
             }
-            if self.percent(self.cfg.dup_percent) {
-                self.sim.devices[to].inbox.push_back(p.clone());
-            }
-            self.deliver(to, p);
-            delivered += 1;
         }
         self.log(|_| format!("deliver {delivered} of {queued} queued packets"));
+    }
+
+    /// Takes one random queued packet and delivers it, duplicates it, or drops it for later
+    /// retransmission. `None` when nothing is queued; `Some(true)` when it was delivered.
+    fn deliver_one_random(&mut self) -> Option<bool> {
+        let with: Vec<Dev> = (0..self.sim.devices.len()).filter(|d| !self.sim.devices[*d].inbox.is_empty()).collect();
+        let to = self.pick(&with)?;
+        let k = self.below(self.sim.devices[to].inbox.len());
+        let p = self.sim.devices[to].inbox.remove(k)?;
+        if p.kind != PacketKind::Welcome && self.percent(self.cfg.drop_percent) {
+            self.sim.held[to].push(p);
+            return Some(false);
+        }
+        if self.percent(self.cfg.dup_percent) {
+            self.sim.devices[to].inbox.push_back(p.clone());
+        }
+        self.deliver(to, p);
+        Some(true)
     }
 
     /// Delivers one packet, logging when the device joins as a new instance (the
@@ -340,21 +349,7 @@ impl Runner<'_> {
     /// being retransmitted once the rest is quiet) until nothing is left to deliver.
     fn deliver_everything(&mut self) {
         loop {
-            while self.sim.devices.iter().any(|d| !d.inbox.is_empty()) {
-                let with: Vec<Dev> =
-                    (0..self.sim.devices.len()).filter(|d| !self.sim.devices[*d].inbox.is_empty()).collect();
-                let Some(to) = self.pick(&with) else { break };
-                let k = self.below(self.sim.devices[to].inbox.len());
-                let Some(p) = self.sim.devices[to].inbox.remove(k) else { continue };
-                if p.kind != PacketKind::Welcome && self.percent(self.cfg.drop_percent) {
-                    self.sim.held[to].push(p);
-                    continue;
-                }
-                if self.percent(self.cfg.dup_percent) {
-                    self.sim.devices[to].inbox.push_back(p.clone());
-                }
-                self.deliver(to, p);
-            }
+            while self.deliver_one_random().is_some() {}
             // Envelopes dropped because their sender's add had not arrived yet come back
             // through anti-entropy sync (§7.7).
             if self.retransmit() == 0 && !self.sim.sync() {
