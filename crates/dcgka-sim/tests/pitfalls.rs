@@ -5,12 +5,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
+mod common;
+use common::*;
+
+use std::collections::BTreeSet;
 
 use dcgka::codec::{Decode, Encode};
-use dcgka::crypto::{Secret32, Signature, SigningSecret, VerifyingKey};
-use dcgka::dgm::{History, OpId, reference_view};
+use dcgka::crypto::{Secret32, Signature, SigningSecret};
+use dcgka::dgm::{OpId, reference_view};
 use dcgka::events::{DropReason, Event, RejectReason};
 use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Status};
 use dcgka::ids::{Epoch, GroupId, MemberId, MessageIndex, Origin, SeqNo};
@@ -21,59 +23,13 @@ use dcgka::welcome::Welcome;
 use dcgka::wire::{ControlBody, Envelope, EnvelopeKind, SenderRef};
 use dcgka_sim::{Dev, NOW, Packet, PacketKind, Sim, oracle};
 use rand_chacha::ChaCha20Rng;
-use rand_core::{Rng, SeedableRng, TryCryptoRng, TryRng};
+use rand_core::{Rng, SeedableRng};
 
-const A: Dev = 0;
-const B: Dev = 1;
-const C: Dev = 2;
-const D: Dev = 3;
 const E: Dev = 4;
 
 // ------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------
-
-/// Every observable getter of a group, for "nothing changed" comparisons.
-#[derive(Debug, PartialEq)]
-struct Observed {
-    me: MemberId,
-    status: Status,
-    members: BTreeSet<MemberId>,
-    ever_added: BTreeSet<MemberId>,
-    views: Vec<(MemberId, BTreeSet<MemberId>)>,
-    sync: BTreeMap<MemberId, SeqNo>,
-    pending: usize,
-    history: History<MemberId>,
-    seq: SeqNo,
-    heal_pending: bool,
-    secrets: Vec<(MemberId, SeqNo, MemberId)>,
-    epochs: Vec<(MemberId, Option<Epoch>, bool)>,
-}
-
-fn observe(g: &Group) -> Observed {
-    let ever = g.ever_added();
-    Observed {
-        me: g.me(),
-        status: g.status().clone(),
-        members: g.members(),
-        views: ever.iter().map(|m| (*m, g.member_view(m))).collect(),
-        ever_added: ever.clone(),
-        sync: g.sync_state(),
-        pending: g.pending(),
-        history: g.history().clone(),
-        seq: g.seq(),
-        heal_pending: g.heal_pending(),
-        secrets: g.member_secret_keys(),
-        epochs: ever.iter().map(|m| (*m, g.sender_epoch(m), g.has_ratchet_state(m))).collect(),
-    }
-}
-
-/// A group state detached from the simulation (a snapshot), with its identity.
-#[derive(Clone)]
-struct Detached {
-    group: Group,
-    identity: Identity,
-}
 
 impl Detached {
     fn of(sim: &Sim, d: Dev) -> Self {
@@ -86,147 +42,6 @@ impl Detached {
         let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: dir, identity: &mut self.identity };
         self.group.receive(&mut ctx, bytes)
     }
-}
-
-/// `receive` at device `d`'s live group, without posting the output.
-fn recv(sim: &mut Sim, d: Dev, bytes: &[u8]) -> Result<Output, GroupError> {
-    let dev = &mut sim.devices[d];
-    let mut ctx = Context { rng: &mut sim.rng, now: NOW, prekeys: &mut sim.directory, identity: &mut dev.identity };
-    dev.group.as_mut().unwrap().receive(&mut ctx, bytes)
-}
-
-/// Delivers everything except to the devices in `skip` (which stay "offline").
-fn deliver_all_except(sim: &mut Sim, skip: &[Dev]) {
-    loop {
-        let mut progress = false;
-        for d in 0..sim.devices.len() {
-            if skip.contains(&d) {
-                continue;
-            }
-            while sim.deliver_next(d) {
-                progress = true;
-            }
-        }
-        if !progress {
-            break;
-        }
-    }
-}
-
-/// Transcript packets that are envelopes, with their bytes.
-fn envelope_bytes(sim: &Sim, id: usize) -> Vec<u8> {
-    sim.transcript[id].bytes.clone()
-}
-
-/// The index of an application message, as reported by a device that decrypted it.
-fn index_at(sim: &Sim, d: Dev, id: usize) -> MessageIndex {
-    let PacketKind::Envelope(_, seq) = sim.transcript[id].kind else { panic!("not an envelope") };
-    let from = sim.transcript[id].from;
-    let sender =
-        sim.devices[from].group.as_ref().map(Group::me).or_else(|| sim.devices[from].retired.last().map(Group::me));
-    sim.devices[d]
-        .events
-        .iter()
-        .find_map(|e| match e {
-            Event::Message { sender: s, seq: q, index, .. } if Some(*s) == sender && *q == seq => Some(*index),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("device {d} did not decrypt packet {id}"))
-}
-
-/// A CSPRNG that logs every 32-byte draw. Ed25519 signing keys are 32-byte draws, so a test
-/// can recover the signing keys a device generated: what an adversary holding a snapshot
-/// of that device's state would know.
-struct Recorder {
-    inner: ChaCha20Rng,
-    draws: Vec<[u8; 32]>,
-}
-
-impl Recorder {
-    fn new(seed: u64) -> Self {
-        Recorder { inner: ChaCha20Rng::seed_from_u64(seed), draws: Vec::new() }
-    }
-}
-
-impl TryRng for Recorder {
-    type Error = Infallible;
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        Ok(self.inner.next_u32())
-    }
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        Ok(self.inner.next_u64())
-    }
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        self.inner.fill_bytes(dst);
-        if let Ok(a) = <[u8; 32]>::try_from(&*dst) {
-            self.draws.push(a);
-        }
-        Ok(())
-    }
-}
-
-impl TryCryptoRng for Recorder {}
-
-/// The signing secret among `draws` whose public half is `vk`.
-fn signing_key_for(draws: &[[u8; 32]], vk: &VerifyingKey) -> SigningSecret {
-    draws
-        .iter()
-        .map(SigningSecret::from_bytes)
-        .find(|k| k.verifying_key() == *vk)
-        .expect("the signing key was drawn from the recorder")
-}
-
-/// Posts a call's output as the simulator would (broadcast to all others, Welcomes to
-/// their recipient). Returns the transcript ids.
-fn inject(sim: &mut Sim, from: Dev, out: Output) -> Vec<usize> {
-    let mut ids = Vec::new();
-    for bytes in out.broadcast {
-        let p = Group::peek(&bytes).unwrap();
-        let id = sim.transcript.len();
-        let pk = Packet { id, from, kind: PacketKind::Envelope(p.kind, p.seq), bytes };
-        sim.transcript.push(pk.clone());
-        for to in 0..sim.devices.len() {
-            if to != from {
-                sim.devices[to].inbox.push_back(pk.clone());
-            }
-        }
-        ids.push(id);
-    }
-    for (_, ik, bytes) in out.direct {
-        let id = sim.transcript.len();
-        let pk = Packet { id, from, kind: PacketKind::Welcome, bytes };
-        sim.transcript.push(pk.clone());
-        let to = sim.devices.iter().position(|dv| dv.identity.public_key() == ik).unwrap();
-        sim.devices[to].inbox.push_back(pk);
-        ids.push(id);
-    }
-    sim.devices[from].events.extend(out.events);
-    ids
-}
-
-/// `create` at `d` with a recording CSPRNG.
-fn create_recorded(sim: &mut Sim, d: Dev, others: &[Dev], seed: u64) -> (Vec<usize>, Vec<[u8; 32]>) {
-    let iks: Vec<_> = others.iter().map(|o| sim.ik(*o)).collect();
-    let mut rec = Recorder::new(seed);
-    let dev = &mut sim.devices[d];
-    let mut ctx = Context { rng: &mut rec, now: NOW, prekeys: &mut sim.directory, identity: &mut dev.identity };
-    let (g, out) = Group::create(&mut ctx, &iks, GroupConfig::default()).unwrap();
-    dev.group = Some(g);
-    let ids = inject(sim, d, out);
-    (ids, rec.draws)
-}
-
-fn parse(bytes: &[u8]) -> Envelope {
-    Envelope::from_bytes(bytes).unwrap()
-}
-
-/// Re-signs `env` (unchanged otherwise) as `sender` under `key`.
-fn resign(env: &Envelope, gid: &GroupId, sender: &MemberId, key: &SigningSecret) -> Vec<u8> {
-    let first = match env.sender {
-        SenderRef::Identity(ik) => Some(ik),
-        SenderRef::Tag(_) => None,
-    };
-    Envelope::seal(env.kind, gid, env.seq, sender, first, env.new_signing_key, env.body.clone(), key).to_bytes()
 }
 
 // ------------------------------------------------------------------------------------
