@@ -108,6 +108,11 @@ pub(crate) struct BenchArgs {
     /// Seed of the run (traffic is deterministic per seed).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Coalesced acknowledgments (spec §12): members hold their acks and send them with
+    /// their next message. Each figure is then a marginal cost: the operation followed by
+    /// one message from every other member, minus those messages alone.
+    #[arg(long)]
+    coalesce_acks: bool,
 }
 
 // ------------------------------------------------------------------------------------
@@ -154,6 +159,8 @@ struct World {
     welcome_bytes: u64,
     /// Messages and bytes sent since the last reset, by kind.
     by_kind: BTreeMap<&'static str, (usize, u64)>,
+    /// The configuration of every member.
+    config: GroupConfig,
 }
 
 /// What one run of one operation cost.
@@ -178,6 +185,7 @@ fn kind_name(kind: Option<EnvelopeKind>) -> &'static str {
         Some(EnvelopeKind::Add) => "add",
         Some(EnvelopeKind::AddAck) => "add-ack",
         Some(EnvelopeKind::Application) => "application",
+        Some(EnvelopeKind::Batch) => "batch",
         None => "unreadable",
     }
 }
@@ -188,7 +196,7 @@ fn ms(d: Duration) -> f64 {
 
 impl World {
     /// `n` members and one spare device, every identity's prekeys published.
-    fn new(n: usize, seed: u64) -> Result<World, String> {
+    fn new(n: usize, seed: u64, config: GroupConfig) -> Result<World, String> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut directory = InMemoryPrekeyDirectory::new();
         let mut devices = Vec::with_capacity(n + 1);
@@ -216,6 +224,7 @@ impl World {
             sent: 0,
             welcome_bytes: 0,
             by_kind: BTreeMap::new(),
+            config,
         })
     }
 
@@ -296,7 +305,7 @@ impl World {
                     }
                 }
                 Packet::Welcome { to, bytes } => {
-                    let config = GroupConfig::default();
+                    let config = self.config;
                     let out = self.measured(to, |ctx, slot| {
                         let (g, out) = Group::join(ctx, &bytes, config)?;
                         *slot = Some(g);
@@ -325,7 +334,7 @@ impl World {
                     dev.backlog.push(bytes.to_vec());
                     return Ok(());
                 }
-                let config = GroupConfig::default();
+                let config = self.config;
                 let out = self.measured(to, |ctx, slot| {
                     let (g, out) = Group::from_create(ctx, bytes, config)?;
                     *slot = Some(g);
@@ -360,7 +369,7 @@ impl World {
         for d in &mut self.devices[1..n] {
             d.expecting = true;
         }
-        let config = GroupConfig::default();
+        let config = self.config;
         let out = self.measured(0, |ctx, slot| {
             let (g, out) = Group::create(ctx, &others, config)?;
             *slot = Some(g);
@@ -390,9 +399,31 @@ impl World {
         self.run_until_quiet()
     }
 
+    /// The members that send a message after the operation in coalescing mode: every
+    /// member but the initiator and, for `remove`, the removed member 1.
+    fn round_senders(op: Op, n: usize) -> impl Iterator<Item = usize> {
+        (1..n).filter(move |i| !(op == Op::Remove && *i == 1))
+    }
+
+    /// Coalescing mode: every round sender sends one 32-byte message (its held acks travel
+    /// with it, in one batch); delivery runs until quiet.
+    fn round(&mut self, op: Op, n: usize) -> Result<(), String> {
+        for i in World::round_senders(op, n) {
+            let out = self.measured(i, |ctx, slot| match slot {
+                Some(g) => g.send(ctx, &PAYLOAD),
+                None => Err(GroupError::Internal("no group".into())),
+            });
+            let out = out.map_err(|e| format!("device {i}: send failed: {e}"))?;
+            self.post(i, out)?;
+        }
+        self.run_until_quiet()
+    }
+
     /// Checks that every member ended where `op` should leave it: the same member count
-    /// everywhere, nothing buffered, and for `message` one decryption per recipient.
-    fn check(&self, op: Op, n: usize) -> Result<(), String> {
+    /// everywhere, nothing buffered or held, and every 32-byte message decrypted by every
+    /// member that was meant to read it (`round`: the operation whose message round
+    /// followed, if one did).
+    fn check(&self, op: Op, n: usize, round: Option<Op>) -> Result<(), String> {
         let expected = match op {
             Op::Create | Op::Update | Op::Message => n,
             Op::Add => n + 1,
@@ -413,8 +444,17 @@ impl World {
             if g.pending() != 0 {
                 return Err(format!("{op}: device {i} still buffers {} envelopes", g.pending()));
             }
-            if op == Op::Message && i != 0 && d.decrypted != 1 {
-                return Err(format!("{op}: device {i} decrypted {} messages, expected 1", d.decrypted));
+            if g.held_acks() != 0 {
+                return Err(format!("{op}: device {i} still holds {} acks", g.held_acks()));
+            }
+            let from_op = usize::from(op == Op::Message && i != 0);
+            let from_round = round.map_or(0, |r| World::round_senders(r, n).filter(|s| *s != i).count());
+            if op != Op::Create && d.decrypted != from_op + from_round {
+                return Err(format!(
+                    "{op}: device {i} decrypted {} messages, expected {}",
+                    d.decrypted,
+                    from_op + from_round
+                ));
             }
         }
         if active != expected {
@@ -438,6 +478,25 @@ impl World {
             sender_ms: ms(self.devices[0].cpu),
             recipients_ms: recipients,
             newcomer_ms: (op == Op::Add).then(|| ms(self.devices[n].cpu)),
+        }
+    }
+}
+
+impl RunStats {
+    /// The cost of the operation alone: this run (operation, then the message round)
+    /// minus `base` (the same round without the operation), member by member. The
+    /// newcomer did not exist in `base`; its share of the round is taken as the median
+    /// member's cost of processing it.
+    fn minus(&self, base: &RunStats) -> RunStats {
+        RunStats {
+            traffic: self.traffic.saturating_sub(base.traffic),
+            // The breakdown stays gross: batches mix the operation's acks with the round.
+            by_kind: self.by_kind.clone(),
+            messages: self.messages.saturating_sub(base.messages),
+            welcome_bytes: self.welcome_bytes,
+            sender_ms: self.sender_ms - base.sender_ms,
+            recipients_ms: self.recipients_ms.iter().zip(&base.recipients_ms).map(|(a, b)| a - b).collect(),
+            newcomer_ms: self.newcomer_ms.map(|x| x - median(&base.recipients_ms)),
         }
     }
 }
@@ -556,14 +615,16 @@ fn bench_size(
     n: usize,
     ops: &[Op],
     iterations: u32,
+    config: GroupConfig,
     seeds: &mut ChaCha20Rng,
     p: &mut Progress,
 ) -> Result<Vec<Row>, String> {
     let mut runs: Vec<(Op, Vec<RunStats>)> = ops.iter().map(|op| (*op, Vec::new())).collect();
+    let round = config.coalesce_acks;
     for it in 0..iterations {
-        let mut world = World::new(n, seeds.next_u64())?;
+        let mut world = World::new(n, seeds.next_u64(), config)?;
         world.create(n)?;
-        world.check(Op::Create, n)?;
+        world.check(Op::Create, n, None)?;
         let created = world.stats(Op::Create, n);
         p.done += weight(n).saturating_sub(1);
         p.step(&format!("n={n} iteration {}/{iterations} create", it + 1));
@@ -575,8 +636,17 @@ fn bench_size(
             }
             let mut w = world.clone();
             w.operate(*op, n)?;
-            w.check(*op, n)?;
-            stats.push(w.stats(*op, n));
+            if round {
+                let mut base = world.clone();
+                base.round(*op, n)?;
+                base.check(Op::Create, n, Some(*op)).map_err(|e| format!("{op} baseline: {e}"))?;
+                w.round(*op, n)?;
+                w.check(*op, n, Some(*op))?;
+                stats.push(w.stats(*op, n).minus(&base.stats(*op, n)));
+            } else {
+                w.check(*op, n, None)?;
+                stats.push(w.stats(*op, n));
+            }
             p.done += weight(n).saturating_sub(1);
             p.step(&format!("n={n} iteration {}/{iterations} {op}", it + 1));
         }
@@ -675,10 +745,11 @@ fn run_inner(args: &BenchArgs) -> Result<(), String> {
     let show = std::io::stderr().is_terminal() || std::env::var_os("DCGKA_PROGRESS").is_some();
     let mut progress = Progress { show, done: 0, total };
     let mut seeds = ChaCha20Rng::seed_from_u64(args.seed);
+    let config = GroupConfig { coalesce_acks: args.coalesce_acks, ..GroupConfig::default() };
     let started = std::time::Instant::now();
     let mut by_size = Vec::new();
     for n in &sizes {
-        by_size.extend(bench_size(*n, &ops, args.iterations, &mut seeds, &mut progress)?);
+        by_size.extend(bench_size(*n, &ops, args.iterations, config, &mut seeds, &mut progress)?);
     }
     let elapsed = started.elapsed();
     // One row per (op, n), grouped by operation as in the figures.
@@ -691,6 +762,12 @@ fn run_inner(args: &BenchArgs) -> Result<(), String> {
         args.iterations,
         elapsed.as_secs()
     );
+    if args.coalesce_acks {
+        println!(
+            "coalesced acks: every figure is the operation's marginal cost: (operation, then one 32-byte \
+             message from each other member, carrying its held acks) minus (those messages alone)"
+        );
+    }
     print_table(&rows);
     if let Some(largest) = sizes.last() {
         match peak_memory_kib() {
@@ -703,7 +780,8 @@ fn run_inner(args: &BenchArgs) -> Result<(), String> {
         );
     }
     if let Some(largest) = sizes.last() {
-        println!("traffic by message kind at n = {largest} (count x average size):");
+        let gross = if args.coalesce_acks { ", operation and message round together" } else { "" };
+        println!("traffic by message kind at n = {largest} (count x average size{gross}):");
         for r in rows.iter().filter(|r| r.n == *largest) {
             let parts: Vec<String> = r
                 .by_kind

@@ -34,6 +34,10 @@ pub(crate) struct SimArgs {
     /// Skip the adversarial shadows and the confidentiality check (faster).
     #[arg(long)]
     no_shadows: bool,
+    /// Coalesce acknowledgments: members hold their acks and send them in one batch with
+    /// their next envelope (spec §12).
+    #[arg(long)]
+    coalesce_acks: bool,
     /// Print every action of the run (to stdout, before the summary; not with --json).
     #[arg(long, conflicts_with = "json")]
     trace: bool,
@@ -52,6 +56,7 @@ impl SimArgs {
         cfg.drop_percent = self.drop;
         cfg.shadows = !self.no_shadows;
         cfg.trace = self.trace;
+        cfg.coalesce_acks = self.coalesce_acks;
         cfg
     }
 }
@@ -105,6 +110,8 @@ fn to_json(cfg: &RunConfig, r: &RunReport) -> serde_json::Value {
         "refusals": r.refusals,
         "refusal_reasons": r.refusal_reasons,
         "packets": r.packets,
+        "batches": r.batches,
+        "coalesce_acks": cfg.coalesce_acks,
         "shadows": cfg.shadows,
         "elapsed_ms": u64::try_from(r.elapsed_ms).unwrap_or(u64::MAX),
         "violations": r.violations,
@@ -123,7 +130,11 @@ fn print_summary(cfg: &RunConfig, r: &RunReport) {
     for (reason, n) in &r.refusal_reasons {
         println!("    refused {n}x: {reason}");
     }
-    println!("  network:     {} packets", r.packets);
+    if cfg.coalesce_acks {
+        println!("  network:     {} packets, {} of them batches of coalesced acks", r.packets, r.batches);
+    } else {
+        println!("  network:     {} packets", r.packets);
+    }
     println!("  final group: {} members {:?}", r.members, r.member_names);
     println!("  converged:   {}", if r.converged { "yes" } else { "NO" });
     println!(

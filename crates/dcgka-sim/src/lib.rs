@@ -14,12 +14,13 @@ pub mod random;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use dcgka::codec::Decode;
 use dcgka::crypto::IdentityKey;
 use dcgka::events::Event;
 use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Status};
 use dcgka::ids::{MemberId, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
-use dcgka::wire::EnvelopeKind;
+use dcgka::wire::{Envelope, EnvelopeKind};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -306,9 +307,12 @@ impl Sim {
     fn post(&mut self, from: Dev, out: Output) -> Vec<usize> {
         let mut ids = Vec::new();
         for bytes in out.broadcast {
-            let kind = match Group::peek(&bytes) {
-                Ok(p) => PacketKind::Envelope(p.kind, p.seq),
-                Err(_) => continue,
+            // A batch (coalesced acks) stands for its last item: the operation or message
+            // its held acks travel with.
+            let last = Envelope::from_bytes(&bytes).ok().and_then(|e| e.items().ok()).and_then(|mut v| v.pop());
+            let kind = match last {
+                Some(e) => PacketKind::Envelope(e.kind, e.seq),
+                None => continue,
             };
             let id = self.transcript.len();
             let p = Packet { id, from, kind, bytes };
@@ -686,8 +690,20 @@ impl Sim {
         }
     }
 
-    /// Delivers everything, in FIFO order per inbox, round-robin, until quiet.
+    /// Delivers everything, in FIFO order per inbox, round-robin, until quiet; with
+    /// coalesced acks, every device then sends what it holds, and delivery goes on.
     pub fn deliver_all(&mut self) {
+        loop {
+            if !self.deliver_queued() && !self.flush_all() {
+                break;
+            }
+        }
+    }
+
+    /// Delivers everything queued, in FIFO order per inbox, round-robin, until quiet,
+    /// without making anyone send held acks. Returns whether anything was delivered.
+    pub fn deliver_queued(&mut self) -> bool {
+        let mut any = false;
         loop {
             let mut progress = false;
             for d in 0..self.devices.len() {
@@ -696,8 +712,32 @@ impl Sim {
                 }
             }
             if !progress {
-                break;
+                return any;
             }
+            any = true;
+        }
+    }
+
+    /// With coalesced acks: every active device sends the acks it holds (the timer of a
+    /// real application). Returns whether anything was sent.
+    pub fn flush_all(&mut self) -> bool {
+        let mut any = false;
+        for d in 0..self.devices.len() {
+            any |= self.flush(d);
+        }
+        any
+    }
+
+    /// Device `d` sends the acks it holds. Returns whether anything was sent.
+    pub fn flush(&mut self, d: Dev) -> bool {
+        let Some(g) = self.devices[d].group.as_mut().filter(|g| g.held_acks() > 0) else { return false };
+        match g.flush_acks() {
+            Ok(out) => {
+                let sent = !out.broadcast.is_empty();
+                self.post(d, out);
+                sent
+            }
+            Err(_) => false,
         }
     }
 
@@ -725,7 +765,7 @@ impl Sim {
                         self.held[d] = later;
                     }
                 }
-                if !any && !self.sync() {
+                if !any && !self.sync() && !self.flush_all() {
                     break;
                 }
                 continue;

@@ -47,6 +47,10 @@ pub struct RunConfig {
     pub shadows: bool,
     /// Record a human-readable log of every action in [`RunReport::log`].
     pub trace: bool,
+    /// Coalesced acks ([`dcgka::group::GroupConfig::coalesce_acks`]): members hold their
+    /// acks until their next envelope; a retransmission step also makes one random member
+    /// flush, and quiescence flushes everyone.
+    pub coalesce_acks: bool,
 }
 
 impl Default for RunConfig {
@@ -61,6 +65,7 @@ impl Default for RunConfig {
             drop_percent: 5,
             shadows: true,
             trace: false,
+            coalesce_acks: false,
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct RunReport {
     pub refusal_reasons: BTreeMap<String, usize>,
     /// Packets put on the network (envelopes and Welcomes).
     pub packets: usize,
+    /// Of those, batch envelopes (coalesced acks travelling with a later envelope).
+    pub batches: usize,
     /// Everything that went wrong; empty for a correct run.
     pub violations: Vec<String>,
     /// Wall-clock time of the run, in milliseconds.
@@ -198,6 +205,12 @@ impl Runner<'_> {
             }
         } else if band(P_RETRANSMIT) {
             let _ = self.retransmit();
+            if self.cfg.coalesce_acks
+                && let Some(d) = self.pick(&actives)
+                && self.sim.flush(d)
+            {
+                self.log(|s| format!("{}: flush held acks", s.devices[d].name));
+            }
         } else if self.sim.partition.is_some() {
             self.sim.heal();
             self.log(|_| "heal".to_string());
@@ -352,7 +365,7 @@ impl Runner<'_> {
             while self.deliver_one_random().is_some() {}
             // Envelopes dropped because their sender's add had not arrived yet come back
             // through anti-entropy sync (§7.7).
-            if self.retransmit() == 0 && !self.sim.sync() {
+            if self.retransmit() == 0 && !self.sim.sync() && !self.sim.flush_all() {
                 break;
             }
         }
@@ -367,7 +380,10 @@ impl Runner<'_> {
             let held = std::mem::take(&mut self.sim.held[to]);
             let (now, later): (Vec<_>, Vec<_>) = held.into_iter().partition(|p| {
                 let same_side = self.sim.partition.as_ref().is_none_or(|side| side[p.from] == side[to]);
-                same_side && (active || p.kind == PacketKind::Welcome)
+                // A device outside the group takes what can make it join: a Welcome, or the
+                // create that lists it.
+                let joins = matches!(p.kind, PacketKind::Welcome | PacketKind::Envelope(EnvelopeKind::Create, _));
+                same_side && (active || joins)
             });
             self.sim.held[to] = later;
             moved += now.len();
@@ -508,6 +524,11 @@ impl Runner<'_> {
         self.report.member_names = final_members.iter().map(|m| sim.name_of_member(m)).collect();
         self.report.app_messages = sim.messages.len();
         self.report.packets = sim.transcript.len();
+        self.report.batches = sim
+            .transcript
+            .iter()
+            .filter(|p| dcgka::group::Group::peek(&p.bytes).is_ok_and(|k| k.kind == EnvelopeKind::Batch))
+            .count();
         self.report.violations = v;
     }
 }
@@ -519,6 +540,7 @@ pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(usize, usize)) -> RunReport
     let members = cfg.members.max(1);
     let mut sim = Sim::new(members + cfg.spares, cfg.seed);
     sim.shadows = cfg.shadows;
+    sim.config.coalesce_acks = cfg.coalesce_acks;
     let rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001);
     let report = RunReport { seed: cfg.seed, devices: sim.devices.len(), ..RunReport::default() };
     let n = sim.devices.len();

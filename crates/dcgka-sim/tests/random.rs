@@ -8,7 +8,7 @@ use dcgka_sim::random::{RunConfig, run};
 use proptest::prelude::*;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_schedules_have_no_violations(
@@ -16,8 +16,9 @@ proptest! {
         members in 2usize..=6,
         steps in 20usize..=150,
         partitions in 0usize..=3,
+        coalesce_acks in any::<bool>(),
     ) {
-        let cfg = RunConfig { partitions, ..RunConfig::new(members, steps, seed) };
+        let cfg = RunConfig { partitions, coalesce_acks, ..RunConfig::new(members, steps, seed) };
         let report = run(&cfg, &mut |_, _| {});
         prop_assert!(report.violations.is_empty(), "{cfg:?}: {:#?}", report.violations);
         prop_assert!(report.converged, "{cfg:?}");
@@ -25,6 +26,18 @@ proptest! {
         // Every active member's final message was sent, so something was delivered.
         prop_assert!(report.app_messages >= report.members.min(1), "{:?}", cfg);
     }
+}
+
+/// The same fixed run with coalesced acks: members hold their acks and send them in
+/// batches with their next envelope.
+#[test]
+fn a_fixed_run_with_coalesced_acks_converges() {
+    let cfg = RunConfig { partitions: 3, coalesce_acks: true, ..RunConfig::new(6, 150, 42) };
+    let report = run(&cfg, &mut |_, _| {});
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    assert!(report.converged);
+    assert!(report.deliveries_expected > 0);
+    assert_eq!(report.deliveries_ok, report.deliveries_expected);
 }
 
 /// A fixed, larger run, so that regressions in a known-good schedule show up with a

@@ -64,3 +64,7 @@ pub const MAX_BUFFERED_UNKNOWN: usize = 256;
 /// Distinct candidate envelopes kept for one (sender, sequence number) slot before it is
 /// ready: a forgery cannot crowd out the genuine envelope, up to this many forgeries.
 pub const MAX_CANDIDATES_PER_SLOT: usize = 4;
+
+/// Most items in one batch envelope (coalesced acknowledgments, §12). A member holding
+/// this many items minus one sends them at once, so a batch never exceeds it.
+pub const MAX_BATCH_ITEMS: usize = 64;

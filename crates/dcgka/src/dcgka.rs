@@ -165,6 +165,14 @@ impl Dcgka {
         if *id == self.me { self.h.view_me() } else { self.h.view_of(id) }
     }
 
+    /// Whether `u ∈ member-view(x)`, without building the view (O(log n) instead of O(n)).
+    pub(crate) fn in_view(&self, u: &MemberId, x: &MemberId) -> bool {
+        let fast = if *x == self.me { self.is_member(u) } else { self.h.in_view_of(u, x) };
+        #[cfg(test)]
+        assert_eq!(fast, self.member_view(x).contains(u), "in_view disagrees with member_view");
+        fast
+    }
+
     /// Whether `id` is a current member here.
     pub(crate) fn is_member(&self, id: &MemberId) -> bool {
         self.h.addop(id).is_some() && self.h.removed_by(id).is_empty()
@@ -790,7 +798,7 @@ impl Dcgka {
         } else {
             out.events.push(Event::AddCancelled { by: s, id: t });
         }
-        if self.member_view(&s).contains(&self.me) {
+        if self.in_view(&self.me, &s) {
             if !self.rt.contains_key(&s) {
                 return Err(fatal(format!("no ratchet state for {s:?}, who knows me")));
             }
@@ -839,7 +847,7 @@ impl Dcgka {
             let state = self.decrypt_from(env, &a, c)?;
             self.rt.insert(a, state);
         }
-        if self.member_view(&a).contains(&self.me) {
+        if self.in_view(&self.me, &a) {
             if !self.rt.contains_key(&a) {
                 return Err(fatal(format!("no ratchet state for {a:?}, who knows me")));
             }

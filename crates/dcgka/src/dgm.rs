@@ -638,8 +638,8 @@ impl<M: Ord + Clone + Debug> History<M> {
         self.addop.keys().filter(|u| self.in_view_of(u, x)).cloned().collect()
     }
 
-    /// Whether `u ∈ member-view(x)`.
-    fn in_view_of(&self, u: &M, x: &M) -> bool {
+    /// Whether `u ∈ member-view(x)`, for `x` other than the holder.
+    pub fn in_view_of(&self, u: &M, x: &M) -> bool {
         let Some(a) = self.addop.get(u) else {
             return false;
         };

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand_core::CryptoRng;
 
 use crate::codec::{Decode, DecodeError, Encode};
+use crate::consts::MAX_BATCH_ITEMS;
 use crate::crypto::{IdentityKey, SigningSecret};
 use crate::dcgka::{Dcgka, Env, ProcessError, Processed, UpdateSecret};
 use crate::events::{DropReason, Event, RejectReason};
@@ -22,7 +23,9 @@ use crate::ordering::{BufferError, Ordering, Ready, SenderState};
 use crate::prekeys::{Identity, PrekeyProvider};
 use crate::ratchet::{RatchetError, SenderRatchet};
 use crate::welcome::{SenderEntry, Welcome, encode_history, member_table, replay_history};
-use crate::wire::{ApplicationBody, ControlBody, Envelope, EnvelopeKind, SenderRef, requires_rotation};
+use crate::wire::{
+    ApplicationBody, BatchItem, ControlBody, Envelope, EnvelopeKind, SenderRef, encode_batch, requires_rotation,
+};
 
 /// What every call needs from the caller: randomness, time, prekey bundles and the
 /// device's identity (whose key store first messages consume).
@@ -43,12 +46,25 @@ pub struct GroupConfig {
     /// Perform an update before sending or adding when a concurrent or missed removal may
     /// have left a removed member able to compute this member's keys (§5.8). Default on.
     pub auto_heal: bool,
+    /// Coalesced acknowledgments (CCS §8.1, spec §12): hold acks and add-acks instead of
+    /// sending each at once, and send them with this member's next envelope as one batch
+    /// under one signature. The application must then call [`Group::flush_acks`] when it
+    /// has nothing else to send for a while (a timer), so that the others learn the acks.
+    /// Default off.
+    pub coalesce_acks: bool,
 }
 
 impl Default for GroupConfig {
     fn default() -> Self {
-        GroupConfig { auto_heal: true }
+        GroupConfig { auto_heal: true, coalesce_acks: false }
     }
+}
+
+/// An ack or add-ack of mine that is processed locally but not yet sent (coalescing).
+#[derive(Clone, Debug)]
+struct HeldItem {
+    seq: SeqNo,
+    item: BatchItem,
 }
 
 /// The state of a group at this device.
@@ -111,7 +127,8 @@ pub enum GroupError {
 /// What a call produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Output {
-    /// Envelopes to broadcast to the group, in order.
+    /// Envelopes to broadcast to the group, in order. With [`GroupConfig::coalesce_acks`],
+    /// acks are held instead and leave with the next envelope or [`Group::flush_acks`].
     pub broadcast: Vec<Vec<u8>>,
     /// Welcomes to deliver: (the new member, its identity key, the Welcome bytes).
     pub direct: Vec<(MemberId, IdentityKey, Vec<u8>)>,
@@ -136,8 +153,10 @@ pub struct Peek {
     pub kind: EnvelopeKind,
     /// The sender reference (a tag, or the identity key of a first envelope).
     pub sender: SenderRef,
-    /// The sequence number.
+    /// The sequence number (of the first item, for a batch).
     pub seq: SeqNo,
+    /// The sequence number of the last item: `seq`, except for a batch.
+    pub last_seq: SeqNo,
 }
 
 /// The group and the member instance a Welcome would make this device, read without
@@ -151,7 +170,7 @@ pub fn welcome_target(welcome: &[u8], identity: &IdentityKey) -> Result<(GroupId
         .copied()
         .ok_or_else(|| GroupError::CannotJoin("unknown adder".to_string()))?;
     let e = Envelope::from_bytes(&w.add_envelope)?;
-    Ok((w.gid, MemberId::derive(&w.gid, identity, Origin::Operation(adder, e.seq))))
+    Ok((w.gid, MemberId::derive(&w.gid, identity, Origin::Operation(adder, e.last_seq()))))
 }
 
 /// One member's state in one group.
@@ -171,6 +190,8 @@ pub struct Group {
     pending_removal: Option<MemberId>,
     /// Test hook: keep processing after my own removal, as an attacker holding my state would.
     adversarial: bool,
+    /// My acks and add-acks not sent yet, in sequence order (coalescing only).
+    held: Vec<HeldItem>,
 }
 
 fn map_process_error(e: ProcessError) -> GroupError {
@@ -200,6 +221,7 @@ impl Group {
             status: Status::Active,
             pending_removal: None,
             adversarial: false,
+            held: Vec::new(),
         }
     }
 
@@ -306,7 +328,7 @@ impl Group {
     pub fn already_processed(&self, peek: &Peek) -> bool {
         match peek.sender {
             SenderRef::Tag(t) => {
-                self.d.resolve(&t).is_some_and(|id| id == self.d.me || peek.seq.0 <= self.ord.hwm(&id))
+                self.d.resolve(&t).is_some_and(|id| id == self.d.me || peek.last_seq.0 <= self.ord.hwm(&id))
             }
             SenderRef::Identity(_) => false,
         }
@@ -315,7 +337,7 @@ impl Group {
     /// Reads routing information without verifying anything.
     pub fn peek(bytes: &[u8]) -> Result<Peek, GroupError> {
         let e = Envelope::from_bytes(bytes)?;
-        Ok(Peek { gid: e.gid, kind: e.kind, sender: e.sender, seq: e.seq })
+        Ok(Peek { gid: e.gid, kind: e.kind, sender: e.sender, seq: e.seq, last_seq: e.last_seq() })
     }
 
     /// Test hook: from now on, keep processing after this member's own removal (the status
@@ -341,19 +363,19 @@ impl Group {
     // --------------------------------------------------------------------------------
 
     /// Signs and records one of my envelopes; rotates my signing key where §7.2 says so.
+    /// Held acks go first, in one batch with it.
     fn emit(&mut self, rng: &mut impl CryptoRng, kind: EnvelopeKind, seq: SeqNo, body: Vec<u8>) -> (Vec<u8>, Envelope) {
         let next = requires_rotation(kind, seq).then(|| SigningSecret::generate(rng));
-        let first = (seq.0 == 1).then_some(self.my_ik);
-        let env = Envelope::seal(
-            kind,
-            &self.d.gid,
-            seq,
-            &self.d.me,
-            first,
-            next.as_ref().map(SigningSecret::verifying_key),
-            body,
-            &self.signing,
-        );
+        let new_key = next.as_ref().map(SigningSecret::verifying_key);
+        let env = if self.held.is_empty() {
+            let first = (seq.0 == 1).then_some(self.my_ik);
+            Envelope::seal(kind, &self.d.gid, seq, &self.d.me, first, new_key, body, &self.signing)
+        } else {
+            let mut held = std::mem::take(&mut self.held);
+            let start = held[0].seq;
+            held.push(HeldItem { seq, item: BatchItem { kind, body } });
+            self.seal_batch(start, held, new_key)
+        };
         let retain =
             matches!(kind, EnvelopeKind::Create | EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
                 .then(|| (kind, env.short_hash()));
@@ -364,15 +386,71 @@ impl Group {
         (env.to_bytes(), env)
     }
 
-    /// Emits a reply (ack or add-ack) to the envelope whose short hash is `hash`.
-    fn emit_reply(&mut self, rng: &mut impl CryptoRng, reply: (ControlBody, SeqNo), hash: [u8; 16]) -> Vec<u8> {
+    /// Seals held items (consecutive from `start`) as one batch under my current key.
+    fn seal_batch(&self, start: SeqNo, items: Vec<HeldItem>, new_key: Option<crate::crypto::VerifyingKey>) -> Envelope {
+        debug_assert!(items.iter().enumerate().all(|(i, h)| h.seq.0 == start.0 + i as u64));
+        let items: Vec<BatchItem> = items.into_iter().map(|h| h.item).collect();
+        Envelope::seal(
+            EnvelopeKind::Batch,
+            &self.d.gid,
+            start,
+            &self.d.me,
+            None,
+            new_key,
+            encode_batch(&items),
+            &self.signing,
+        )
+    }
+
+    /// Emits a reply (ack or add-ack) to the envelope whose short hash is `hash`; with
+    /// coalescing, holds it instead (and sends the held ones once a batch would be full).
+    fn emit_reply(&mut self, rng: &mut impl CryptoRng, reply: (ControlBody, SeqNo), hash: [u8; 16]) -> Option<Vec<u8>> {
         let (mut body, seq) = reply;
         match &mut body {
             ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. } => of.of_hash = hash,
             _ => {}
         }
         let kind = body.kind();
-        self.emit(rng, kind, seq, body.to_bytes()).0
+        // A first envelope carries its sender's identity key and is never held.
+        if self.config.coalesce_acks && seq.0 > 1 && matches!(kind, EnvelopeKind::Ack | EnvelopeKind::AddAck) {
+            self.ord.advance(&self.d, self.d.me, seq.0, None, None);
+            self.held.push(HeldItem { seq, item: BatchItem { kind, body: body.to_bytes() } });
+            if self.held.len() + 1 >= MAX_BATCH_ITEMS {
+                return self.flush_held();
+            }
+            return None;
+        }
+        Some(self.emit(rng, kind, seq, body.to_bytes()).0)
+    }
+
+    /// Sends the held acks: one envelope, or a batch of several. None if nothing is held.
+    fn flush_held(&mut self) -> Option<Vec<u8>> {
+        let mut held = std::mem::take(&mut self.held);
+        let env = match held.len() {
+            0 => return None,
+            1 => {
+                let h = held.pop()?;
+                Envelope::seal(h.item.kind, &self.d.gid, h.seq, &self.d.me, None, None, h.item.body, &self.signing)
+            }
+            _ => {
+                let start = held[0].seq;
+                self.seal_batch(start, held, None)
+            }
+        };
+        Some(env.to_bytes())
+    }
+
+    /// Number of acks and add-acks held for coalescing ([`GroupConfig::coalesce_acks`]).
+    pub fn held_acks(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Sends the held acks now (coalescing, §12): one envelope, or one batch for several.
+    /// Call it when the application has had nothing to send for a while. Empty output if
+    /// nothing is held.
+    pub fn flush_acks(&mut self) -> Result<Output, GroupError> {
+        self.require_active()?;
+        Ok(Output { broadcast: self.flush_held().into_iter().collect(), ..Default::default() })
     }
 
     fn apply_secrets(&mut self, secrets: Vec<UpdateSecret>) -> Result<(), GroupError> {
@@ -472,16 +550,22 @@ impl Group {
             .ok_or_else(|| cannot("unknown adder"))?;
         let adder_ik = *replayed.identities.get(&adder).ok_or_else(|| cannot("unknown adder"))?;
         w.verify(&adder_ik).map_err(|_| GroupError::Dropped(DropReason::BadSignature))?;
+        // The add may be the last item of a batch that begins with the adder's held acks;
+        // the adder's horizon then falls inside the batch (§12).
         let e = Envelope::from_bytes(&w.add_envelope)?;
+        let add = e.items()?.pop().ok_or_else(|| cannot("empty add envelope"))?;
         let my_ik = ctx.identity.public_key();
-        let ControlBody::Add { target } = ControlBody::from_bytes(EnvelopeKind::Add, &e.body)? else {
+        if add.kind != EnvelopeKind::Add {
+            return Err(cannot("not an add"));
+        }
+        let ControlBody::Add { target } = ControlBody::from_bytes(EnvelopeKind::Add, &add.body)? else {
             return Err(cannot("not an add"));
         };
-        if e.kind != EnvelopeKind::Add || e.sender != SenderRef::Tag(adder.tag()) || target != my_ik {
+        if e.sender != SenderRef::Tag(adder.tag()) || target != my_ik {
             return Err(cannot("the add envelope does not add me"));
         }
-        let q = e.seq.0;
-        let me = MemberId::derive(&w.gid, &my_ik, Origin::Operation(adder, e.seq));
+        let q = add.seq.0;
+        let me = MemberId::derive(&w.gid, &my_ik, Origin::Operation(adder, add.seq));
         let mut g = Group::blank(config, ctx.identity, Dcgka::new(me, w.gid, my_ik));
         for s in &w.senders {
             let id = usize::try_from(s.id)
@@ -503,7 +587,7 @@ impl Group {
                     ProcessError::Fatal(s) => GroupError::CannotJoin(s),
                     other => map_process_error(other),
                 })?;
-        g.ord.advance(&g.d, adder, q, e.new_signing_key, Some((EnvelopeKind::Add, e.short_hash())));
+        g.ord.advance(&g.d, adder, q, add.new_signing_key, Some((EnvelopeKind::Add, e.short_hash())));
         let mut out = Output::default();
         g.finish_processed(ctx, p, e.short_hash(), &mut out)?;
         Ok((g, out))
@@ -646,25 +730,29 @@ impl Group {
                 return Err(GroupError::OwnEnvelope);
             }
             // The next envelope of a sender can be verified at once (its key is current);
-            // a forgery then never takes its place in the buffer.
-            if env.seq.0 == self.ord.hwm(&id) + 1
+            // a forgery then never takes its place in the buffer. A batch is next when its
+            // items span the next sequence number (a newcomer's horizon may fall inside it).
+            let next = self.ord.hwm(&id) + 1;
+            let last = env.last_seq().0;
+            if env.seq.0 <= next
+                && next <= last
                 && !(self.adversarial && self.status != Status::Active)
                 && let Some(st) = self.ord.sender(&id, &self.d)
             {
-                if env.verify(&self.d.gid, &id, &st.key).is_err() {
+                if !self.ord.verify(&self.d.gid, &id, &st.key, &env) {
                     return Err(GroupError::Dropped(DropReason::BadSignature));
                 }
                 verified = true;
             }
-            if env.seq.0 <= self.ord.hwm(&id) {
+            if last <= self.ord.hwm(&id) {
                 // A different envelope under an already used sequence number, authentic under
                 // the key that was current then, is equivocation (§7.6).
-                if let Some((hash, key)) = self.ord.retained(&id, env.seq.0)
+                if let Some((hash, key)) = self.ord.retained(&id, last)
                     && hash != env.short_hash()
                     && env.verify(&self.d.gid, &id, &key).is_ok()
                 {
                     return Ok(Output {
-                        events: vec![Event::Equivocation { sender: id, seq: env.seq }],
+                        events: vec![Event::Equivocation { sender: id, seq: SeqNo(last) }],
                         ..Default::default()
                     });
                 }
@@ -712,7 +800,12 @@ impl Group {
             verified = true;
         }
         let incoming = (env.sender, env.seq);
-        self.ord.buffer(&self.d, env, verified)?;
+        let skip_verify = self.adversarial && self.status != Status::Active;
+        if env.kind == EnvelopeKind::Batch && (verified || skip_verify) {
+            self.ord.unroll(&self.d, &env, verified);
+        } else {
+            self.ord.buffer(&self.d, env, verified)?;
+        }
         let (out, dropped) = self.drain(ctx, Some(incoming));
         if let Some(reason) = dropped
             && out.broadcast.is_empty()
@@ -764,12 +857,20 @@ impl Group {
                 // An adversarial test copy reads a recorded transcript and need not verify.
                 let authentic = b.verified
                     || (self.adversarial && self.status != Status::Active)
-                    || b.env.verify(&self.d.gid, &sender, &state.key).is_ok();
+                    || self.ord.verify(&self.d.gid, &sender, &state.key, &b.env);
                 if chosen.is_none() && authentic {
                     chosen = Some(b);
                 } else {
                     rest.push(b);
                 }
+            }
+            if let Some(batch) = chosen.as_ref().filter(|b| b.env.kind == EnvelopeKind::Batch) {
+                // Authentic now that it is next: file its items; the other candidates wait
+                // beside the item of their own sequence number.
+                let env = batch.env.clone();
+                self.ord.unbuffer_back(rest);
+                self.ord.unroll(&self.d, &env, true);
+                continue;
             }
             for b in &rest {
                 if incoming == Some((b.env.sender, b.env.seq)) && chosen.is_none() {
@@ -779,7 +880,7 @@ impl Group {
                 }
             }
             let Some(b) = chosen else { continue };
-            match self.process_one(ctx, sender, state, &b.env, &mut out) {
+            match self.process_one(ctx, sender, state, &b.env, b.hash, &mut out) {
                 Ok(()) => {}
                 Err(ik) => {
                     self.ord.unbuffer_back(vec![b]);
@@ -813,10 +914,12 @@ impl Group {
         sender: MemberId,
         state: SenderState,
         env: &Envelope,
+        batch_hash: Option<[u8; 16]>,
         out: &mut Output,
     ) -> Result<(), IdentityKey> {
         let seq = env.seq.0;
-        let hash = env.short_hash();
+        // An item of a batch is acknowledged under the batch's hash.
+        let hash = batch_hash.unwrap_or_else(|| env.short_hash());
         if state.cut_off {
             self.reject(sender, env, RejectReason::CutOff, out, false);
             return Ok(());
@@ -888,11 +991,13 @@ impl Group {
             }
             self.d.erase_secrets();
             self.fs.clear();
+            self.held.clear();
             self.ord.clear_buffer();
             return Ok(());
         }
-        if let Some(r) = reply {
-            let bytes = self.emit_reply(ctx.rng, r, hash);
+        if let Some(r) = reply
+            && let Some(bytes) = self.emit_reply(ctx.rng, r, hash)
+        {
             out.broadcast.push(bytes);
         }
         if let Some(t) = duplicate {
@@ -904,6 +1009,7 @@ impl Group {
     fn corrupt(&mut self, reason: String, out: &mut Output) {
         out.events.push(Event::GroupStateCorrupted { reason: reason.clone() });
         self.status = Status::Corrupted { reason };
+        self.held.clear();
         self.ord.clear_buffer();
     }
 

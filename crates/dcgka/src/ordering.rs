@@ -11,11 +11,11 @@ use crate::consts::{
     MAX_AHEAD, MAX_BUFFERED_BYTES, MAX_BUFFERED_PER_GROUP, MAX_BUFFERED_PER_SENDER, MAX_BUFFERED_UNKNOWN,
     MAX_CANDIDATES_PER_SLOT,
 };
-use crate::crypto::{IdentityKey, VerifyingKey};
+use crate::crypto::{IdentityKey, PreparedKey, VerifyingKey};
 use crate::dcgka::{AckTarget, Dcgka};
 use crate::dgm::OpId;
 use crate::events::DropReason;
-use crate::ids::{MemberId, MemberTag, Origin, SeqNo};
+use crate::ids::{GroupId, MemberId, MemberTag, Origin, SeqNo};
 use crate::wire::{AckRef, ControlBody, Envelope, EnvelopeKind, SenderRef};
 
 /// Why an envelope could not be buffered.
@@ -80,6 +80,8 @@ pub(crate) struct Buffered {
     pub(crate) size: usize,
     /// Already verified under the key that will apply when it becomes ready.
     pub(crate) verified: bool,
+    /// For an item unrolled from a batch: the batch's short hash, which acks reference.
+    pub(crate) hash: Option<[u8; 16]>,
 }
 
 /// The ACB tables of one group.
@@ -93,6 +95,8 @@ pub(crate) struct Ordering {
     retained_keys: BTreeMap<(MemberId, u64), VerifyingKey>,
     /// A newcomer's horizon, per sender (§7.4).
     horizon: BTreeMap<MemberId, u64>,
+    /// Each sender's current signing key, decompressed once (a cache of `senders[X].key`).
+    prepared: BTreeMap<MemberId, PreparedKey>,
     buffer: BTreeMap<BufKey, BTreeMap<u64, Vec<Buffered>>>,
     buffered: usize,
     buffered_bytes: usize,
@@ -127,6 +131,7 @@ impl Ordering {
     /// Loads a Welcome's sender table and horizon.
     pub(crate) fn load(&mut self, id: MemberId, state: SenderState) {
         self.horizon.insert(id, state.hwm);
+        self.cache_key(id, &state.key);
         self.senders.insert(id, state);
     }
 
@@ -147,10 +152,31 @@ impl Ordering {
         st.hwm = seq;
         if let Some(k) = new_key {
             st.key = k;
+            self.cache_key(id, &k);
         }
         self.senders.insert(id, st);
         if let Some(r) = retain {
             self.retained.insert((id, seq), r);
+        }
+    }
+
+    fn cache_key(&mut self, id: MemberId, key: &VerifyingKey) {
+        match key.prepare() {
+            Ok(p) => {
+                self.prepared.insert(id, p);
+            }
+            // An invalid key verifies nothing; verification reports it.
+            Err(_) => {
+                self.prepared.remove(&id);
+            }
+        }
+    }
+
+    /// Verifies `env` as the next envelope of `id`, whose current signing key is `key`.
+    pub(crate) fn verify(&self, gid: &GroupId, id: &MemberId, key: &VerifyingKey, env: &Envelope) -> bool {
+        match self.prepared.get(id).filter(|p| p.public() == *key) {
+            Some(p) => env.verify_prepared(gid, id, p).is_ok(),
+            None => env.verify(gid, id, key).is_ok(),
         }
     }
 
@@ -229,10 +255,34 @@ impl Ordering {
         if slot.len() >= MAX_CANDIDATES_PER_SLOT {
             return Err(BufferError::Full { what: "slot", held: slot.len(), max: MAX_CANDIDATES_PER_SLOT });
         }
-        slot.push(Buffered { env, size, verified });
+        slot.push(Buffered { env, size, verified, hash: None });
         self.buffered += 1;
         self.buffered_bytes += size;
         Ok(())
+    }
+
+    /// Files the items of an authentic batch (§12) that lie above its sender's high-water
+    /// mark, each as an envelope of its own that needs no further signature check, carrying
+    /// the batch's hash. The batch's own size bounds them, so the buffer bounds are not
+    /// checked again.
+    pub(crate) fn unroll(&mut self, d: &Dcgka, batch: &Envelope, verified: bool) {
+        let Ok(items) = batch.items() else { return };
+        let hash = batch.short_hash();
+        let key = BufKey::of(batch);
+        let hwm = match key {
+            BufKey::Tag(t) => d.resolve(&t).map_or(0, |id| self.hwm(&id)),
+            BufKey::First(..) => 0,
+        };
+        for env in items.into_iter().filter(|e| e.seq.0 > hwm) {
+            let size = env.body.len() + 120;
+            let slot = self.buffer.entry(key).or_default().entry(env.seq.0).or_default();
+            if slot.iter().any(|b| b.env == env) {
+                continue;
+            }
+            slot.push(Buffered { env, size, verified, hash: Some(hash) });
+            self.buffered += 1;
+            self.buffered_bytes += size;
+        }
     }
 
     /// Puts candidates back (processing must be retried later).

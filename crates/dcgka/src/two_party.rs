@@ -4,7 +4,8 @@
 //! message (its public half travels) and one for the receiver (its *secret* half travels
 //! inside the ciphertext). Every secret key is erased the moment it can no longer be
 //! needed. The first message of a session is sealed to the peer's prekey bundle, fetched
-//! lazily on the first send only, so the peer may be offline.
+//! lazily on the first send only, so the peer may be offline. It uses one X3DH-style KEM
+//! over the signed and one-time prekeys ([`crypto::prekey_seal`]); later messages use HPKE.
 //!
 //! Correctness needs every ciphertext of one direction to be received, in order, with none
 //! skipped; the ACB layer provides that order.
@@ -23,8 +24,8 @@ use crate::prekeys::{KeyStore, OneTimePrekeyId, PrekeyError, PrekeyProvider, Sig
 /// point of view (§4.2, correcting ePrint Fig. 2's inverted condition).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyRef {
-    /// A first message, sealed to the receiver's signed prekey and, when present, one of its
-    /// one-time prekeys.
+    /// A first message, sealed with the prekey KEM to the receiver's signed prekey and, when
+    /// present, one of its one-time prekeys.
     Prekey {
         /// The receiver's signed prekey.
         spk_id: SignedPrekeyId,
@@ -73,9 +74,11 @@ impl Decode for KeyRef {
 pub struct TwoSmCiphertext {
     /// Which receiver key it is sealed to.
     pub key_ref: KeyRef,
-    /// The HPKE encapsulated key.
+    /// The encapsulated key: HPKE's `enc`, or for a first message the prekey KEM's
+    /// ephemeral public key `E`.
     pub enc: [u8; KEY_LEN],
-    /// The HPKE ciphertext (for a one-time prekey message, the inner `enc ‖ ct` sealed again).
+    /// The AEAD ciphertext, the encoded plaintext plus a 16-byte tag (one layer, also for
+    /// a first message with a one-time prekey).
     pub ct: Vec<u8>,
 }
 
@@ -316,22 +319,10 @@ impl TwoPartySession {
         let (key_ref, enc, ct) = match (&self.other, bundle) {
             (_, Some(b)) => {
                 let key_ref = KeyRef::Prekey { spk_id: b.spk.0, opk_id: b.opk.map(|o| o.0) };
-                let aad = aad(&key_ref);
-                let inner = match b.opk {
-                    Some((opk_id, opk_pub)) => {
-                        let info =
-                            crypto::info(labels::TWO_SM_PREKEY_OPK, &[&gid, &me, &peer, &opk_id.0.to_be_bytes()]);
-                        let (enc1, ct1) = crypto::hpke_seal(rng, &opk_pub, &info, &aad, &pt)?;
-                        let mut inner = Zeroizing::new(Vec::with_capacity(KEY_LEN + ct1.len()));
-                        inner.extend_from_slice(&enc1);
-                        inner.extend_from_slice(&ct1);
-                        inner
-                    }
-                    None => pt.clone(),
-                };
-                let (spk_id, spk_pub) = b.spk;
-                let info = crypto::info(labels::TWO_SM_PREKEY_SPK, &[&gid, &me, &peer, &spk_id.0.to_be_bytes()]);
-                let (enc, ct) = crypto::hpke_seal(rng, &spk_pub, &info, &aad, &inner)?;
+                let (spk_id, spk_pub) = &b.spk;
+                let opk = b.opk.as_ref().map(|(id, pk)| (id.0, pk));
+                let (enc, ct) =
+                    crypto::prekey_seal(rng, (spk_id.0, spk_pub), opk, &[&gid, &me, &peer], &aad(&key_ref), &pt)?;
                 (key_ref, enc, ct)
             }
             (PeerKey::Theirs { pk, index }, None) => {
@@ -367,23 +358,14 @@ impl TwoPartySession {
                     return Err(TwoPartyError::UnexpectedPrekeyMessage);
                 }
                 let spk = keys.spk(spk_id)?;
-                let info = crypto::info(labels::TWO_SM_PREKEY_SPK, &[&gid, &peer, &me, &spk_id.0.to_be_bytes()]);
-                let outer = crypto::hpke_open(spk, &c.enc, &info, &aad, &c.ct)?;
-                match opk_id {
-                    None => outer,
-                    Some(opk_id) => {
-                        let opk = keys.opk(opk_id)?;
-                        if outer.len() < KEY_LEN {
-                            return Err(TwoPartyError::DecryptionFailed);
-                        }
-                        let mut enc1 = [0u8; KEY_LEN];
-                        enc1.copy_from_slice(&outer[..KEY_LEN]);
-                        let info =
-                            crypto::info(labels::TWO_SM_PREKEY_OPK, &[&gid, &peer, &me, &opk_id.0.to_be_bytes()]);
-                        consumed_opk = Some(opk_id);
-                        crypto::hpke_open(opk, &enc1, &info, &aad, &outer[KEY_LEN..])?
-                    }
-                }
+                let opk = match opk_id {
+                    Some(id) => Some((id.0, keys.opk(id)?)),
+                    None => None,
+                };
+                let pt = crypto::prekey_open((spk_id.0, spk), opk, &[&gid, &peer, &me], &c.enc, &aad, &c.ct)?;
+                // Deleted from the key store only when the staged receive is committed.
+                consumed_opk = opk_id;
+                pt
             }
             KeyRef::YourKey(i) => {
                 let sk = self.my_sks.get(&i).ok_or(TwoPartyError::UnknownKeyIndex(i))?;

@@ -13,11 +13,17 @@
 //!
 //! The signature covers `info("sig-envelope","") ‖ gid ‖ full sender MID ‖` every wire
 //! byte before it, so the group ID and full MID need not travel.
+//!
+//! A **batch** (kind 17, coalesced acknowledgments, §12) carries several consecutive items
+//! of one sender under one signature: `body = count:var ‖ (kind:u8 ‖ body:opaque)*`. Its
+//! `seq` is the first item's; the items take `seq, seq + 1, …`. Every item but the last is
+//! an ack or add-ack; the last may be anything but a create, and only it may rotate the
+//! signing key, which takes effect after the whole batch.
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer, check_sorted_set};
-use crate::consts::WIRE_VERSION;
+use crate::consts::{MAX_BATCH_ITEMS, WIRE_VERSION};
 use crate::crypto::{
-    self, CryptoError, Hash32, IdentityKey, SIGNATURE_LEN, Signature, SigningSecret, VerifyingKey, labels,
+    self, CryptoError, Hash32, IdentityKey, PreparedKey, SIGNATURE_LEN, Signature, SigningSecret, VerifyingKey, labels,
 };
 use crate::ids::{GroupId, MemberId, MemberTag, SeqNo};
 use crate::two_party::TwoSmCiphertext;
@@ -42,6 +48,9 @@ pub enum EnvelopeKind {
     AddAck,
     /// Application message.
     Application,
+    /// Several consecutive items of one sender under one signature: held acks and add-acks,
+    /// then at most one other item (coalesced acknowledgments, §12).
+    Batch,
 }
 
 impl EnvelopeKind {
@@ -55,6 +64,7 @@ impl EnvelopeKind {
             EnvelopeKind::Add => 5,
             EnvelopeKind::AddAck => 6,
             EnvelopeKind::Application => 16,
+            EnvelopeKind::Batch => 17,
         }
     }
 
@@ -68,6 +78,7 @@ impl EnvelopeKind {
             5 => EnvelopeKind::Add,
             6 => EnvelopeKind::AddAck,
             16 => EnvelopeKind::Application,
+            17 => EnvelopeKind::Batch,
             t => return Err(DecodeError::UnknownTag { what: "envelope kind", tag: u64::from(t) }),
         })
     }
@@ -179,6 +190,11 @@ impl Envelope {
 
     /// Verifies the signature under `key`, binding `gid` and the full sender MID.
     pub fn verify(&self, gid: &GroupId, sender: &MemberId, key: &VerifyingKey) -> Result<(), CryptoError> {
+        self.verify_prepared(gid, sender, &key.prepare()?)
+    }
+
+    /// [`verify`](Self::verify) under a key decompressed beforehand.
+    pub fn verify_prepared(&self, gid: &GroupId, sender: &MemberId, key: &PreparedKey) -> Result<(), CryptoError> {
         key.verify(labels::SIG_ENVELOPE, &[&self.signed_message(gid, sender)], &self.signature)
     }
 
@@ -186,6 +202,43 @@ impl Envelope {
     /// first 16 bytes).
     pub fn hash(&self) -> Hash32 {
         crypto::hash(labels::ENVELOPE_HASH, &[&self.unsigned_bytes()])
+    }
+
+    /// The sequence number of the envelope's last item: `seq` itself, except for a batch,
+    /// whose items take `seq, seq + 1, …`.
+    pub fn last_seq(&self) -> SeqNo {
+        if self.kind != EnvelopeKind::Batch {
+            return self.seq;
+        }
+        // Decoding checked the batch; its item count is the body's first varint.
+        let count = Reader::new(&self.body).and_then(|mut r| r.var()).unwrap_or(1);
+        SeqNo(self.seq.0.saturating_add(count.saturating_sub(1)))
+    }
+
+    /// The items the envelope carries, each as the envelope it stands for: a batch unrolls
+    /// into one envelope per item (consecutive sequence numbers, the batch's signature, the
+    /// new signing key on the last item only); any other envelope is its own single item.
+    /// The unrolled envelopes are **not** separately signed: verify the batch, and use the
+    /// batch's [`short_hash`](Self::short_hash) for all of them.
+    pub fn items(&self) -> Result<Vec<Envelope>, DecodeError> {
+        if self.kind != EnvelopeKind::Batch {
+            return Ok(vec![self.clone()]);
+        }
+        let items = decode_batch(&self.body)?;
+        let last = items.len().saturating_sub(1);
+        Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| Envelope {
+                kind: item.kind,
+                gid: None,
+                seq: SeqNo(self.seq.0 + i as u64),
+                sender: self.sender,
+                new_signing_key: if i == last { self.new_signing_key } else { None },
+                body: item.body,
+                signature: self.signature,
+            })
+            .collect())
     }
 
     /// The 16-byte prefix of [`hash`](Self::hash) that acks carry.
@@ -221,17 +274,71 @@ impl Decode for Envelope {
             SenderRef::Tag(MemberTag(r.array()?))
         };
         let new_signing_key = r.opt(|r| r.array().map(VerifyingKey))?;
-        if new_signing_key.is_some() != requires_rotation(kind, seq) {
-            return Err(DecodeError::InvalidField("signing-key rotation present exactly when required"));
-        }
         let body_len = r
             .remaining()
             .checked_sub(SIGNATURE_LEN)
             .ok_or(DecodeError::Truncated { offset: r.position(), needed: SIGNATURE_LEN })?;
         let body = r.take(body_len)?.to_vec();
         let signature = Signature(r.array()?);
+        let rotates = if kind == EnvelopeKind::Batch {
+            // A first envelope names its sender by identity key and is never batched.
+            if seq.0 == 1 {
+                return Err(DecodeError::InvalidField("a batch never holds a sender's first envelope"));
+            }
+            let items = decode_batch(&body)?;
+            if seq.0.checked_add(items.len() as u64).is_none() {
+                return Err(DecodeError::InvalidField("batch sequence numbers overflow"));
+            }
+            items.last().is_some_and(|i| i.kind.rotates_signing_key())
+        } else {
+            requires_rotation(kind, seq)
+        };
+        if new_signing_key.is_some() != rotates {
+            return Err(DecodeError::InvalidField("signing-key rotation present exactly when required"));
+        }
         Ok(Envelope { kind, gid, seq, sender, new_signing_key, body, signature })
     }
+}
+
+/// One item of a batch envelope: the kind and body a single envelope would carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchItem {
+    /// The item's kind.
+    pub kind: EnvelopeKind,
+    /// Its body.
+    pub body: Vec<u8>,
+}
+
+/// Encodes a batch body: `count:var ‖ (kind:u8 ‖ body:opaque)*`.
+pub fn encode_batch(items: &[BatchItem]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.list(items, |w, i| {
+        w.u8(i.kind.tag());
+        w.opaque(&i.body);
+    });
+    w.into_bytes()
+}
+
+/// Decodes and checks a batch body (§12): between 2 and [`MAX_BATCH_ITEMS`] items, every
+/// item but the last an ack or add-ack, the last neither a create nor a batch.
+pub fn decode_batch(body: &[u8]) -> Result<Vec<BatchItem>, DecodeError> {
+    let mut r = Reader::new(body)?;
+    let items = r.list(2, |r| {
+        let kind = EnvelopeKind::from_tag(r.u8()?)?;
+        Ok(BatchItem { kind, body: r.opaque()?.to_vec() })
+    })?;
+    r.finish()?;
+    if items.len() < 2 || items.len() > MAX_BATCH_ITEMS {
+        return Err(DecodeError::InvalidField("a batch holds between 2 and MAX_BATCH_ITEMS items"));
+    }
+    let (last, held) = items.split_last().ok_or(DecodeError::InvalidField("empty batch"))?;
+    if held.iter().any(|i| !matches!(i.kind, EnvelopeKind::Ack | EnvelopeKind::AddAck)) {
+        return Err(DecodeError::InvalidField("only acks and add-acks precede a batch's last item"));
+    }
+    if matches!(last.kind, EnvelopeKind::Create | EnvelopeKind::Batch) {
+        return Err(DecodeError::InvalidField("a batch never carries a create or a batch"));
+    }
+    Ok(items)
 }
 
 /// Seeds of one create, update or remove, one 2SM ciphertext per recipient in ascending
@@ -405,7 +512,7 @@ impl ControlBody {
             EnvelopeKind::AddAck => {
                 ControlBody::AddAck { of: AckRef::decode(&mut r)?, ratchet_ct: r.opt(TwoSmCiphertext::decode)? }
             }
-            EnvelopeKind::Application => {
+            EnvelopeKind::Application | EnvelopeKind::Batch => {
                 return Err(DecodeError::UnknownTag { what: "control kind", tag: u64::from(kind.tag()) });
             }
         };

@@ -186,13 +186,13 @@ pub(crate) fn inject(sim: &mut Sim, from: Dev, out: Output) -> Vec<usize> {
     ids
 }
 
-/// `create` at `d` with a recording CSPRNG.
+/// `create` at `d` with a recording CSPRNG (and the simulation's group configuration).
 pub(crate) fn create_recorded(sim: &mut Sim, d: Dev, others: &[Dev], seed: u64) -> (Vec<usize>, Vec<[u8; 32]>) {
     let iks: Vec<_> = others.iter().map(|o| sim.ik(*o)).collect();
     let mut rec = Recorder::new(seed);
     let dev = &mut sim.devices[d];
     let mut ctx = Context { rng: &mut rec, now: NOW, prekeys: &mut sim.directory, identity: &mut dev.identity };
-    let (g, out) = Group::create(&mut ctx, &iks, GroupConfig::default()).unwrap();
+    let (g, out) = Group::create(&mut ctx, &iks, sim.config).unwrap();
     dev.group = Some(g);
     let ids = inject(sim, d, out);
     (ids, rec.draws)

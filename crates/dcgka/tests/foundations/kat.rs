@@ -3,7 +3,7 @@
 //! prints the new table).
 
 use dcgka::codec::Encode;
-use dcgka::crypto::{self, IdentityKey, Secret32, SigningSecret, VerifyingKey, labels};
+use dcgka::crypto::{self, IdentityKey, Secret32, SigningSecret, VerifyingKey, X25519Secret, labels};
 use dcgka::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
 use dcgka::prekeys::{OneTimePrekeyId, SignedPrekeyId};
 use dcgka::ratchet::SenderRatchet;
@@ -11,6 +11,8 @@ use dcgka::two_party::{KeyRef, TwoSmCiphertext};
 use dcgka::wire::{
     AckRef, ApplicationBody, ControlBody, Envelope, EnvelopeKind, Forward, SeedBlock, recipients_digest,
 };
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -52,8 +54,7 @@ fn kdf_labels() {
     for label in [
         labels::APP_AAD,
         labels::TWO_SM,
-        labels::TWO_SM_PREKEY_SPK,
-        labels::TWO_SM_PREKEY_OPK,
+        labels::TWO_SM_PREKEY,
         labels::TWO_SM_AAD,
         labels::SIG_ENVELOPE,
         labels::SIG_WELCOME,
@@ -72,6 +73,37 @@ fn kdf_labels() {
     actual.push(("app-ciphertext/0", hex(&c0)));
     actual.push(("app-ciphertext/1", hex(&c1)));
     check(&actual, EXPECTED_KDF);
+}
+
+/// The prekey KEM of a first 2SM message (§4.3, one X3DH-style layer) with fixed prekeys
+/// and a fixed-seed ephemeral key, with and without a one-time prekey; then a whole first
+/// contact between two seeded devices, which also freezes the KEM's context as 2SM builds it.
+#[test]
+fn prekey_kem() {
+    let mut rng = ChaCha20Rng::seed_from_u64(0x5eed);
+    let spk = X25519Secret::from_bytes([0x51; 32]);
+    let opk = X25519Secret::from_bytes([0x0e; 32]);
+    let (spk_pub, opk_pub) = (spk.public_key(), opk.public_key());
+    let binding: &[&[u8]] = &[&[0x0a; 32], &[0x0b; 32], &[0x0c; 32]];
+    let key_ref = KeyRef::Prekey { spk_id: SignedPrekeyId(3), opk_id: Some(OneTimePrekeyId(9)) };
+    let aad = crypto::info(labels::TWO_SM_AAD, &[&key_ref.to_bytes()]);
+    let pt = b"kat prekey kem plaintext";
+    let mut actual = Vec::new();
+    for (name, with_opk) in [("opk", true), ("spk-only", false)] {
+        let seal_opk = with_opk.then_some((9, &opk_pub));
+        let (enc, ct) = crypto::prekey_seal(&mut rng, (3, &spk_pub), seal_opk, binding, &aad, pt).unwrap();
+        let open_opk = with_opk.then_some((9, &opk));
+        assert_eq!(&crypto::prekey_open((3, &spk), open_opk, binding, &enc, &aad, &ct).unwrap()[..], pt);
+        actual.push((name, format!("{}:{}", hex(&enc), hex(&ct))));
+    }
+    for (name, opks) in [("2sm-first-contact/opk", 1), ("2sm-first-contact/spk-only", 0)] {
+        let mut r = crate::rng(2021);
+        let (mut a, mut b, mut dir) = crate::two_devices(&mut r, opks);
+        let c = a.session.send(&mut r, &mut dir, crate::NOW, &[0x5e; 32]).unwrap();
+        assert_eq!(&b.session.receive(b.identity.key_store_mut(), &c).unwrap()[..], &[0x5e; 32]);
+        actual.push((name, hex(&c.to_bytes())));
+    }
+    check(&actual, EXPECTED_PREKEY_KEM);
 }
 
 fn ct(key_ref: KeyRef, fill: u8, len: usize) -> TwoSmCiphertext {
@@ -156,8 +188,7 @@ const EXPECTED_KDF: &[(&str, &str)] = &[
     ("input-add", "d246e8843a4c556cf6f62457a01b58179a7535ab9a73fe738fc289cfc0363d98"),
     ("app-aad", "7f4cdf119216604649944704d931fa0a72d0f8570a3da799f21c0288f9ff9cf7"),
     ("2sm", "b27f7ab38aa5d4ab36cad1d691bc51bc9ef10e20a72ecba320531139c00b4506"),
-    ("2sm-prekey-spk", "3d97e4922eaaffca6d2f90001ab0e3ef6a2d8e85ae243442a4c85d2a9d55379e"),
-    ("2sm-prekey-opk", "bee3bbfcfacbe5c6088197b8be5cc3cbb5fc8fd615e77d365941235319763e46"),
+    ("2sm-prekey", "1779e3d1b3a7645e0f2a81d0c0477d5d6b9eaa7a9b5d7269c7e83255586b1f8d"),
     ("2sm-aad", "c95575f7402163c8ce0b480c82a7b029381860e2e61df14184a4f8bd2fc2d13c"),
     ("sig-envelope", "f49c2fa6a57da97b3dc8f84e4ba6f8a7e89579055bf290bed7943244b6441989"),
     ("sig-welcome", "e329a2adc5581797076a59a2008a3fb9b13968ec6b696e59d6d1aa208e5f0acd"),
@@ -168,6 +199,24 @@ const EXPECTED_KDF: &[(&str, &str)] = &[
     ("recipients-digest/2", "f00a7b582438bbb5c3cc22a821cd0e8792fea8bac05852987a9821ec3a2fbb33"),
     ("app-ciphertext/0", "4bb2cdb248ea159732ef2725bb4282e58d422aa18073ed0a97b0b344be"),
     ("app-ciphertext/1", "d0756ee22bd7ebd4e0e5a14f6a83faeca667d3e283543d1177f2901cc8"),
+];
+const EXPECTED_PREKEY_KEM: &[(&str, &str)] = &[
+    (
+        "opk",
+        "af2767ab456c8f6413d393a95b968e981eadc8522533148885ad54eb195d0161:0b7b884b4656e4d5f6942e538f30e84d555eab7cc811bc5e9776a75cd2d3275b2d01dbec0b484cc6",
+    ),
+    (
+        "spk-only",
+        "454aa57773ddc0446755942f81d7d1c4c2e40649567d5f2b1c9d7dce361ecf74:ac1365a220262b1f85d1288ca9064d533989bbdcdac72855bbe778fecffe31b03f971946bdaa5fb5",
+    ),
+    (
+        "2sm-first-contact/opk",
+        "000101012dfc815c6166673fe82d18fe8a4227557f8c8818f8533282af00f5444296967371632979b39587370523738b8df339d1e47a84f4d53119a8e272f50da143a6dd44a2859fd1058c573d220c2de04bab4fa541c5a0c081eccbae9678435e755b1c0b8ae07c920500068438fb0422ae45e484b73dd508f6ac99d83815adddde862da7bfec803f31928cec4bd03dd6bf14fcc9e2",
+    ),
+    (
+        "2sm-first-contact/spk-only",
+        "0001004ef9d73b6cef432cbb5b09b41537095191254982f5d88a9cb18a15e7fcc1b56471be7a2d69628233c98e72fb1ae6e505c1e99df791e5b126bc3eb4c3d2776fc0348e535497c9889e6b379de7dbb5d309ac3d808507116c26a626ace0ed5ae3a89fbafde4af3cdbcb65d00a4e835b947c11f293128188fb86ddf1e2bd730e795163bd0771c150e460790d055ec56310a5d0b7",
+    ),
 ];
 const EXPECTED_WIRE: &[(&str, &str)] = &[
     (
