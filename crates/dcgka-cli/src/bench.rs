@@ -610,7 +610,11 @@ fn weight(n: usize) -> u64 {
     (n as u64 * n as u64 / 64).max(1)
 }
 
-/// Measures every selected operation at size `n`.
+/// Snapshot sizes in bytes after the setup: (member 0, member 1).
+type StateSizes = Option<(usize, usize)>;
+
+/// Measures every selected operation at size `n`; also returns the snapshot sizes of
+/// members 0 and 1 after the first iteration's setup.
 fn bench_size(
     n: usize,
     ops: &[Op],
@@ -618,13 +622,18 @@ fn bench_size(
     config: GroupConfig,
     seeds: &mut ChaCha20Rng,
     p: &mut Progress,
-) -> Result<Vec<Row>, String> {
+) -> Result<(Vec<Row>, StateSizes), String> {
     let mut runs: Vec<(Op, Vec<RunStats>)> = ops.iter().map(|op| (*op, Vec::new())).collect();
     let round = config.coalesce_acks;
+    let mut state_sizes = None;
     for it in 0..iterations {
         let mut world = World::new(n, seeds.next_u64(), config)?;
         world.create(n)?;
         world.check(Op::Create, n, None)?;
+        if it == 0 {
+            let size = |d: usize| world.devices.get(d).and_then(|d| d.group.as_ref()).map(Group::state_size);
+            state_sizes = size(0).zip(size(1));
+        }
         let created = world.stats(Op::Create, n);
         p.done += weight(n).saturating_sub(1);
         p.step(&format!("n={n} iteration {}/{iterations} create", it + 1));
@@ -658,7 +667,7 @@ fn bench_size(
         }
         rows.push(Row::from_runs(*op, n, stats));
     }
-    Ok(rows)
+    Ok((rows, state_sizes))
 }
 
 /// The process's peak resident set size (`VmHWM`), in KiB.
@@ -748,8 +757,11 @@ fn run_inner(args: &BenchArgs) -> Result<(), String> {
     let config = GroupConfig { coalesce_acks: args.coalesce_acks, ..GroupConfig::default() };
     let started = std::time::Instant::now();
     let mut by_size = Vec::new();
+    let mut state_sizes = None;
     for n in &sizes {
-        by_size.extend(bench_size(*n, &ops, args.iterations, config, &mut seeds, &mut progress)?);
+        let (rows, states) = bench_size(*n, &ops, args.iterations, config, &mut seeds, &mut progress)?;
+        by_size.extend(rows);
+        state_sizes = states;
     }
     let elapsed = started.elapsed();
     // One row per (op, n), grouped by operation as in the figures.
@@ -774,10 +786,12 @@ fn run_inner(args: &BenchArgs) -> Result<(), String> {
             Some(k) => println!("peak memory (VmHWM) after n = {largest}: {:.1} MiB", k as f64 / 1024.0),
             None => println!("peak memory: unavailable (no /proc/self/status)"),
         }
-        println!(
-            "size of one member's serialized state at n = {largest}: not measured: the library has no \
-             serialized state format yet"
-        );
+        match state_sizes {
+            Some((m0, m1)) => {
+                println!("serialized state at n = {largest} after setup: member 0 {m0} B, member 1 {m1} B")
+            }
+            None => println!("serialized state at n = {largest}: unavailable (n < 2)"),
+        }
     }
     if let Some(largest) = sizes.last() {
         let gross = if args.coalesce_acks { ", operation and message round together" } else { "" };

@@ -11,16 +11,22 @@ recipient_cpu_ms_median,recipient_cpu_ms_sd,newcomer_cpu_ms_median";
 
 /// Runs `dcgka bench --sizes 4,8 --iterations 1 --csv <tmp>` and returns the CSV text.
 fn bench_csv(name: &str, seed: &str) -> String {
+    bench_csv_with(name, seed, &[])
+}
+
+fn bench_csv_with(name: &str, seed: &str, extra: &[&str]) -> String {
     let path = std::env::temp_dir().join(format!("dcgka-bench-test-{}-{name}.csv", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_dcgka"))
-        .args(["bench", "--sizes", "4,8", "--iterations", "1", "--seed", seed, "--csv"])
+        .args(["bench", "--sizes", "4,8", "--iterations", "1", "--seed", seed])
+        .args(extra)
+        .arg("--csv")
         .arg(&path)
         .output()
         .expect("run dcgka bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "dcgka bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("peak memory (VmHWM) after n = 8"), "{stdout}");
-    assert!(stdout.contains("no serialized state format"), "{stdout}");
+    assert!(stdout.contains("serialized state at n = 8 after setup: member 0 "), "{stdout}");
     let csv = std::fs::read_to_string(&path).expect("CSV written");
     let _ = std::fs::remove_file(&path);
     csv
@@ -69,4 +75,32 @@ fn bench_writes_one_row_per_op_and_size_with_growing_traffic() {
         text.lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
     };
     assert_eq!(bytes(&csv), bytes(&again));
+}
+
+fn traffic_of(csv: &str) -> BTreeMap<(String, usize), u64> {
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            ((f[0].to_string(), f[1].parse().unwrap()), f[3].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn coalesced_acks_cut_the_traffic_of_acknowledged_operations() {
+    let plain = traffic_of(&bench_csv("plain", "3"));
+    let coalesced = traffic_of(&bench_csv_with("coalesced", "3", &["--coalesce-acks"]));
+    assert_eq!(plain.len(), coalesced.len());
+    for n in [4, 8] {
+        let key = |op: &str| (op.to_string(), n);
+        // An acked operation's acks ride on later messages: each saves a header and a
+        // signature.
+        for op in ["update", "remove", "add"] {
+            assert!(coalesced[&key(op)] < plain[&key(op)], "{op} at n = {n}: {coalesced:?} vs {plain:?}");
+        }
+        // Nothing acknowledges a create's first acks or an application message.
+        assert_eq!(coalesced[&key("create")], plain[&key("create")]);
+        assert_eq!(coalesced[&key("message")], plain[&key("message")]);
+    }
 }

@@ -8,6 +8,8 @@
 //! Non-minimal varints, flags other than 0 and 1, unknown tags and trailing bytes are
 //! all rejected, so every value has exactly one encoding.
 
+use zeroize::{Zeroize, Zeroizing};
+
 use crate::consts::{MAX_LIST_LEN, MAX_MESSAGE_SIZE};
 
 /// Why a byte string could not be decoded.
@@ -51,7 +53,7 @@ pub enum DecodeError {
     TooLarge {
         /// Size of the input.
         size: usize,
-        /// The limit, [`MAX_MESSAGE_SIZE`].
+        /// The limit, [`MAX_MESSAGE_SIZE`] for messages.
         max: usize,
     },
     /// A list has more items than [`MAX_LIST_LEN`] or than the input could hold.
@@ -71,15 +73,43 @@ pub enum DecodeError {
 }
 
 /// Appends encoded values to a buffer.
-#[derive(Debug, Default)]
+///
+/// A writer made with [`Writer::secret`] holds secrets (a state snapshot): when its buffer
+/// grows, the old allocation is zeroized before it is freed, the buffer is zeroized when
+/// the writer is dropped, and `Debug` shows only its length.
+#[derive(Default)]
 pub struct Writer {
     buf: Vec<u8>,
+    secret: bool,
+}
+
+impl core::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.secret {
+            write!(f, "Writer(<redacted, {} bytes>)", self.buf.len())
+        } else {
+            f.debug_struct("Writer").field("buf", &self.buf).finish()
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.secret {
+            self.buf.zeroize();
+        }
+    }
 }
 
 impl Writer {
     /// An empty writer.
     pub fn new() -> Self {
-        Writer { buf: Vec::new() }
+        Writer { buf: Vec::new(), secret: false }
+    }
+
+    /// An empty writer for secret bytes: no copy of its contents is left in freed memory.
+    pub fn secret() -> Self {
+        Writer { buf: Vec::new(), secret: true }
     }
 
     /// The bytes written so far.
@@ -87,13 +117,42 @@ impl Writer {
         &self.buf
     }
 
+    /// Number of bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether nothing has been written yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     /// Consumes the writer, returning its bytes.
-    pub fn into_bytes(self) -> Vec<u8> {
-        self.buf
+    pub fn into_bytes(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Consumes the writer, returning its bytes in a buffer that zeroizes on drop.
+    pub fn into_zeroizing(mut self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(std::mem::take(&mut self.buf))
+    }
+
+    /// Makes room for `extra` more bytes; a secret writer moves to a larger allocation
+    /// itself and zeroizes the old one (`Vec` growth would free it with the bytes in it).
+    fn reserve(&mut self, extra: usize) {
+        if !self.secret || self.buf.capacity() - self.buf.len() >= extra {
+            return;
+        }
+        let want = self.buf.len().saturating_add(extra).max(self.buf.capacity().saturating_mul(2)).max(256);
+        let mut next = Vec::with_capacity(want);
+        next.extend_from_slice(&self.buf);
+        self.buf.zeroize();
+        self.buf = next;
     }
 
     /// A single byte.
     pub fn u8(&mut self, v: u8) {
+        self.reserve(1);
         self.buf.push(v);
     }
 
@@ -103,15 +162,16 @@ impl Writer {
             let byte = (v & 0x7f) as u8;
             v >>= 7;
             if v == 0 {
-                self.buf.push(byte);
+                self.u8(byte);
                 return;
             }
-            self.buf.push(byte | 0x80);
+            self.u8(byte | 0x80);
         }
     }
 
     /// Fixed-length bytes, written as they are.
     pub fn raw(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
         self.buf.extend_from_slice(bytes);
     }
 
@@ -151,8 +211,14 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `data`; refuses inputs over [`MAX_MESSAGE_SIZE`].
     pub fn new(data: &'a [u8]) -> Result<Self, DecodeError> {
-        if data.len() > MAX_MESSAGE_SIZE {
-            return Err(DecodeError::TooLarge { size: data.len(), max: MAX_MESSAGE_SIZE });
+        Self::with_max_size(data, MAX_MESSAGE_SIZE)
+    }
+
+    /// A reader over `data`; refuses inputs over `max` bytes (a state snapshot has its
+    /// own bound, [`crate::consts::MAX_SNAPSHOT_SIZE`]).
+    pub fn with_max_size(data: &'a [u8], max: usize) -> Result<Self, DecodeError> {
+        if data.len() > max {
+            return Err(DecodeError::TooLarge { size: data.len(), max });
         }
         Ok(Reader { data, pos: 0 })
     }

@@ -68,3 +68,9 @@ pub const MAX_CANDIDATES_PER_SLOT: usize = 4;
 /// Most items in one batch envelope (coalesced acknowledgments, §12). A member holding
 /// this many items minus one sends them at once, so a batch never exceeds it.
 pub const MAX_BATCH_ITEMS: usize = 64;
+
+/// Largest state snapshot [`crate::group::Group::restore`] accepts, in bytes. A snapshot
+/// holds the membership history, which grows with every membership operation, and up to
+/// [`MAX_BUFFERED_BYTES`] of buffered envelopes; this bound is far above both for any
+/// realistic group.
+pub const MAX_SNAPSHOT_SIZE: usize = 1 << 30;

@@ -17,11 +17,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand_core::CryptoRng;
 
 use crate::consts::MAX_GROUP;
-use crate::crypto::{self, IdentityKey, KEY_LEN, Secret32, labels};
+use crate::crypto::{self, IdentityKey, KEY_LEN, Secret32, VerifyingKey, labels};
 use crate::dgm::{History, Op, OpId};
 use crate::events::{Event, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
 use crate::prekeys::{KeyStore, PrekeyProvider, VerifiedBundle};
+use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 use crate::two_party::{TwoPartySession, TwoSmCiphertext};
 use crate::wire::{AckRef, ControlBody, EnvelopeKind, Forward, SeedBlock, recipients_digest};
 
@@ -204,6 +205,75 @@ impl Dcgka {
         self.sm.clear();
         self.ms.clear();
         self.rt.clear();
+    }
+
+    // ------------------------------------------------------------------------------------
+    // State snapshots
+    // ------------------------------------------------------------------------------------
+
+    /// Snapshot encoding of γ: `me ‖ gid:[32] ‖ seq:var ‖ ik:map<member, [32]> ‖ H ‖
+    /// next_seed:opt<[32]> ‖ sm:map<member, 2SM session> ‖ ms:map<(member, q:var, member),
+    /// [32]> ‖ rt:map<member, [32]> ‖ heal_pending:u8 ‖ update_acks:list<(member, member,
+    /// q:var)>`. `H` is its operation log ([`History::encode_state`]); the tag table is not
+    /// stored (it is `ik`'s keys by tag).
+    pub(crate) fn encode_state(&self, w: &mut StateWriter) {
+        w.member(&self.me);
+        w.raw(&self.gid.0);
+        w.var(self.seq);
+        w.map(&self.ik, |w, id, ik| {
+            w.member(id);
+            w.raw(&ik.0);
+        });
+        self.h.encode_state(w);
+        w.opt(self.next_seed.as_ref(), |w, s| w.raw(s.expose()));
+        w.map(&self.sm, |w, id, session| {
+            w.member(id);
+            session.encode_state(w);
+        });
+        w.map(&self.ms, |w, (s, q, id), m| {
+            w.member(s);
+            w.var(*q);
+            w.member(id);
+            w.secret(m);
+        });
+        w.map(&self.rt, |w, id, state| {
+            w.member(id);
+            w.secret(state);
+        });
+        w.flag(self.heal_pending);
+        w.items(self.update_acks.iter(), |w, (a, s, q)| {
+            w.member(a);
+            w.member(s);
+            w.var(*q);
+        });
+    }
+
+    /// Reverses [`encode_state`](Self::encode_state).
+    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
+        let me = r.member()?;
+        let gid = GroupId(r.array()?);
+        let seq = r.var()?;
+        let ik: BTreeMap<MemberId, IdentityKey> =
+            r.map(1 + KEY_LEN, |r| Ok((r.member()?, VerifyingKey(r.array()?))))?;
+        if !ik.contains_key(&me) {
+            return Err(SnapshotError::Inconsistent("own identity key missing"));
+        }
+        let tags: BTreeMap<MemberTag, MemberId> = ik.keys().map(|id| (id.tag(), *id)).collect();
+        if tags.len() != ik.len() {
+            return Err(SnapshotError::Inconsistent("two members share a member tag"));
+        }
+        let h = History::decode_state(r)?;
+        let next_seed = if r.flag()? { Some(r.secret()?) } else { None };
+        let sm = r.map(2, |r| {
+            let peer = r.member()?;
+            let peer_ik = *ik.get(&peer).ok_or(SnapshotError::Inconsistent("2SM session with an unknown identity"))?;
+            Ok((peer, TwoPartySession::decode_state(r, gid, me, peer, peer_ik)?))
+        })?;
+        let ms = r.map(3 + KEY_LEN, |r| Ok(((r.member()?, r.var()?, r.member()?), r.secret()?)))?;
+        let rt = r.map(1 + KEY_LEN, |r| Ok((r.member()?, r.secret()?)))?;
+        let heal_pending = r.flag()?;
+        let update_acks = r.map(3, |r| Ok(((r.member()?, r.member()?, r.var()?), ())))?.into_keys().collect();
+        Ok(Dcgka { me, gid, seq, h, next_seed, sm, ms, rt, heal_pending, ik, tags, update_acks })
     }
 
     // ------------------------------------------------------------------------------------

@@ -112,6 +112,9 @@
 use core::fmt::Debug;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::codec::DecodeError;
+use crate::snapshot::{SnapshotError, StateReader, StateWriter};
+
 /// Names an operation: its sender and the sender's sequence number for it.
 ///
 /// Sequence numbers start at 1 and count **all** of a sender's messages, so the
@@ -843,6 +846,61 @@ impl<M: Ord + Clone + Debug> History<M> {
         self.ops.len() == other.ops.len()
             && self.saw == other.saw
             && self.ops.iter().all(|op| other.get(&op.id()) == Some(op))
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// State snapshots
+// --------------------------------------------------------------------------------------
+
+impl History<crate::ids::MemberId> {
+    /// Snapshot encoding: the operation log only, in processing order, as
+    /// `list<tag:u8 ‖ sender ‖ seq:var ‖ …>` with `0 ‖ members:list<member>` (create),
+    /// `1 ‖ target` (add), `2 ‖ target` (remove), `3 ‖ of_sender ‖ of_seq:var` (ack). Every
+    /// other table is a function of the log: [`decode_state`](Self::decode_state) rebuilds
+    /// it by applying the operations in order, which yields an equal history (every
+    /// history is built by [`History::apply`] from [`History::new`], a Welcome's too).
+    pub(crate) fn encode_state(&self, w: &mut StateWriter) {
+        w.items(self.ops.iter(), |w, op| {
+            let tag = match op.kind() {
+                OpKind::Create => 0,
+                OpKind::Add => 1,
+                OpKind::Remove => 2,
+                OpKind::Ack => 3,
+            };
+            w.u8(tag);
+            w.member(op.sender());
+            w.var(op.seq());
+            match op {
+                Op::Create { members, .. } => w.items(members.iter(), |w, m| w.member(m)),
+                Op::Add { target, .. } | Op::Remove { target, .. } => w.member(target),
+                Op::Ack { of, .. } => {
+                    w.member(&of.sender);
+                    w.var(of.seq);
+                }
+            }
+        });
+    }
+
+    /// Reverses [`encode_state`](Self::encode_state): applies the log to an empty history.
+    /// An operation the history refuses is [`SnapshotError::History`].
+    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
+        let mut h = History::new();
+        // Every operation takes at least a tag, a sender, a sequence number and one more byte.
+        r.items(4, |r| {
+            let tag = r.u8()?;
+            let sender = r.member()?;
+            let seq = r.var()?;
+            let op = match tag {
+                0 => Op::Create { sender, seq, members: r.items(1, |r| r.member())? },
+                1 => Op::Add { sender, seq, target: r.member()? },
+                2 => Op::Remove { sender, seq, target: r.member()? },
+                3 => Op::Ack { sender, seq, of: OpId::new(r.member()?, r.var()?) },
+                t => return Err(DecodeError::UnknownTag { what: "history operation", tag: u64::from(t) }.into()),
+            };
+            h.apply(op).map_err(|e| SnapshotError::History(e.to_string()))
+        })?;
+        Ok(h)
     }
 }
 

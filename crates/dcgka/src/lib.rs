@@ -26,6 +26,7 @@
 //! | [`wire`] | §5.2, §7.1 | Envelopes and control-message bodies |
 //! | [`group`] | §9 | The application-facing [`group::Group`]: bytes in, events and bytes out |
 //! | [`events`] | §9 | Events and the reasons for rejected, dropped or undecryptable envelopes |
+//! | [`snapshot`] | — | The versioned, canonical state snapshot of one member's group state |
 //! | [`consts`] | — | Every limit, each with its own error variant |
 //!
 //! ## Example: a two-member group
@@ -60,13 +61,29 @@
 //! let mut ctx = Context { rng: &mut rng, now, prekeys: &mut directory, identity: &mut bob };
 //! let got = at_bob.receive(&mut ctx, &sent.broadcast[0])?;
 //! assert!(matches!(&got.events[0], Event::Message { plaintext, .. } if plaintext == b"hello bob"));
+//!
+//! // Bob's state as bytes (persist them before sending anything), and back.
+//! let saved = at_bob.snapshot();
+//! let at_bob = Group::restore(&saved)?;
+//! assert_eq!(at_bob.members(), at_alice.members());
+//! assert_eq!(at_bob.snapshot(), saved);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The caller persists the group state before transmitting anything a call returned,
+//! The caller persists the group state ([`group::Group::snapshot`], restored with
+//! [`group::Group::restore`]) before transmitting anything a call returned,
 //! broadcasts `broadcast`, delivers each Welcome in `direct` to its recipient, and feeds
 //! every received byte string to `receive`; duplicates, garbage and out-of-order envelopes
 //! are harmless.
+//!
+//! ## Coalesced acknowledgments
+//!
+//! With [`group::GroupConfig::coalesce_acks`], a member holds the acks that processing
+//! produces and sends them with its next envelope as one *batch* under one signature
+//! (spec §12, CCS §8.1): each recipient then verifies one signature per member and
+//! message instead of one per ack. The application calls [`group::Group::flush_acks`]
+//! when it has had nothing to send for a while (a timer), so that others learn the acks;
+//! until they do, they keep the member secrets those acks would let them delete.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -82,6 +99,7 @@ pub mod ids;
 pub mod ordering;
 pub mod prekeys;
 pub mod ratchet;
+pub mod snapshot;
 pub mod two_party;
 pub mod welcome;
 pub mod wire;

@@ -7,15 +7,17 @@
 
 use std::collections::BTreeMap;
 
+use crate::codec::{Decode, DecodeError, Encode};
 use crate::consts::{
     MAX_AHEAD, MAX_BUFFERED_BYTES, MAX_BUFFERED_PER_GROUP, MAX_BUFFERED_PER_SENDER, MAX_BUFFERED_UNKNOWN,
     MAX_CANDIDATES_PER_SLOT,
 };
-use crate::crypto::{IdentityKey, PreparedKey, VerifyingKey};
+use crate::crypto::{IdentityKey, KEY_LEN, PreparedKey, VerifyingKey};
 use crate::dcgka::{AckTarget, Dcgka};
 use crate::dgm::OpId;
 use crate::events::DropReason;
 use crate::ids::{GroupId, MemberId, MemberTag, Origin, SeqNo};
+use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 use crate::wire::{AckRef, ControlBody, Envelope, EnvelopeKind, SenderRef};
 
 /// Why an envelope could not be buffered.
@@ -73,6 +75,12 @@ impl BufKey {
     }
 }
 
+/// What a buffered envelope counts against [`MAX_BUFFERED_BYTES`]: its body plus a fixed
+/// allowance for the header and signature.
+fn buffered_size(env: &Envelope) -> usize {
+    env.body.len() + 120
+}
+
 /// A buffered envelope: the parsed value and its size on the wire.
 #[derive(Clone, Debug)]
 pub(crate) struct Buffered {
@@ -112,6 +120,108 @@ pub(crate) enum Ready {
 }
 
 impl Ordering {
+    /// Snapshot encoding: `senders:map<member, (hwm:var, key:[32], cut_off:u8)> ‖
+    /// retained:map<(member, seq:var), (kind:u8, hash:[16])> ‖ retained_keys:map<(member,
+    /// seq:var), [32]> ‖ horizon:map<member, var> ‖ buffer:map<slot key, map<seq:var,
+    /// list<(envelope:opaque, verified:u8, batch_hash:opt<[16]>)>>>`, a slot key being `0 ‖
+    /// tag:[16]` or `1 ‖ ik:[32] ‖ of_sender:[16] ‖ of_seq:var`. Envelopes are in their wire
+    /// encoding, candidates in their order. The decompressed keys and the buffer counters
+    /// are rebuilt.
+    pub(crate) fn encode_state(&self, w: &mut StateWriter) {
+        w.map(&self.senders, |w, id, st| {
+            w.member(id);
+            w.var(st.hwm);
+            w.raw(&st.key.0);
+            w.flag(st.cut_off);
+        });
+        w.map(&self.retained, |w, (id, q), (kind, hash)| {
+            w.member(id);
+            w.var(*q);
+            w.u8(kind.tag());
+            w.raw(hash);
+        });
+        w.map(&self.retained_keys, |w, (id, q), key| {
+            w.member(id);
+            w.var(*q);
+            w.raw(&key.0);
+        });
+        w.map(&self.horizon, |w, id, h| {
+            w.member(id);
+            w.var(*h);
+        });
+        w.map(&self.buffer, |w, key, slots| {
+            match key {
+                BufKey::Tag(t) => {
+                    w.u8(0);
+                    w.raw(&t.0);
+                }
+                BufKey::First(ik, of_sender, of_seq) => {
+                    w.u8(1);
+                    w.raw(&ik.0);
+                    w.raw(&of_sender.0);
+                    w.var(*of_seq);
+                }
+            }
+            w.map(slots, |w, seq, candidates| {
+                w.var(*seq);
+                w.items(candidates.iter(), |w, b| {
+                    w.opaque(&b.env.to_bytes());
+                    w.flag(b.verified);
+                    w.opt(b.hash.as_ref(), |w, h| w.raw(h));
+                });
+            });
+        });
+    }
+
+    /// Reverses [`encode_state`](Self::encode_state).
+    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
+        let senders: BTreeMap<MemberId, SenderState> = r.map(3 + KEY_LEN, |r| {
+            Ok((r.member()?, SenderState { hwm: r.var()?, key: VerifyingKey(r.array()?), cut_off: r.flag()? }))
+        })?;
+        let retained = r.map(3 + 16, |r| {
+            let k = (r.member()?, r.var()?);
+            Ok((k, (EnvelopeKind::from_tag(r.u8()?)?, r.array()?)))
+        })?;
+        let retained_keys = r.map(2 + KEY_LEN, |r| Ok(((r.member()?, r.var()?), VerifyingKey(r.array()?))))?;
+        let horizon = r.map(2, |r| Ok((r.member()?, r.var()?)))?;
+        let buffer: BTreeMap<BufKey, BTreeMap<u64, Vec<Buffered>>> = r.map(2, |r| {
+            let key = match r.u8()? {
+                0 => BufKey::Tag(MemberTag(r.array()?)),
+                1 => BufKey::First(VerifyingKey(r.array()?), MemberTag(r.array()?), r.var()?),
+                t => return Err(DecodeError::UnknownTag { what: "buffer slot key", tag: u64::from(t) }.into()),
+            };
+            let slots = r.map(2, |r| {
+                let seq = r.var()?;
+                let candidates = r.items(3, |r| {
+                    let env = Envelope::from_bytes(r.opaque()?)?;
+                    let verified = r.flag()?;
+                    let hash = r.opt(|r| r.array())?;
+                    Ok(Buffered { size: buffered_size(&env), env, verified, hash })
+                })?;
+                Ok((seq, candidates))
+            })?;
+            Ok((key, slots))
+        })?;
+        let all = || buffer.values().flat_map(BTreeMap::values).flatten();
+        let buffered = all().count();
+        let buffered_bytes = all().fold(0usize, |n, b| n.saturating_add(b.size));
+        let mut ord = Ordering {
+            senders: BTreeMap::new(),
+            retained,
+            retained_keys,
+            horizon,
+            prepared: BTreeMap::new(),
+            buffer,
+            buffered,
+            buffered_bytes,
+        };
+        for (id, st) in senders {
+            ord.cache_key(id, &st.key);
+            ord.senders.insert(id, st);
+        }
+        Ok(ord)
+    }
+
     /// The state of `id`, created on first use with the identity key as signing key.
     pub(crate) fn sender(&self, id: &MemberId, d: &Dcgka) -> Option<SenderState> {
         self.senders
@@ -237,7 +347,7 @@ impl Ordering {
                 return Err(BufferError::Full { what: "unknown senders", held: unknown, max: MAX_BUFFERED_UNKNOWN });
             }
         }
-        let size = env.body.len() + 120;
+        let size = buffered_size(&env);
         if self.buffered >= MAX_BUFFERED_PER_GROUP {
             return Err(BufferError::Full { what: "group", held: self.buffered, max: MAX_BUFFERED_PER_GROUP });
         }
@@ -274,7 +384,7 @@ impl Ordering {
             BufKey::First(..) => 0,
         };
         for env in items.into_iter().filter(|e| e.seq.0 > hwm) {
-            let size = env.body.len() + 120;
+            let size = buffered_size(&env);
             let slot = self.buffer.entry(key).or_default().entry(env.seq.0).or_default();
             if slot.iter().any(|b| b.env == env) {
                 continue;

@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::consts::{MAX_PLAINTEXT_SIZE, MAX_SKIP, MAX_SKIPPED};
-use crate::crypto::{self, CryptoError, Secret32, labels};
+use crate::crypto::{self, CryptoError, KEY_LEN, Secret32, labels};
 use crate::ids::{Epoch, GroupId, MemberId, MessageIndex, SeqNo};
+use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 
 /// Why an application message could not be encrypted or decrypted (§8).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -127,6 +128,30 @@ impl SenderRatchet {
     /// Number of skipped keys held for out-of-order messages.
     pub fn skipped_keys(&self) -> usize {
         self.skipped.len()
+    }
+
+    /// Snapshot encoding: `epoch:var ‖ ck:[32] ‖ next:var ‖ skipped:list<(index:var,
+    /// key:[32])>`. The group and the sender come from the enclosing state.
+    pub(crate) fn encode_state(&self, w: &mut StateWriter) {
+        w.var(self.epoch.0);
+        w.secret(&self.ck);
+        w.var(u64::from(self.next.0));
+        w.map(&self.skipped, |w, i, mk| {
+            w.var(u64::from(*i));
+            w.secret(mk);
+        });
+    }
+
+    /// Reverses [`encode_state`](Self::encode_state) for `sender`'s chain in group `gid`.
+    pub(crate) fn decode_state(r: &mut StateReader<'_>, gid: GroupId, sender: MemberId) -> Result<Self, SnapshotError> {
+        let epoch = Epoch(r.var()?);
+        let ck = r.secret()?;
+        let next = MessageIndex(r.var_u32()?);
+        let skipped = r.map(1 + KEY_LEN, |r| Ok((r.var_u32()?, r.secret()?)))?;
+        if skipped.len() > MAX_SKIPPED {
+            return Err(SnapshotError::Inconsistent("a sender ratchet holds more than MAX_SKIPPED skipped keys"));
+        }
+        Ok(SenderRatchet { gid, sender, epoch, ck, next, skipped })
     }
 
     /// `FS-Encrypt`: encrypts the next message, sent in the envelope numbered `seq`.

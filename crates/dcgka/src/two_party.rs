@@ -19,6 +19,7 @@ use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::crypto::{self, CryptoError, IdentityKey, KEY_LEN, X25519Public, X25519Secret, labels};
 use crate::ids::{GroupId, MemberId};
 use crate::prekeys::{KeyStore, OneTimePrekeyId, PrekeyError, PrekeyProvider, SignedPrekeyId, VerifiedBundle};
+use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 
 /// Which key of the receiver a 2SM ciphertext is sealed to, named from the **receiver's**
 /// point of view (§4.2, correcting ePrint Fig. 2's inverted condition).
@@ -268,6 +269,58 @@ impl TwoPartySession {
     /// The peer's identity key (whose bundle a first contact uses).
     pub fn peer_identity(&self) -> &IdentityKey {
         &self.peer_ik
+    }
+
+    /// Snapshot encoding: `my_sks:list<(index:var, sk:[32])> ‖ next_index:var ‖
+    /// received_sk:opt<[32]> ‖ other ‖ received_any:u8`, where `other` is `0` (prekey), `1
+    /// ‖ pk:[32] ‖ index:var` (the peer's key) or `2 ‖ pk:[32]` (a key I gave the peer). The
+    /// group, both MIDs and the peer's identity key come from the enclosing state.
+    pub(crate) fn encode_state(&self, w: &mut StateWriter) {
+        w.map(&self.my_sks, |w, i, sk| {
+            w.var(*i);
+            w.raw(&sk.to_bytes()[..]);
+        });
+        w.var(self.next_index);
+        w.opt(self.received_sk.as_ref(), |w, sk| w.raw(&sk.to_bytes()[..]));
+        match &self.other {
+            PeerKey::Prekey => w.u8(0),
+            PeerKey::Theirs { pk, index } => {
+                w.u8(1);
+                w.raw(&pk.0);
+                w.var(*index);
+            }
+            PeerKey::Mine { pk } => {
+                w.u8(2);
+                w.raw(&pk.0);
+            }
+        }
+        w.flag(self.received_any);
+    }
+
+    /// Reverses [`encode_state`](Self::encode_state) for the session of `me` with `peer`
+    /// (identity `peer_ik`) in group `gid`.
+    pub(crate) fn decode_state(
+        r: &mut StateReader<'_>,
+        gid: GroupId,
+        me: MemberId,
+        peer: MemberId,
+        peer_ik: IdentityKey,
+    ) -> Result<Self, SnapshotError> {
+        fn secret(r: &mut Reader<'_>) -> Result<X25519Secret, DecodeError> {
+            let sk = Zeroizing::new(r.array::<KEY_LEN>()?);
+            Ok(X25519Secret::from_bytes(*sk))
+        }
+        let my_sks = r.map(1 + KEY_LEN, |r| Ok((r.var()?, secret(r)?)))?;
+        let next_index = r.var()?;
+        let received_sk = r.opt(secret)?;
+        let other = match r.u8()? {
+            0 => PeerKey::Prekey,
+            1 => PeerKey::Theirs { pk: X25519Public(r.array()?), index: r.var()? },
+            2 => PeerKey::Mine { pk: X25519Public(r.array()?) },
+            t => return Err(DecodeError::UnknownTag { what: "2SM peer key", tag: u64::from(t) }.into()),
+        };
+        let received_any = r.flag()?;
+        Ok(TwoPartySession { gid, me, peer, peer_ik, my_sks, next_index, received_sk, other, received_any })
     }
 
     /// `2SM-Send`: encrypts `payload` to the peer, fetching and verifying the peer's bundle

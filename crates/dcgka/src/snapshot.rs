@@ -1,0 +1,369 @@
+//! State snapshots: one member's complete state in one group as bytes
+//! ([`Group::snapshot`](crate::group::Group::snapshot),
+//! [`Group::restore`](crate::group::Group::restore)).
+//!
+//! The application stores a snapshot **before it transmits anything a call returned**
+//! (otherwise a crash could make it reuse a sequence number, a seed or a ratchet key), and
+//! restores it after a restart. Live types are not serializable; each layer encodes its own
+//! state with the crate's canonical codec ([`crate::codec`]):
+//!
+//! ```text
+//! Snapshot = magic:u8 (0xDC) ‖ version:u8 (1)
+//!          ‖ members:list<[32]>        every MID the state mentions, in order of first mention
+//!          ‖ group                     config, identity key, then the layers below, then the
+//!                                      signing secret, sender ratchets, message indices,
+//!                                      status, pending duplicate removal, test flag, held acks
+//!              dcgka  (γ, §5.1)        me, gid, seq, IK table, H as its operation log,
+//!                                      next seed, 2SM sessions, member secrets, outer
+//!                                      ratchets, heal flag, processed update acks
+//!              ordering (§7)           sender table, retained hashes and keys, horizon,
+//!                                      buffered envelopes with their flags
+//! ```
+//!
+//! Everywhere else a member is a varint index into `members`; a map is a list sorted by
+//! key; an envelope is its wire encoding. The encoding is canonical: the decoder accepts
+//! only the bytes [`Group::snapshot`](crate::group::Group::snapshot) would produce for the
+//! state it decodes (members numbered in order of first mention, every table entry used,
+//! sorted maps, minimal varints, no trailing bytes), so `snapshot(restore(b)) = b`.
+//! Decoding is total: any input gives a group or a [`SnapshotError`], never a panic.
+//!
+//! **Rebuilt on restore, not stored**: the SR-DGM indexes of `H` (every table of
+//! [`crate::dgm::History`], by re-applying the operation log, which reproduces an equal
+//! history), the member-tag table (from the IK table), each buffered envelope's size and
+//! the buffer counters, the decompressed signing keys (a cache), and the parts of each 2SM
+//! session and sender ratchet that the enclosing state determines (group, own and peer
+//! MID, peer identity key).
+//!
+//! **Not in a snapshot**: the device's [`crate::prekeys::Identity`] with its prekey
+//! secrets, which is shared by all of the device's groups and persisted by the
+//! application on its own. A first 2SM message deletes a one-time prekey from it, so the
+//! identity must be persisted together with the snapshots of the call that consumed it.
+//!
+//! Every buffer holding the snapshot's bytes zeroizes itself; the bytes are as secret as
+//! the state: an application encrypts them at rest.
+
+use core::ops::{Deref, DerefMut};
+use std::collections::{BTreeMap, BTreeSet};
+
+use zeroize::Zeroizing;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::consts::MAX_SNAPSHOT_SIZE;
+use crate::crypto::{KEY_LEN, Secret32};
+use crate::ids::MemberId;
+
+/// The first byte of every snapshot.
+pub const SNAPSHOT_MAGIC: u8 = 0xDC;
+
+/// The snapshot format version this library writes (and the only one it reads so far).
+/// Every change of the format gets a new version; older versions keep loading.
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// Why bytes could not be restored as a group. Nothing is created in any case.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The first byte is not [`SNAPSHOT_MAGIC`]: these bytes are not a group snapshot.
+    #[error("not a group snapshot: first byte {found:#04x}, expected {expected:#04x}")]
+    NotASnapshot {
+        /// The byte found.
+        found: u8,
+        /// [`SNAPSHOT_MAGIC`].
+        expected: u8,
+    },
+    /// A snapshot format version this library cannot read.
+    #[error("unsupported snapshot version {found}; this library reads version {supported}")]
+    UnsupportedVersion {
+        /// The version found.
+        found: u8,
+        /// [`SNAPSHOT_VERSION`].
+        supported: u8,
+    },
+    /// The bytes are not a well-formed snapshot (truncated, trailing bytes, a non-minimal
+    /// varint, an unknown tag, an unsorted map, an oversized input...).
+    #[error("malformed snapshot: {0}")]
+    Malformed(#[from] DecodeError),
+    /// A member reference that is neither an already numbered member nor the next entry of
+    /// the member table.
+    #[error("member reference {index} out of order: at most {max} expected here")]
+    BadMemberRef {
+        /// The index found.
+        index: u64,
+        /// The largest index allowed at that point.
+        max: u64,
+    },
+    /// The membership history's operation log does not replay.
+    #[error("membership history does not replay: {0}")]
+    History(String),
+    /// Fields contradict each other (for example a 2SM session with a member of unknown
+    /// identity).
+    #[error("inconsistent snapshot: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// Most list items [`StateReader::items`] allocates room for before decoding them.
+const PREALLOCATE_ITEMS: usize = 1024;
+
+/// Encodes a state snapshot: a secret [`Writer`] for the body plus the member table.
+/// Dereferences to the writer for plain values.
+pub(crate) struct StateWriter {
+    w: Writer,
+    index: BTreeMap<MemberId, u64>,
+    table: Vec<MemberId>,
+}
+
+impl Deref for StateWriter {
+    type Target = Writer;
+    fn deref(&self) -> &Writer {
+        &self.w
+    }
+}
+
+impl DerefMut for StateWriter {
+    fn deref_mut(&mut self) -> &mut Writer {
+        &mut self.w
+    }
+}
+
+impl StateWriter {
+    pub(crate) fn new() -> Self {
+        StateWriter { w: Writer::secret(), index: BTreeMap::new(), table: Vec::new() }
+    }
+
+    /// A member, as its index in the member table (numbered on first mention).
+    pub(crate) fn member(&mut self, id: &MemberId) {
+        let next = self.table.len() as u64;
+        let i = *self.index.entry(*id).or_insert(next);
+        if i == next {
+            self.table.push(*id);
+        }
+        self.w.var(i);
+    }
+
+    /// A 32-byte secret.
+    pub(crate) fn secret(&mut self, s: &Secret32) {
+        self.w.raw(s.expose());
+    }
+
+    /// A boolean, as an `opt` flag (0 or 1).
+    pub(crate) fn flag(&mut self, b: bool) {
+        self.w.u8(u8::from(b));
+    }
+
+    /// `list<T>`: the count, then each item.
+    pub(crate) fn items<T>(&mut self, items: impl ExactSizeIterator<Item = T>, mut f: impl FnMut(&mut Self, T)) {
+        self.w.var(items.len() as u64);
+        for it in items {
+            f(self, it);
+        }
+    }
+
+    /// A map as a list of entries in key order.
+    pub(crate) fn map<K, V>(&mut self, m: &BTreeMap<K, V>, mut f: impl FnMut(&mut Self, &K, &V)) {
+        self.items(m.iter(), |w, (k, v)| f(w, k, v));
+    }
+
+    /// The complete snapshot: header, member table, body.
+    pub(crate) fn finish(self) -> Zeroizing<Vec<u8>> {
+        let mut out = Writer::secret();
+        out.u8(SNAPSHOT_MAGIC);
+        out.u8(SNAPSHOT_VERSION);
+        out.list(&self.table, |w, m| w.raw(&m.0));
+        out.raw(self.w.as_slice());
+        out.into_zeroizing()
+    }
+}
+
+/// Decodes a state snapshot; dereferences to the [`Reader`] for plain values.
+pub(crate) struct StateReader<'a> {
+    r: Reader<'a>,
+    table: Vec<MemberId>,
+    /// Members numbered so far: a reference is below this, or exactly this (the next one).
+    next: usize,
+}
+
+impl<'a> Deref for StateReader<'a> {
+    type Target = Reader<'a>;
+    fn deref(&self) -> &Reader<'a> {
+        &self.r
+    }
+}
+
+impl DerefMut for StateReader<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.r
+    }
+}
+
+impl<'a> StateReader<'a> {
+    /// Checks the size, magic and version, and reads the member table.
+    pub(crate) fn open(bytes: &'a [u8]) -> Result<Self, SnapshotError> {
+        let mut r = Reader::with_max_size(bytes, MAX_SNAPSHOT_SIZE)?;
+        let magic = r.u8()?;
+        if magic != SNAPSHOT_MAGIC {
+            return Err(SnapshotError::NotASnapshot { found: magic, expected: SNAPSHOT_MAGIC });
+        }
+        let version = r.u8()?;
+        if version != SNAPSHOT_VERSION {
+            return Err(SnapshotError::UnsupportedVersion { found: version, supported: SNAPSHOT_VERSION });
+        }
+        let mut sr = StateReader { r, table: Vec::new(), next: 0 };
+        let table = sr.items(KEY_LEN, |r| Ok(MemberId(r.array()?)))?;
+        if table.iter().collect::<BTreeSet<_>>().len() != table.len() {
+            return Err(SnapshotError::Inconsistent("the member table lists a member twice"));
+        }
+        sr.table = table;
+        Ok(sr)
+    }
+
+    /// A member reference (see [`StateWriter::member`]).
+    pub(crate) fn member(&mut self) -> Result<MemberId, SnapshotError> {
+        let i = self.r.var()?;
+        let max = self.next.min(self.table.len().saturating_sub(1));
+        let id = usize::try_from(i)
+            .ok()
+            .filter(|i| *i <= max)
+            .and_then(|i| self.table.get(i))
+            .copied()
+            .ok_or(SnapshotError::BadMemberRef { index: i, max: max as u64 })?;
+        if i == self.next as u64 {
+            self.next += 1;
+        }
+        Ok(id)
+    }
+
+    /// A 32-byte secret.
+    pub(crate) fn secret(&mut self) -> Result<Secret32, SnapshotError> {
+        Ok(Secret32::from_bytes(self.r.array()?))
+    }
+
+    /// A boolean flag.
+    pub(crate) fn flag(&mut self) -> Result<bool, SnapshotError> {
+        Ok(self.r.flag()?)
+    }
+
+    /// `list<T>` of items of at least `min_item_len` bytes each; the count is checked
+    /// against what the input can hold before anything is allocated.
+    pub(crate) fn items<T>(
+        &mut self,
+        min_item_len: usize,
+        mut f: impl FnMut(&mut Self) -> Result<T, SnapshotError>,
+    ) -> Result<Vec<T>, SnapshotError> {
+        let count = self.r.var()?;
+        let fits = self.r.remaining() / min_item_len.max(1);
+        if count > fits as u64 {
+            return Err(DecodeError::ListTooLong { count, max: fits }.into());
+        }
+        // Items may be far larger in memory than on the wire: preallocate little, so that
+        // memory grows only with what actually decodes.
+        let mut out = Vec::with_capacity((count as usize).min(PREALLOCATE_ITEMS));
+        for _ in 0..count {
+            out.push(f(self)?);
+        }
+        Ok(out)
+    }
+
+    /// A map written by [`StateWriter::map`]: keys must be strictly ascending.
+    pub(crate) fn map<K: Ord, V>(
+        &mut self,
+        min_item_len: usize,
+        f: impl FnMut(&mut Self) -> Result<(K, V), SnapshotError>,
+    ) -> Result<BTreeMap<K, V>, SnapshotError> {
+        let entries = self.items(min_item_len, f)?;
+        if !entries.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(DecodeError::NotCanonicalSet.into());
+        }
+        Ok(entries.into_iter().collect())
+    }
+
+    /// Fails unless every byte was read and every member-table entry was referenced.
+    pub(crate) fn finish(self) -> Result<(), SnapshotError> {
+        self.r.finish()?;
+        if self.next != self.table.len() {
+            return Err(SnapshotError::Inconsistent("the member table lists a member the state never mentions"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const X: MemberId = MemberId([1; 32]);
+    const Y: MemberId = MemberId([2; 32]);
+
+    fn snapshot(table: &[MemberId], body: &[u8]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u8(SNAPSHOT_MAGIC);
+        w.u8(SNAPSHOT_VERSION);
+        w.list(table, |w, m| w.raw(&m.0));
+        w.raw(body);
+        w.into_bytes()
+    }
+
+    #[test]
+    fn members_are_numbered_in_order_of_first_mention() {
+        let mut w = StateWriter::new();
+        w.member(&Y);
+        w.member(&X);
+        w.member(&Y);
+        let bytes = w.finish();
+        assert_eq!(&bytes[..], &snapshot(&[Y, X], &[0, 1, 0])[..]);
+        let mut r = StateReader::open(&bytes).unwrap();
+        assert_eq!([r.member().unwrap(), r.member().unwrap(), r.member().unwrap()], [Y, X, Y]);
+        r.finish().unwrap();
+    }
+
+    #[test]
+    fn out_of_order_repeated_and_unused_members_are_refused() {
+        let bytes = snapshot(&[X, Y], &[1, 0]);
+        let mut r = StateReader::open(&bytes).unwrap();
+        assert_eq!(r.member().err(), Some(SnapshotError::BadMemberRef { index: 1, max: 0 }));
+        let bytes = snapshot(&[X, Y], &[0, 2]);
+        let mut r = StateReader::open(&bytes).unwrap();
+        assert_eq!(r.member().unwrap(), X);
+        assert_eq!(r.member().err(), Some(SnapshotError::BadMemberRef { index: 2, max: 1 }));
+        let bytes = snapshot(&[X, X], &[0, 1]);
+        assert!(matches!(StateReader::open(&bytes), Err(SnapshotError::Inconsistent(_))));
+        let bytes = snapshot(&[X, Y], &[0]);
+        let mut r = StateReader::open(&bytes).unwrap();
+        assert_eq!(r.member().unwrap(), X);
+        assert!(matches!(r.finish(), Err(SnapshotError::Inconsistent(_))));
+        let bytes = snapshot(&[], &[0]);
+        let mut r = StateReader::open(&bytes).unwrap();
+        assert_eq!(r.member().err(), Some(SnapshotError::BadMemberRef { index: 0, max: 0 }));
+    }
+
+    #[test]
+    fn maps_must_be_strictly_ascending() {
+        let entry = |r: &mut StateReader<'_>| Ok((r.var()?, ()));
+        for (body, ok) in [(&[2, 1, 2][..], true), (&[2, 2, 1], false), (&[2, 1, 1], false), (&[0], true)] {
+            let bytes = snapshot(&[], body);
+            let mut r = StateReader::open(&bytes).unwrap();
+            let m = r.map(1, entry);
+            assert_eq!(m.is_ok(), ok, "{body:?}");
+            if !ok {
+                assert_eq!(m.err(), Some(SnapshotError::Malformed(DecodeError::NotCanonicalSet)));
+            }
+        }
+        // A count larger than the input can hold allocates nothing.
+        let bytes = snapshot(&[], &[0xff, 0xff, 0x03, 1]);
+        let mut r = StateReader::open(&bytes).unwrap();
+        assert!(matches!(r.map(1, entry), Err(SnapshotError::Malformed(DecodeError::ListTooLong { .. }))));
+    }
+
+    #[test]
+    fn the_writer_holds_secrets_and_redacts_them() {
+        let mut w = StateWriter::new();
+        let s = Secret32::from_bytes([0xab; 32]);
+        for _ in 0..40 {
+            w.secret(&s);
+        }
+        assert_eq!(w.len(), 40 * 32);
+        let debug = format!("{:?}", &*w);
+        assert!(debug.contains("redacted") && !debug.contains("171"), "{debug}");
+        let bytes = w.finish();
+        assert_eq!(bytes.len(), 2 + 1 + 40 * 32);
+        assert!(bytes[3..].iter().all(|b| *b == 0xab));
+    }
+}
