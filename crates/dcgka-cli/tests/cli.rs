@@ -57,3 +57,25 @@ fn sim_human_summary_and_usage_errors() {
     assert!(!ok);
     assert!(err.contains("--members"), "{err}");
 }
+
+#[test]
+fn sim_with_coalesced_acks_sends_batches_and_has_no_violations() {
+    let (ok, out, err) = dcgka(&[
+        "sim",
+        "--members",
+        "5",
+        "--steps",
+        "150",
+        "--seed",
+        "11",
+        "--partitions",
+        "1",
+        "--coalesce-acks",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(ok && v["violations"].as_array().is_some_and(Vec::is_empty), "{v}\n{err}");
+    assert_eq!(v["coalesce_acks"], serde_json::Value::Bool(true));
+    assert!(v["batches"].as_u64().unwrap() > 0, "acks travelled in batches: {v}");
+    assert_eq!(v["deliveries_ok"], v["deliveries_expected"]);
+}
