@@ -482,14 +482,16 @@ impl Group {
     fn emit(&mut self, rng: &mut impl CryptoRng, kind: EnvelopeKind, seq: SeqNo, body: Vec<u8>) -> (Vec<u8>, Envelope) {
         let next = requires_rotation(kind, seq).then(|| SigningSecret::generate(rng));
         let new_key = next.as_ref().map(SigningSecret::verifying_key);
-        let env = if self.held.is_empty() {
-            let first = (seq.0 == 1).then_some(self.my_ik);
-            Envelope::seal(kind, &self.d.gid, seq, &self.d.me, first, new_key, body, &self.signing)
-        } else {
-            let mut held = std::mem::take(&mut self.held);
-            let start = held[0].seq;
-            held.push(HeldItem { seq, item: BatchItem { kind, body } });
-            self.seal_batch(start, held, new_key)
+        let mut held = std::mem::take(&mut self.held);
+        let env = match held.first().map(|h| h.seq) {
+            None => {
+                let first = (seq.0 == 1).then_some(self.my_ik);
+                Envelope::seal(kind, &self.d.gid, seq, &self.d.me, first, new_key, body, &self.signing)
+            }
+            Some(start) => {
+                held.push(HeldItem { seq, item: BatchItem { kind, body } });
+                self.seal_batch(start, held, new_key)
+            }
         };
         let retain =
             matches!(kind, EnvelopeKind::Create | EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
@@ -541,14 +543,14 @@ impl Group {
     /// Sends the held acks: one envelope, or a batch of several. None if nothing is held.
     fn flush_held(&mut self) -> Option<Vec<u8>> {
         let mut held = std::mem::take(&mut self.held);
-        let env = match held.len() {
-            0 => return None,
-            1 => {
+        let env = match held.as_slice() {
+            [] => return None,
+            [_] => {
                 let h = held.pop()?;
                 Envelope::seal(h.item.kind, &self.d.gid, h.seq, &self.d.me, None, None, h.item.body, &self.signing)
             }
-            _ => {
-                let start = held[0].seq;
+            [first, ..] => {
+                let start = first.seq;
                 self.seal_batch(start, held, None)
             }
         };
