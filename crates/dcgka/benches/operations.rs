@@ -1,7 +1,8 @@
 //! Criterion benchmarks of one member's share of a group operation at n = 32: the
 //! initiator's `update` call, a recipient processing that update (and sending its ack),
 //! a member processing another member's ack of it, and sending and receiving a 32-byte
-//! application message.
+//! application message; and with coalesced acks, a recipient processing the update
+//! (holding its ack) and a member processing another's batch `[ack, message]`.
 //!
 //! The group is set up once through the public API with an in-memory FIFO network; every
 //! measured call runs on a fresh clone of the member's state (cloning is not measured).
@@ -31,6 +32,10 @@ struct Setup {
 
 impl Setup {
     fn new() -> Setup {
+        Setup::with(GroupConfig::default())
+    }
+
+    fn with(config: GroupConfig) -> Setup {
         let mut rng = ChaCha20Rng::seed_from_u64(32);
         let mut directory = InMemoryPrekeyDirectory::new();
         let mut ids: Vec<Identity> = (0..N).map(|_| Identity::generate(&mut rng)).collect();
@@ -39,13 +44,13 @@ impl Setup {
         }
         let others: Vec<_> = ids[1..].iter().map(Identity::public_key).collect();
         let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut directory, identity: &mut ids[0] };
-        let (g0, out) = Group::create(&mut ctx, &others, GroupConfig::default()).unwrap();
+        let (g0, out) = Group::create(&mut ctx, &others, config).unwrap();
         let mut groups = vec![g0];
         let mut queue: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
         let create = out.broadcast[0].clone();
         for (i, id) in ids.iter_mut().enumerate().skip(1) {
             let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut directory, identity: id };
-            let (g, out) = Group::from_create(&mut ctx, &create, GroupConfig::default()).unwrap();
+            let (g, out) = Group::from_create(&mut ctx, &create, config).unwrap();
             groups.push(g);
             queue.extend(out.broadcast.into_iter().map(|b| (i, b)));
         }
@@ -149,5 +154,44 @@ fn operations(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, operations);
+/// Coalesced acks: the update's recipients hold their acks; member 2's next message
+/// carries its ack in one batch under one signature.
+fn coalesced(c: &mut Criterion) {
+    let mut s = Setup::with(GroupConfig { coalesce_acks: true, ..GroupConfig::default() });
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let update = {
+        let mut ctx = Context { rng: &mut s.rng, now: NOW, prekeys: &mut s.directory, identity: &mut s.ids[0] };
+        s.groups[0].update(&mut ctx).unwrap().broadcast.pop().unwrap()
+    };
+    c.bench_function("n=32/update, coalesced: recipient processes it (ack held)", |b| {
+        b.iter_batched(
+            || (s.groups[1].clone(), s.ids[1].clone(), s.directory.clone()),
+            |(mut g, mut id, mut dir)| {
+                let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut id };
+                let out = g.receive(&mut ctx, &update).unwrap();
+                assert!(out.broadcast.is_empty() && g.held_acks() == 1, "the ack is held");
+                out
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    assert!(s.receive(1, &update).unwrap().is_empty());
+    assert!(s.receive(2, &update).unwrap().is_empty());
+    let batch = {
+        let mut ctx = Context { rng: &mut s.rng, now: NOW, prekeys: &mut s.directory, identity: &mut s.ids[2] };
+        s.groups[2].send(&mut ctx, &[0x5a; 32]).unwrap().broadcast.pop().unwrap()
+    };
+    c.bench_function("n=32/update, coalesced: a member processes another's ack and message batch", |b| {
+        b.iter_batched(
+            || (s.groups[1].clone(), s.ids[1].clone(), s.directory.clone()),
+            |(mut g, mut id, mut dir)| {
+                let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut id };
+                g.receive(&mut ctx, &batch).unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+criterion_group!(benches, operations, coalesced);
 criterion_main!(benches);
