@@ -615,15 +615,7 @@ impl Sim {
                 continue;
             }
             let before = self.devices[to].group.as_ref().map(Group::sync_state);
-            let side = self.partition.clone();
-            let offer: Vec<Packet> = self
-                .transcript
-                .iter()
-                .filter(|p| matches!(p.kind, PacketKind::Envelope(..)))
-                .filter(|p| side.as_ref().is_none_or(|s| s[p.from] == s[to]))
-                .cloned()
-                .collect();
-            for p in offer {
+            for p in self.envelopes_reaching(to) {
                 let Some(g) = self.devices[to].group.as_ref().filter(|g| *g.status() == Status::Active) else { break };
                 if Group::peek(&p.bytes).is_ok_and(|peek| g.already_processed(&peek)) {
                     continue;
@@ -641,17 +633,21 @@ impl Sim {
     /// (envelopes from across a partition arrive when it heals); the group drops what it
     /// already has.
     fn sync_on_join(&mut self, to: Dev) {
-        let side = self.partition.clone();
-        let again: Vec<Packet> = self
-            .transcript
-            .iter()
-            // Includes this device's earlier instances' envelopes: for the new instance they
-            // are another member's.
-            .filter(|p| matches!(p.kind, PacketKind::Envelope(..)))
-            .filter(|p| side.as_ref().is_none_or(|s| s[p.from] == s[to]))
-            .cloned()
-            .collect();
+        // Includes this device's earlier instances' envelopes: for the new instance they
+        // are another member's.
+        let again = self.envelopes_reaching(to);
         self.devices[to].inbox.extend(again);
+    }
+
+    /// Every envelope of the transcript sent on `to`'s side of any partition.
+    fn envelopes_reaching(&self, to: Dev) -> Vec<Packet> {
+        let side = self.partition.as_ref();
+        self.transcript
+            .iter()
+            .filter(|p| matches!(p.kind, PacketKind::Envelope(..)))
+            .filter(|p| side.is_none_or(|s| s[p.from] == s[to]))
+            .cloned()
+            .collect()
     }
 
     fn redeliver_backlog(&mut self, to: Dev) {

@@ -14,7 +14,7 @@ use dcgka::codec::{Decode, Encode};
 use dcgka::crypto::{Secret32, Signature, SigningSecret};
 use dcgka::dgm::{OpId, reference_view};
 use dcgka::events::{DropReason, Event, RejectReason};
-use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Status};
+use dcgka::group::{Context, Group, GroupConfig, GroupError, Status};
 use dcgka::ids::{Epoch, GroupId, MemberId, MessageIndex, Origin, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory, PrekeyBundle, PrekeyProvider};
 use dcgka::ratchet::{RatchetError, SenderRatchet};
@@ -30,19 +30,6 @@ const E: Dev = 4;
 // ------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------
-
-impl Detached {
-    fn of(sim: &Sim, d: Dev) -> Self {
-        Detached { group: sim.devices[d].group.clone().unwrap(), identity: sim.devices[d].identity.clone() }
-    }
-
-    /// `receive` with a CSPRNG seeded by `seed`, so two equal states give equal bytes.
-    fn recv(&mut self, dir: &mut InMemoryPrekeyDirectory, seed: u64, bytes: &[u8]) -> Result<Output, GroupError> {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: dir, identity: &mut self.identity };
-        self.group.receive(&mut ctx, bytes)
-    }
-}
 
 // ------------------------------------------------------------------------------------
 // More helpers

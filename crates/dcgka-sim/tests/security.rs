@@ -68,17 +68,7 @@ fn without_dropped(r: Result<Output, GroupError>) -> Result<Output, GroupError> 
 }
 
 impl Detached {
-    fn of(sim: &Sim, d: Dev) -> Self {
-        Detached { group: sim.devices[d].group.clone().unwrap(), identity: sim.devices[d].identity.clone() }
-    }
-
-    /// `receive` with a CSPRNG seeded by `seed`, so two equal states give equal bytes.
-    fn recv(&mut self, dir: &mut InMemoryPrekeyDirectory, seed: u64, bytes: &[u8]) -> Result<Output, GroupError> {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: dir, identity: &mut self.identity };
-        self.group.receive(&mut ctx, bytes)
-    }
-
+    /// `send` with a CSPRNG seeded by `seed`.
     fn send(&mut self, dir: &mut InMemoryPrekeyDirectory, seed: u64, pt: &[u8]) -> Result<Output, GroupError> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: dir, identity: &mut self.identity };

@@ -70,6 +70,24 @@ pub(crate) struct Detached {
     pub identity: Identity,
 }
 
+impl Detached {
+    pub(crate) fn of(sim: &Sim, d: Dev) -> Self {
+        Detached { group: sim.devices[d].group.clone().unwrap(), identity: sim.devices[d].identity.clone() }
+    }
+
+    /// `receive` with a CSPRNG seeded by `seed`, so two equal states give equal bytes.
+    pub(crate) fn recv(
+        &mut self,
+        dir: &mut InMemoryPrekeyDirectory,
+        seed: u64,
+        bytes: &[u8],
+    ) -> Result<Output, GroupError> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: dir, identity: &mut self.identity };
+        self.group.receive(&mut ctx, bytes)
+    }
+}
+
 /// `receive` at device `d`'s live group, without posting the output.
 pub(crate) fn recv(sim: &mut Sim, d: Dev, bytes: &[u8]) -> Result<Output, GroupError> {
     let dev = &mut sim.devices[d];
