@@ -6,14 +6,21 @@
 //! [`KeyStore`], which all groups share. Senders fetch a [`PrekeyBundle`] through a
 //! [`PrekeyProvider`] and must [`verify`](PrekeyBundle::verify) it before use, which
 //! turns it into a [`VerifiedBundle`].
+//!
+//! An identity is persisted with [`Identity::snapshot`] and [`Identity::restore`] (the
+//! format is in [`crate::snapshot`]).
+
+mod state;
 
 use std::collections::{BTreeMap, VecDeque};
 
 use rand_core::CryptoRng;
+use zeroize::Zeroizing;
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::consts::{MAX_ONE_TIME_PREKEYS, PREKEY_GRACE, PREKEY_MIN_REMAINING, PREKEY_SKEW, SUITE_ID};
 use crate::crypto::{IdentityKey, Signature, SigningSecret, X25519Public, X25519Secret, labels};
+use crate::snapshot::{SnapshotError, SnapshotKind, StateReader, StateWriter};
 
 /// Identifier of a signed prekey, unique per identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -341,6 +348,34 @@ impl Identity {
     /// The key store, mutably (to delete consumed one-time prekeys).
     pub fn key_store_mut(&mut self) -> &mut KeyStore {
         &mut self.keys
+    }
+
+    /// This identity as bytes: the identity signing key and the whole [`KeyStore`] (every
+    /// signed prekey secret with its `not_after`, every unused one-time prekey secret, and
+    /// the counters that number the next prekeys). [`Identity::restore`] turns it back into
+    /// an identity that behaves exactly like this one, and whose snapshot is byte for byte
+    /// the same (the format is in [`crate::snapshot`]).
+    ///
+    /// Persist it whenever the key store changed, in particular together with the group
+    /// snapshots of a call that consumed a one-time prekey (a first 2SM message deletes
+    /// it), and before publishing newly generated prekeys. The bytes hold the identity's
+    /// secrets: the buffer zeroizes on drop; encrypt them at rest.
+    pub fn snapshot(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = StateWriter::of_kind(SnapshotKind::Identity);
+        self.encode_state(&mut w);
+        w.finish()
+    }
+
+    /// Rebuilds an identity from [`Identity::snapshot`] bytes. Decoding is canonical and
+    /// total: a group snapshot, another version, a truncation or any corruption that the
+    /// format can detect gives a [`SnapshotError`], never a panic. (Snapshots carry no
+    /// integrity check of their own: storage that may be tampered with needs authenticated
+    /// encryption.)
+    pub fn restore(bytes: &[u8]) -> Result<Identity, SnapshotError> {
+        let mut r = StateReader::open_kind(bytes, SnapshotKind::Identity)?;
+        let identity = Identity::decode_state(&mut r)?;
+        r.finish()?;
+        Ok(identity)
     }
 
     /// Generates and signs a new signed prekey valid over `[not_before, not_after]`.

@@ -1,6 +1,8 @@
 //! State snapshots: one member's complete state in one group as bytes
 //! ([`Group::snapshot`](crate::group::Group::snapshot),
-//! [`Group::restore`](crate::group::Group::restore)).
+//! [`Group::restore`](crate::group::Group::restore)), and a device's identity with its
+//! prekey secrets ([`Identity::snapshot`](crate::prekeys::Identity::snapshot),
+//! [`Identity::restore`](crate::prekeys::Identity::restore)).
 //!
 //! The application stores a snapshot **before it transmits anything a call returned**
 //! (otherwise a crash could make it reuse a sequence number, a seed or a ratchet key), and
@@ -34,10 +36,27 @@
 //! session and sender ratchet that the enclosing state determines (group, own and peer
 //! MID, peer identity key).
 //!
-//! **Not in a snapshot**: the device's [`crate::prekeys::Identity`] with its prekey
-//! secrets, which is shared by all of the device's groups and persisted by the
-//! application on its own. A first 2SM message deletes a one-time prekey from it, so the
-//! identity must be persisted together with the snapshots of the call that consumed it.
+//! **Not in a group snapshot**: the device's [`crate::prekeys::Identity`] with its prekey
+//! secrets, which is shared by all of the device's groups and has a snapshot of its own
+//! (a different magic byte, so neither kind restores as the other):
+//!
+//! ```text
+//! IdentitySnapshot = magic:u8 (0xD1) ‖ version:u8 (1)
+//!                  ‖ signing:[32]                     the identity's Ed25519 secret seed
+//!                  ‖ next_spk:var ‖ spks:map<id:var, (secret:[32], not_after:var)>
+//!                  ‖ next_opk:var ‖ opks:map<id:var, secret:[32]>
+//! ```
+//!
+//! It has no member table; it is canonical and total in the same way, and ids must lie in
+//! `1..=next` (the store issues `next + 1` next). A first 2SM message deletes a one-time
+//! prekey from the identity, so the identity must be persisted together with the group
+//! snapshots of the call that consumed it.
+//!
+//! **Versions.** The reader accepts the version this library writes for the kind and hands
+//! it to every layer (`StateReader::version`). A format change bumps the version
+//! of its kind; the reader then accepts the old and the new one, and each layer's
+//! `decode_state` branches on `version()` where its own encoding changed, so old snapshots
+//! keep loading.
 //!
 //! Every buffer holding the snapshot's bytes zeroizes itself; the bytes are as secret as
 //! the state: an application encrypts them at rest.
@@ -52,22 +71,68 @@ use crate::consts::MAX_SNAPSHOT_SIZE;
 use crate::crypto::{KEY_LEN, Secret32};
 use crate::ids::MemberId;
 
-/// The first byte of every snapshot.
+/// The first byte of every group snapshot.
 pub const SNAPSHOT_MAGIC: u8 = 0xDC;
 
-/// The snapshot format version this library writes (and the only one it reads so far).
-/// Every change of the format gets a new version; older versions keep loading.
+/// The group snapshot format version this library writes (and the only one it reads so
+/// far). Every change of the format gets a new version; older versions keep loading.
 pub const SNAPSHOT_VERSION: u8 = 1;
 
-/// Why bytes could not be restored as a group. Nothing is created in any case.
+/// The first byte of every identity snapshot
+/// ([`Identity::snapshot`](crate::prekeys::Identity::snapshot)); not [`SNAPSHOT_MAGIC`],
+/// so that a group snapshot never restores as an identity nor the other way round.
+pub const IDENTITY_SNAPSHOT_MAGIC: u8 = 0xD1;
+
+/// The identity snapshot format version this library writes (and the only one it reads so
+/// far); versioned independently of [`SNAPSHOT_VERSION`].
+pub const IDENTITY_SNAPSHOT_VERSION: u8 = 1;
+
+/// What a snapshot holds; its header (magic and version) depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SnapshotKind {
+    /// One member's state in one group: [`SNAPSHOT_MAGIC`], [`SNAPSHOT_VERSION`], and a
+    /// member table after the header.
+    Group,
+    /// A device's identity and key store: [`IDENTITY_SNAPSHOT_MAGIC`],
+    /// [`IDENTITY_SNAPSHOT_VERSION`], no member table.
+    Identity,
+}
+
+impl SnapshotKind {
+    /// The first byte.
+    const fn magic(self) -> u8 {
+        match self {
+            SnapshotKind::Group => SNAPSHOT_MAGIC,
+            SnapshotKind::Identity => IDENTITY_SNAPSHOT_MAGIC,
+        }
+    }
+
+    /// The version written, and the only one read so far.
+    const fn version(self) -> u8 {
+        match self {
+            SnapshotKind::Group => SNAPSHOT_VERSION,
+            SnapshotKind::Identity => IDENTITY_SNAPSHOT_VERSION,
+        }
+    }
+
+    /// Whether a member table follows the header.
+    const fn has_member_table(self) -> bool {
+        matches!(self, SnapshotKind::Group)
+    }
+}
+
+/// Why bytes could not be restored as a group or an identity. Nothing is created in any
+/// case.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {
-    /// The first byte is not [`SNAPSHOT_MAGIC`]: these bytes are not a group snapshot.
-    #[error("not a group snapshot: first byte {found:#04x}, expected {expected:#04x}")]
+    /// The first byte is not the magic of the kind being restored ([`SNAPSHOT_MAGIC`] for
+    /// a group, [`IDENTITY_SNAPSHOT_MAGIC`] for an identity): these bytes are not a
+    /// snapshot of that kind.
+    #[error("not a snapshot of this kind: first byte {found:#04x}, expected {expected:#04x}")]
     NotASnapshot {
         /// The byte found.
         found: u8,
-        /// [`SNAPSHOT_MAGIC`].
+        /// The magic of the kind being restored.
         expected: u8,
     },
     /// A snapshot format version this library cannot read.
@@ -75,7 +140,8 @@ pub enum SnapshotError {
     UnsupportedVersion {
         /// The version found.
         found: u8,
-        /// [`SNAPSHOT_VERSION`].
+        /// The version this library reads for that kind ([`SNAPSHOT_VERSION`] or
+        /// [`IDENTITY_SNAPSHOT_VERSION`]).
         supported: u8,
     },
     /// The bytes are not a well-formed snapshot (truncated, trailing bytes, a non-minimal
@@ -106,6 +172,7 @@ const PREALLOCATE_ITEMS: usize = 1024;
 /// Encodes a state snapshot: a secret [`Writer`] for the body plus the member table.
 /// Dereferences to the writer for plain values.
 pub(crate) struct StateWriter {
+    kind: SnapshotKind,
     w: Writer,
     index: BTreeMap<MemberId, u64>,
     table: Vec<MemberId>,
@@ -125,12 +192,20 @@ impl DerefMut for StateWriter {
 }
 
 impl StateWriter {
+    /// A writer for a group snapshot.
     pub(crate) fn new() -> Self {
-        StateWriter { w: Writer::secret(), index: BTreeMap::new(), table: Vec::new() }
+        Self::of_kind(SnapshotKind::Group)
     }
 
-    /// A member, as its index in the member table (numbered on first mention).
+    /// A writer for a snapshot of `kind`.
+    pub(crate) fn of_kind(kind: SnapshotKind) -> Self {
+        StateWriter { kind, w: Writer::secret(), index: BTreeMap::new(), table: Vec::new() }
+    }
+
+    /// A member, as its index in the member table (numbered on first mention). Only a
+    /// kind with a member table mentions members.
     pub(crate) fn member(&mut self, id: &MemberId) {
+        debug_assert!(self.kind.has_member_table(), "a member in a snapshot without a member table");
         let next = self.table.len() as u64;
         let i = *self.index.entry(*id).or_insert(next);
         if i == next {
@@ -162,12 +237,14 @@ impl StateWriter {
         self.items(m.iter(), |w, (k, v)| f(w, k, v));
     }
 
-    /// The complete snapshot: header, member table, body.
+    /// The complete snapshot: header, member table (if the kind has one), body.
     pub(crate) fn finish(self) -> Zeroizing<Vec<u8>> {
         let mut out = Writer::secret();
-        out.u8(SNAPSHOT_MAGIC);
-        out.u8(SNAPSHOT_VERSION);
-        out.list(&self.table, |w, m| w.raw(&m.0));
+        out.u8(self.kind.magic());
+        out.u8(self.kind.version());
+        if self.kind.has_member_table() {
+            out.list(&self.table, |w, m| w.raw(&m.0));
+        }
         out.raw(self.w.as_slice());
         out.into_zeroizing()
     }
@@ -176,6 +253,8 @@ impl StateWriter {
 /// Decodes a state snapshot; dereferences to the [`Reader`] for plain values.
 pub(crate) struct StateReader<'a> {
     r: Reader<'a>,
+    /// The format version read from the header.
+    version: u8,
     table: Vec<MemberId>,
     /// Members numbered so far: a reference is below this, or exactly this (the next one).
     next: usize,
@@ -195,24 +274,44 @@ impl DerefMut for StateReader<'_> {
 }
 
 impl<'a> StateReader<'a> {
-    /// Checks the size, magic and version, and reads the member table.
+    /// Opens a group snapshot: checks the size, magic and version, and reads the member
+    /// table.
     pub(crate) fn open(bytes: &'a [u8]) -> Result<Self, SnapshotError> {
+        Self::open_kind(bytes, SnapshotKind::Group)
+    }
+
+    /// Opens a snapshot of `kind`: checks the size, magic and version, and reads the member
+    /// table if the kind has one (otherwise every member reference is refused).
+    pub(crate) fn open_kind(bytes: &'a [u8], kind: SnapshotKind) -> Result<Self, SnapshotError> {
         let mut r = Reader::with_max_size(bytes, MAX_SNAPSHOT_SIZE)?;
         let magic = r.u8()?;
-        if magic != SNAPSHOT_MAGIC {
-            return Err(SnapshotError::NotASnapshot { found: magic, expected: SNAPSHOT_MAGIC });
+        if magic != kind.magic() {
+            return Err(SnapshotError::NotASnapshot { found: magic, expected: kind.magic() });
         }
         let version = r.u8()?;
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::UnsupportedVersion { found: version, supported: SNAPSHOT_VERSION });
+        if version != kind.version() {
+            return Err(SnapshotError::UnsupportedVersion { found: version, supported: kind.version() });
         }
-        let mut sr = StateReader { r, table: Vec::new(), next: 0 };
+        let mut sr = StateReader { r, version, table: Vec::new(), next: 0 };
+        if !kind.has_member_table() {
+            return Ok(sr);
+        }
         let table = sr.items(KEY_LEN, |r| Ok(MemberId(r.array()?)))?;
         if table.iter().collect::<BTreeSet<_>>().len() != table.len() {
             return Err(SnapshotError::Inconsistent("the member table lists a member twice"));
         }
         sr.table = table;
         Ok(sr)
+    }
+
+    /// The format version in the snapshot's header, for the layers' `decode_state`.
+    ///
+    /// Today every kind has one version, the only one [`open_kind`](Self::open_kind) accepts. When a
+    /// change of the format bumps it, `open` accepts the old and the new version and each
+    /// layer whose encoding changed branches on this value, so old snapshots keep loading
+    /// (and the frozen fixtures in the tests keep passing).
+    pub(crate) fn version(&self) -> u8 {
+        self.version
     }
 
     /// A member reference (see [`StateWriter::member`]).
@@ -310,6 +409,7 @@ mod tests {
         let bytes = w.finish();
         assert_eq!(&bytes[..], &snapshot(&[Y, X], &[0, 1, 0])[..]);
         let mut r = StateReader::open(&bytes).unwrap();
+        assert_eq!(r.version(), SNAPSHOT_VERSION);
         assert_eq!([r.member().unwrap(), r.member().unwrap(), r.member().unwrap()], [Y, X, Y]);
         r.finish().unwrap();
     }
@@ -331,6 +431,33 @@ mod tests {
         assert!(matches!(r.finish(), Err(SnapshotError::Inconsistent(_))));
         let bytes = snapshot(&[], &[0]);
         let mut r = StateReader::open(&bytes).unwrap();
+        assert_eq!(r.member().err(), Some(SnapshotError::BadMemberRef { index: 0, max: 0 }));
+    }
+
+    #[test]
+    fn the_identity_kind_has_its_own_header_and_no_member_table() {
+        assert_ne!(IDENTITY_SNAPSHOT_MAGIC, SNAPSHOT_MAGIC);
+        let mut w = StateWriter::of_kind(SnapshotKind::Identity);
+        w.var(5);
+        let bytes = w.finish();
+        assert_eq!(&bytes[..], &[IDENTITY_SNAPSHOT_MAGIC, IDENTITY_SNAPSHOT_VERSION, 5]);
+        let mut r = StateReader::open_kind(&bytes, SnapshotKind::Identity).unwrap();
+        assert_eq!(r.version(), IDENTITY_SNAPSHOT_VERSION);
+        assert_eq!(r.var().unwrap(), 5);
+        r.finish().unwrap();
+        // Neither kind opens as the other.
+        assert_eq!(
+            StateReader::open(&bytes).err(),
+            Some(SnapshotError::NotASnapshot { found: IDENTITY_SNAPSHOT_MAGIC, expected: SNAPSHOT_MAGIC })
+        );
+        let group = snapshot(&[], &[]);
+        assert_eq!(
+            StateReader::open_kind(&group, SnapshotKind::Identity).err(),
+            Some(SnapshotError::NotASnapshot { found: SNAPSHOT_MAGIC, expected: IDENTITY_SNAPSHOT_MAGIC })
+        );
+        // Without a member table, no member reference decodes.
+        let bytes = [IDENTITY_SNAPSHOT_MAGIC, IDENTITY_SNAPSHOT_VERSION, 0];
+        let mut r = StateReader::open_kind(&bytes, SnapshotKind::Identity).unwrap();
         assert_eq!(r.member().err(), Some(SnapshotError::BadMemberRef { index: 0, max: 0 }));
     }
 

@@ -2,6 +2,7 @@
 
 use dcgka::crypto::{Secret32, SigningSecret, X25519Secret, extract};
 use dcgka::ids::{Epoch, GroupId, MemberId};
+use dcgka::prekeys::{Identity, OneTimePrekeyId, SignedPrekeyId};
 use dcgka::ratchet::SenderRatchet;
 
 use crate::{NOW, rng, two_devices};
@@ -52,5 +53,21 @@ fn identities_sessions_and_key_stores_are_redacted() {
         assert!(d.contains("redacted"), "{d}");
         assert_redacted(&d, &a.identity.signing_key().to_bytes()[..]);
         assert_redacted(&d, &b.identity.signing_key().to_bytes()[..]);
+    }
+}
+
+#[test]
+fn a_restored_identity_and_its_prekey_secrets_are_redacted() {
+    let mut r = rng(13);
+    let (a, _, _) = two_devices(&mut r, 2);
+    let restored = Identity::restore(&a.identity.snapshot()).unwrap();
+    let store = restored.key_store();
+    let mut secrets = vec![restored.signing_key().to_bytes(), store.spk(SignedPrekeyId(1)).unwrap().to_bytes()];
+    secrets.extend((1..=2).map(|i| store.opk(OneTimePrekeyId(i)).unwrap().to_bytes()));
+    for d in [format!("{restored:?}"), format!("{store:?}"), format!("{:?}", a.identity)] {
+        assert!(d.contains("redacted"), "{d}");
+        for s in &secrets {
+            assert_redacted(&d, &s[..]);
+        }
     }
 }

@@ -1,9 +1,12 @@
-//! Tests of the foundation layers: 2SM, prekeys, signatures, the wire codec, frozen
-//! known-answer vectors, and redaction of secrets in `Debug`.
+//! Tests of the foundation layers: 2SM, prekeys, identity snapshots, signatures, the wire
+//! codec, frozen known-answer vectors and snapshot fixtures, and redaction of secrets in
+//! `Debug`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod debug;
+mod fixtures;
+mod identity_snapshot;
 mod kat;
 mod signatures;
 mod two_party;
