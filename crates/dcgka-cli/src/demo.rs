@@ -46,8 +46,12 @@ impl Demo {
         if self.sim.device_of(m).is_some() {
             return self.sim.name_of_member(m);
         }
-        let ik =
-            self.sim.devices.iter().flat_map(|d| d.group.iter().chain(d.retired.iter())).find_map(|g| g.identity_of(m));
+        let ik = self
+            .sim
+            .devices
+            .iter()
+            .flat_map(|d| d.group().into_iter().chain(d.retired.iter()))
+            .find_map(|g| g.identity_of(m));
         match ik.and_then(|ik| (0..self.sim.devices.len()).find(|d| self.sim.ik(*d) == ik)) {
             Some(d) => self.sim.devices[d].name.clone(),
             None => self.sim.name_of_member(m),

@@ -1,10 +1,12 @@
 //! A deterministic network simulator for `dcgka` groups.
 //!
-//! [`Sim`] holds N devices (each an [`Identity`] plus at most one live [`Group`]
-//! instance), a prekey directory, and a network of per-device inboxes. Broadcast
-//! envelopes go to every other device; Welcomes go to their recipient. Delivery can be
-//! step by step (for scripted scenarios), random (reordering), partitioned, duplicated,
-//! or lossy with later retransmission. Everything is driven by one seeded CSPRNG, so a
+//! [`Sim`] holds N devices (each a [`dcgka_device::Device`]: an identity, its groups, the
+//! device rules, envelope logs and sync), a prekey directory, and a network of per-device
+//! inboxes. The simulator owns only the network, the adversary and the oracles: broadcast
+//! envelopes go to every other device, Welcomes to their recipient; delivery can be step
+//! by step (for scripted scenarios), random (reordering), partitioned, duplicated, or
+//! lossy with later retransmission; devices that can reach each other sync through the
+//! device layer's sync exchange (§7.7). Everything is driven by one seeded CSPRNG, so a
 //! run is reproducible from its seed.
 
 #![forbid(unsafe_code)]
@@ -12,15 +14,17 @@
 pub mod oracle;
 pub mod random;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use dcgka::codec::Decode;
 use dcgka::crypto::IdentityKey;
-use dcgka::events::Event;
-use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Status};
-use dcgka::ids::{MemberId, SeqNo};
+use dcgka::events::{DropReason, Event};
+use dcgka::group::{Context, Group, GroupConfig, GroupError, Status};
+use dcgka::ids::{GroupId, MemberId, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
 use dcgka::wire::{Envelope, EnvelopeKind};
+use dcgka_device::{Destination, DeviceError, Env, MemoryStore, Outcome, Report};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -70,7 +74,7 @@ pub struct SentMessage {
     pub view: BTreeSet<MemberId>,
 }
 
-/// An adversarial copy of one instance (see [`Device::shadows`]).
+/// An adversarial copy of one instance (see [`SimDevice::shadows`]).
 #[derive(Clone, Debug)]
 pub struct Shadow {
     /// The copied group state, in adversarial mode.
@@ -81,47 +85,84 @@ pub struct Shadow {
     pub events: Vec<Event>,
 }
 
-/// One simulated device.
+/// One simulated device: a [`dcgka_device::Device`] plus what the simulator keeps about
+/// it (its inbox, everything it reported, and the adversary's copies).
 #[derive(Clone, Debug)]
-pub struct Device {
+pub struct SimDevice {
     /// Display name ("A", "B", ...).
     pub name: String,
-    /// Its identity and key store.
-    pub identity: Identity,
-    /// Its live group instance, if any.
-    pub group: Option<Group>,
+    /// The device.
+    pub device: dcgka_device::Device,
+    /// The group the simulation is about at this device (the last one it created or
+    /// joined).
+    pub gid: Option<GroupId>,
     /// Former instances (removed or corrupted), kept for the security oracles.
     pub retired: Vec<Group>,
     /// Undelivered packets.
     pub inbox: VecDeque<Packet>,
-    /// Welcomes held while a live instance exists (§6.6).
-    pub pending_welcomes: Vec<Packet>,
     /// Every event this device's groups reported, in order.
     pub events: Vec<Event>,
-    /// Errors returned by receive (other than harmless duplicates).
-    pub errors: Vec<GroupError>,
+    /// Errors the device reported (other than harmless duplicates, echoes and envelopes
+    /// of members not known yet).
+    pub errors: Vec<String>,
     /// Adversarial shadows, one per instance this device ever held (when
     /// [`Sim::shadows`] is on): copies that receive the same packets but never stop at
     /// their own removal and never erase secrets, i.e. what an attacker holding the
     /// device's state would have. Each has its own copy of the identity's key store
     /// (so it never consumes the real device's one-time prekeys) and keeps its events.
     pub shadows: Vec<Shadow>,
-    /// Every instance any of this device's instances knew of (its own included): a
-    /// Welcome for one of them is stale and discarded for good (§6.6).
-    pub known_instances: BTreeSet<MemberId>,
     /// Index into `events` where the current instance's events begin.
     pub instance_start: usize,
 }
 
-impl Device {
-    /// The live group, if any.
+impl SimDevice {
+    /// The live instance of the simulation's group, if any.
     pub fn group(&self) -> Option<&Group> {
-        self.group.as_ref()
+        self.gid.as_ref().and_then(|g| self.device.group(g))
+    }
+
+    /// The live instance, mutably, with the identity (a test hook: nothing done through
+    /// it is committed to the device's store).
+    pub fn group_mut(&mut self) -> Option<(&mut Group, &mut Identity)> {
+        let gid = self.gid?;
+        self.device.group_mut(&gid)
+    }
+
+    /// Test hook: makes `group` this device's live instance, bypassing the device layer.
+    pub fn install(&mut self, group: Group) {
+        self.gid = Some(group.gid());
+        self.instance_start = self.events.len();
+        self.device.insert_group(group);
+    }
+
+    /// Keeps an ended instance; a removed adversarial copy becomes this device's shadow,
+    /// with the events of its instance so far, fed everything the device sees from now on.
+    fn retire(&mut self, g: Group, shadows: bool) {
+        if shadows && matches!(g.status(), Status::Removed { .. }) {
+            let events = self.events[self.instance_start.min(self.events.len())..].to_vec();
+            self.shadows.push(Shadow { group: g.clone(), identity: self.device.identity().clone(), events });
+        }
+        self.retired.push(g);
+    }
+
+    /// The device's identity.
+    pub fn identity(&self) -> &Identity {
+        self.device.identity()
     }
 
     /// Whether this device holds a live, active instance.
     pub fn active(&self) -> bool {
-        self.group.as_ref().is_some_and(|g| *g.status() == Status::Active)
+        self.group().is_some_and(|g| *g.status() == Status::Active)
+    }
+
+    /// Welcomes held while a live instance exists (§6.6).
+    pub fn pending_welcomes(&self) -> &[Vec<u8>] {
+        self.gid.as_ref().map_or(&[], |g| self.device.pending_welcomes(g))
+    }
+
+    /// Every instance of the group that this device's instances knew of (§6.6).
+    pub fn known_instances(&self) -> BTreeSet<MemberId> {
+        self.gid.as_ref().map(|g| self.device.known_instances(g)).unwrap_or_default()
     }
 
     /// Decrypted plaintexts, in order of receipt.
@@ -144,7 +185,7 @@ pub struct Sim {
     /// Published prekey bundles.
     pub directory: InMemoryPrekeyDirectory,
     /// The devices.
-    pub devices: Vec<Device>,
+    pub devices: Vec<SimDevice>,
     /// Every packet ever sent, by id.
     pub transcript: Vec<Packet>,
     /// Every application message sent.
@@ -155,10 +196,10 @@ pub struct Sim {
     pub partition: Option<Vec<usize>>,
     /// Packets held back by the partition or dropped, per device, for later redelivery.
     pub held: Vec<Vec<Packet>>,
-    /// Whether to run adversarial shadows (see [`Device::shadows`]).
+    /// Whether to run adversarial shadows (see [`SimDevice::shadows`]).
     pub shadows: bool,
-    /// The instance each Welcome packet creates, by packet id (computed once).
-    welcome_targets: BTreeMap<usize, Option<MemberId>>,
+    /// Transcript ids by a hash of their bytes, to name envelopes that sync brings.
+    by_bytes: HashMap<u64, Vec<usize>>,
 }
 
 /// Why a simulated operation failed.
@@ -168,12 +209,32 @@ pub enum SimError {
     NoGroup(Dev),
     /// The library refused the operation.
     Group(GroupError),
+    /// The device layer failed otherwise.
+    Device(String),
 }
 
 impl From<GroupError> for SimError {
     fn from(e: GroupError) -> Self {
         SimError::Group(e)
     }
+}
+
+impl From<DeviceError> for SimError {
+    fn from(e: DeviceError) -> Self {
+        match e {
+            DeviceError::Group { error, .. } => SimError::Group(error),
+            other => SimError::Device(other.to_string()),
+        }
+    }
+}
+
+/// What sync can change about one group at a device (see [`Sim::sync_pair`]).
+type Fingerprint = (GroupId, MemberId, Status, BTreeMap<MemberId, SeqNo>, usize);
+
+fn bytes_key(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
 }
 
 impl Sim {
@@ -186,17 +247,19 @@ impl Sim {
             let mut identity = Identity::generate(&mut rng);
             // Publishing cannot fail for a fresh identity and a batch below the store limit.
             let _ = directory.publish_identity(&mut rng, &mut identity, NOW, OPK_BATCH);
-            devices.push(Device {
+            // The in-memory store never fails.
+            let Ok(device) = dcgka_device::Device::new(identity, GroupConfig::default(), MemoryStore::new()) else {
+                continue;
+            };
+            devices.push(SimDevice {
                 name: name_of(i),
-                identity,
-                group: None,
+                device,
+                gid: None,
                 retired: Vec::new(),
                 inbox: VecDeque::new(),
-                pending_welcomes: Vec::new(),
                 events: Vec::new(),
                 errors: Vec::new(),
                 shadows: Vec::new(),
-                known_instances: BTreeSet::new(),
                 instance_start: 0,
             });
         }
@@ -210,20 +273,24 @@ impl Sim {
             config: GroupConfig::default(),
             partition: None,
             shadows: false,
-            welcome_targets: BTreeMap::new(),
+            by_bytes: HashMap::new(),
         }
     }
 
-    /// Marks the start of a new instance at device `d`; with shadows on, the instance runs
-    /// as an adversarial copy, so that at its removal it can become the device's shadow
-    /// without any state having been erased.
-    fn start_shadow(&mut self, d: Dev) {
-        self.devices[d].instance_start = self.devices[d].events.len();
-        if self.shadows
-            && let Some(g) = self.devices[d].group.as_mut()
-        {
-            g.set_adversarial(true);
-        }
+    /// Runs a device call with the simulation's randomness, clock and directory; the
+    /// device runs new instances as adversarial copies when shadows are on, so that at
+    /// a removal the instance can become the device's shadow without any state having
+    /// been erased.
+    fn call<T>(
+        &mut self,
+        d: Dev,
+        f: impl FnOnce(&mut dcgka_device::Device, &mut Env<'_, ChaCha20Rng>) -> Result<T, DeviceError>,
+    ) -> Result<T, DeviceError> {
+        let dev = &mut self.devices[d].device;
+        dev.set_config(self.config);
+        dev.set_adversarial_instances(self.shadows);
+        let mut env = Env { rng: &mut self.rng, now: NOW, prekeys: &mut self.directory };
+        f(dev, &mut env)
     }
 
     /// Feeds a broadcast envelope to every adversarial shadow of device `to`.
@@ -260,19 +327,19 @@ impl Sim {
 
     /// The identity key of a device.
     pub fn ik(&self, d: Dev) -> IdentityKey {
-        self.devices[d].identity.public_key()
+        self.devices[d].device.public_key()
     }
 
     /// The live instance of device `d`.
     pub fn mid(&self, d: Dev) -> Option<MemberId> {
-        self.devices[d].group.as_ref().map(Group::me)
+        self.devices[d].group().map(Group::me)
     }
 
     /// The device whose live (or retired) instance is `m`.
     pub fn device_of(&self, m: &MemberId) -> Option<Dev> {
         self.devices
             .iter()
-            .position(|dv| dv.group.as_ref().is_some_and(|g| g.me() == *m) || dv.retired.iter().any(|g| g.me() == *m))
+            .position(|dv| dv.group().is_some_and(|g| g.me() == *m) || dv.retired.iter().any(|g| g.me() == *m))
     }
 
     /// The name of the device behind `m`, or a short hex form.
@@ -282,64 +349,120 @@ impl Sim {
 
     /// `members()` at device `d`, as device indices (live instances only).
     pub fn members_at(&self, d: Dev) -> BTreeSet<MemberId> {
-        self.devices[d].group.as_ref().map(Group::members).unwrap_or_default()
+        self.devices[d].group().map(Group::members).unwrap_or_default()
     }
 
     fn replenish(&mut self, d: Dev) {
         let ik = self.ik(d);
         if self.directory.remaining_one_time_prekeys(&ik) < OPK_BATCH / 4 {
-            let dev = &mut self.devices[d];
-            if let Ok(opks) = dev.identity.new_one_time_prekeys(&mut self.rng, OPK_BATCH, NOW + 90 * 24 * 3600) {
+            let dev = &mut self.devices[d].device;
+            if let Ok(opks) = dev.new_one_time_prekeys(&mut self.rng, OPK_BATCH, NOW + 90 * 24 * 3600) {
                 self.directory.publish_one_time_prekeys(opks);
             }
         }
     }
 
-    /// Runs `f` with a [`Context`] for device `d`.
-    fn with_ctx<T>(&mut self, d: Dev, f: impl FnOnce(&mut Context<'_, ChaCha20Rng>, &mut Option<Group>) -> T) -> T {
-        let dev = &mut self.devices[d];
-        let mut ctx =
-            Context { rng: &mut self.rng, now: NOW, prekeys: &mut self.directory, identity: &mut dev.identity };
-        f(&mut ctx, &mut dev.group)
+    /// Takes a device call's report: transmits its output (broadcasts to every other
+    /// device, Welcomes to their target), records events and errors, turns retired
+    /// instances into shadows, and starts the sync of a group the device just joined.
+    fn absorb(&mut self, from: Dev, report: Report) -> Vec<usize> {
+        let mut ids = Vec::new();
+        let mut sent = Vec::new();
+        for t in report.transmit {
+            sent.push(t.id);
+            let kind = match t.to {
+                Destination::Group => {
+                    // A batch (coalesced acks) stands for its last item: the operation or
+                    // message its held acks travel with.
+                    let last =
+                        Envelope::from_bytes(&t.bytes).ok().and_then(|e| e.items().ok()).and_then(|mut v| v.pop());
+                    match last {
+                        Some(e) => PacketKind::Envelope(e.kind, e.seq),
+                        None => continue,
+                    }
+                }
+                _ => PacketKind::Welcome,
+            };
+            let id = self.record(from, kind, t.bytes);
+            let p = self.transcript[id].clone();
+            match t.to {
+                Destination::Group => {
+                    for to in 0..self.devices.len() {
+                        if to != from {
+                            self.enqueue(to, p.clone());
+                        }
+                    }
+                }
+                Destination::Identity(ik) => {
+                    if let Some(to) = self.devices.iter().position(|dv| dv.device.public_key() == ik) {
+                        self.enqueue(to, p);
+                    }
+                }
+                _ => {}
+            }
+            ids.push(id);
+        }
+        // The in-memory store never fails.
+        let _ = self.devices[from].device.mark_sent(&sent);
+        // Events are attributed to instances in order: a join starts an instance, and the
+        // instance that a removal or corruption ends is retired at that point (one call may
+        // join, process a backlog and be removed).
+        let shadows = self.shadows;
+        let dev = &mut self.devices[from];
+        let mut retired: VecDeque<Group> = dev.device.take_retired().into_iter().map(|(_, g)| g).collect();
+        for (gid, e) in report.events {
+            let ends = matches!(e, Event::RemovedFromGroup { .. } | Event::GroupStateCorrupted { .. });
+            if matches!(e, Event::Joined { .. }) {
+                dev.gid = Some(gid);
+                dev.instance_start = dev.events.len();
+            }
+            dev.events.push(e);
+            if ends && let Some(g) = retired.pop_front() {
+                dev.retire(g, shadows);
+            }
+        }
+        for g in retired {
+            dev.retire(g, shadows);
+        }
+        for (_, e) in report.errors {
+            dev.errors.push(e.to_string());
+        }
+        for o in &report.outcomes {
+            if let Outcome::Dropped(r) = o
+                && *r != DropReason::NotAMember
+            {
+                dev.errors.push(GroupError::Dropped(r.clone()).to_string());
+            }
+        }
+        if !report.joined.is_empty() {
+            self.sync_on_join(from);
+        }
+        ids
     }
 
-    /// Sends a call's output: broadcasts to every other device, Welcomes to their target.
-    fn post(&mut self, from: Dev, out: Output) -> Vec<usize> {
-        let mut ids = Vec::new();
-        for bytes in out.broadcast {
-            // A batch (coalesced acks) stands for its last item: the operation or message
-            // its held acks travel with.
-            let last = Envelope::from_bytes(&bytes).ok().and_then(|e| e.items().ok()).and_then(|mut v| v.pop());
-            let kind = match last {
-                Some(e) => PacketKind::Envelope(e.kind, e.seq),
-                None => continue,
-            };
-            let id = self.transcript.len();
-            let p = Packet { id, from, kind, bytes };
-            self.transcript.push(p.clone());
-            for to in 0..self.devices.len() {
-                if to != from {
-                    self.enqueue(to, p.clone());
-                }
-            }
-            ids.push(id);
-        }
-        for (_, ik, bytes) in out.direct {
-            let id = self.transcript.len();
-            let p = Packet { id, from, kind: PacketKind::Welcome, bytes };
-            self.transcript.push(p.clone());
-            if let Some(to) = self.devices.iter().position(|dv| dv.identity.public_key() == ik) {
-                self.enqueue(to, p);
-            }
-            ids.push(id);
-        }
-        self.devices[from].events.extend(out.events);
-        ids
+    /// Adds a packet to the transcript (or finds it there) and returns its id.
+    fn record(&mut self, from: Dev, kind: PacketKind, bytes: Vec<u8>) -> usize {
+        let key = bytes_key(&bytes);
+        let id = self.transcript.len();
+        self.by_bytes.entry(key).or_default().push(id);
+        self.transcript.push(Packet { id, from, kind, bytes });
+        id
+    }
+
+    /// The transcript packet with these bytes, if any.
+    fn packet_of(&self, bytes: &[u8]) -> Option<Packet> {
+        let ids = self.by_bytes.get(&bytes_key(bytes))?;
+        ids.iter().map(|i| &self.transcript[*i]).find(|p| p.bytes == bytes).cloned()
     }
 
     fn enqueue(&mut self, to: Dev, p: Packet) {
         let crosses = self.partition.as_ref().is_some_and(|side| side[to] != side[p.from]);
         if crosses { self.held[to].push(p) } else { self.devices[to].inbox.push_back(p) }
+    }
+
+    /// Whether `a` and `b` can reach each other now.
+    pub fn reachable(&self, a: Dev, b: Dev) -> bool {
+        self.partition.as_ref().is_none_or(|side| side[a] == side[b])
     }
 
     /// Splits the network: `sides[d]` is device d's side.
@@ -359,46 +482,40 @@ impl Sim {
     /// `create` at device `d` with `others` as initial members.
     pub fn create(&mut self, d: Dev, others: &[Dev]) -> Result<Vec<usize>, SimError> {
         let iks: Vec<IdentityKey> = others.iter().map(|o| self.ik(*o)).collect();
-        let config = self.config;
-        let out = self.with_ctx(d, |ctx, slot| {
-            let (g, out) = Group::create(ctx, &iks, config)?;
-            *slot = Some(g);
-            Ok::<_, GroupError>(out)
-        })?;
-        self.start_shadow(d);
-        Ok(self.post(d, out))
+        let (gid, report) = self.call(d, |dev, env| dev.create(env, &iks))?;
+        let dev = &mut self.devices[d];
+        dev.gid = Some(gid);
+        dev.instance_start = dev.events.len();
+        Ok(self.absorb(d, report))
     }
 
     fn op(
         &mut self,
         d: Dev,
-        f: impl FnOnce(&mut Group, &mut Context<'_, ChaCha20Rng>) -> Result<Output, GroupError>,
+        f: impl FnOnce(&mut dcgka_device::Device, &mut Env<'_, ChaCha20Rng>, &GroupId) -> Result<Report, DeviceError>,
     ) -> Result<Vec<usize>, SimError> {
-        if !self.devices[d].active() {
+        let Some(gid) = self.devices[d].gid.filter(|_| self.devices[d].active()) else {
             return Err(SimError::NoGroup(d));
-        }
-        let out = self.with_ctx(d, |ctx, slot| match slot {
-            Some(g) => f(g, ctx).map_err(SimError::Group),
-            None => Err(SimError::NoGroup(d)),
-        })?;
+        };
+        let report = self.call(d, |dev, env| f(dev, env, &gid))?;
         self.replenish(d);
-        Ok(self.post(d, out))
+        Ok(self.absorb(d, report))
     }
 
     /// `update` at `d`.
     pub fn update(&mut self, d: Dev) -> Result<Vec<usize>, SimError> {
-        self.op(d, |g, ctx| g.update(ctx))
+        self.op(d, |dev, env, gid| dev.update(env, gid))
     }
 
     /// `add` of device `target` (a new instance) by `d`.
     pub fn add(&mut self, d: Dev, target: Dev) -> Result<Vec<usize>, SimError> {
         let ik = self.ik(target);
-        self.op(d, |g, ctx| g.add(ctx, ik))
+        self.op(d, |dev, env, gid| dev.add(env, gid, ik))
     }
 
     /// `remove` by `d` of the member instance `m`.
     pub fn remove_member(&mut self, d: Dev, m: MemberId) -> Result<Vec<usize>, SimError> {
-        self.op(d, |g, ctx| g.remove(ctx, m))
+        self.op(d, |dev, env, gid| dev.remove(env, gid, m))
     }
 
     /// `remove` by `d` of device `target`'s live instance.
@@ -411,8 +528,8 @@ impl Sim {
     /// (a heal update may precede the message).
     pub fn send(&mut self, d: Dev, plaintext: &[u8]) -> Result<Vec<usize>, SimError> {
         let pt = plaintext.to_vec();
-        let ids = self.op(d, |g, ctx| g.send(ctx, &pt))?;
-        if let (Some(&id), Some(g)) = (ids.last(), self.devices[d].group.as_ref()) {
+        let ids = self.op(d, |dev, env, gid| dev.send(env, gid, &pt))?;
+        if let (Some(&id), Some(g)) = (ids.last(), self.devices[d].group()) {
             self.messages.push(SentMessage {
                 packet: id,
                 from: d,
@@ -424,241 +541,107 @@ impl Sim {
         Ok(ids)
     }
 
-    /// Delivers packet `p` to device `to` now. Returns whether the device consumed it
-    /// (false if it had to be kept for later, e.g. an envelope before the device joined).
+    /// Delivers packet `p` to device `to` now. Returns whether a group took it (false if
+    /// the device keeps it in its backlog, e.g. an envelope before the device joined).
     pub fn deliver(&mut self, to: Dev, p: Packet) -> bool {
-        let config = self.config;
-        match p.kind {
-            PacketKind::Welcome => {
-                self.record_known_instances(to);
-                match self.welcome_target(to, &p) {
-                    Some(target) if self.devices[to].known_instances.contains(&target) => return true,
-                    Some(_) => {}
-                    None => {
-                        self.devices[to].errors.push(GroupError::CannotJoin("unreadable Welcome".into()));
-                        return true;
-                    }
-                }
-                if self.devices[to].active() {
-                    // §6.6: a device never holds two live instances. Keep the Welcome pending
-                    // unless the live instance already processed that add.
-                    self.devices[to].pending_welcomes.push(p);
-                    self.prune_pending_welcomes(to);
-                    return true;
-                }
-                let res = self.with_ctx(to, |ctx, slot| {
-                    let (g, out) = Group::join(ctx, &p.bytes, config)?;
-                    let old = slot.replace(g);
-                    Ok::<_, GroupError>((out, old))
-                });
-                match res {
-                    Ok((out, old)) => {
-                        if let Some(o) = old {
-                            self.devices[to].retired.push(o);
-                        }
-                        self.prune_pending_welcomes(to);
-                        self.start_shadow(to);
-                        self.post(to, out);
-                        // Envelopes that arrived before the Welcome are now delivered.
-                        self.redeliver_backlog(to);
-                        self.sync_on_join(to);
-                    }
-                    Err(e) => self.devices[to].errors.push(e),
-                }
-                true
+        let welcome = p.kind == PacketKind::Welcome;
+        if !welcome {
+            self.feed_shadows(to, &p.bytes);
+        }
+        let res = self
+            .call(to, |dev, env| if welcome { dev.receive_welcome(env, &p.bytes) } else { dev.receive(env, &p.bytes) });
+        match res {
+            Ok(report) => {
+                let taken = !report.outcomes.contains(&Outcome::Backlogged);
+                self.absorb(to, report);
+                taken
             }
-            PacketKind::Envelope(kind, _) => {
-                if !self.devices[to].active() {
-                    if self.devices[to].group.is_some() {
-                        // A terminated or corrupted instance: retire it first.
-                        self.after_status_change(to);
-                        if self.devices[to].active() {
-                            return self.deliver(to, p);
-                        }
-                    }
-                    if kind == EnvelopeKind::Create && self.stale_create(to, &p.bytes) {
-                        return true;
-                    }
-                    if kind == EnvelopeKind::Create {
-                        let res = self.with_ctx(to, |ctx, slot| {
-                            let (g, out) = Group::from_create(ctx, &p.bytes, config)?;
-                            *slot = Some(g);
-                            Ok::<_, GroupError>(out)
-                        });
-                        match res {
-                            Ok(out) => {
-                                self.start_shadow(to);
-                                self.post(to, out);
-                                self.redeliver_backlog(to);
-                                return true;
-                            }
-                            Err(GroupError::CannotJoin(_) | GroupError::OwnEnvelope) => return true,
-                            Err(e) => {
-                                self.devices[to].errors.push(e);
-                                return true;
-                            }
-                        }
-                    }
-                    // Not (yet) in the group: keep it for when the device joins.
-                    self.feed_shadows(to, &p.bytes);
-                    self.held[to].push(p);
-                    return false;
-                }
-                self.feed_shadows(to, &p.bytes);
-                let res = self.with_ctx(to, |ctx, slot| match slot {
-                    Some(g) => g.receive(ctx, &p.bytes),
-                    None => Err(GroupError::Internal("no group".into())),
-                });
-                match res {
-                    Ok(out) => {
-                        self.post(to, out);
-                    }
-                    // Duplicates and echoes are harmless; an envelope from a member whose add
-                    // has not arrived yet is dropped and comes again through sync (§7.7).
-                    Err(
-                        GroupError::Dropped(
-                            dcgka::events::DropReason::Duplicate | dcgka::events::DropReason::NotAMember,
-                        )
-                        | GroupError::OwnEnvelope,
-                    ) => {}
-                    Err(e) => self.devices[to].errors.push(e),
-                }
-                self.prune_pending_welcomes(to);
-                self.after_status_change(to);
+            Err(e) => {
+                self.devices[to].errors.push(e.to_string());
                 true
             }
         }
     }
 
-    /// The instance a Welcome packet makes its recipient (cached per packet).
-    fn welcome_target(&mut self, to: Dev, p: &Packet) -> Option<MemberId> {
-        if let Some(t) = self.welcome_targets.get(&p.id) {
-            return *t;
-        }
-        let ik = self.devices[to].identity.public_key();
-        let t = dcgka::group::welcome_target(&p.bytes, &ik).ok().map(|(_, t)| t);
-        self.welcome_targets.insert(p.id, t);
-        t
-    }
-
-    /// Whether a create names an instance this device already held (a duplicate create
-    /// arriving after that instance ended).
-    fn stale_create(&mut self, to: Dev, bytes: &[u8]) -> bool {
-        self.record_known_instances(to);
-        let Ok(peek) = Group::peek(bytes) else { return true };
-        let (Some(gid), dcgka::wire::SenderRef::Identity(creator_ik)) = (peek.gid, peek.sender) else { return true };
-        let creator = MemberId::derive(&gid, &creator_ik, dcgka::ids::Origin::Creator);
-        let me = MemberId::derive(&gid, &self.ik(to), dcgka::ids::Origin::Operation(creator, SeqNo(1)));
-        self.devices[to].known_instances.contains(&me)
-    }
-
-    /// Discards, for good, pending Welcomes of instances that the live instance has
-    /// already processed the add of (§6.6).
-    fn prune_pending_welcomes(&mut self, to: Dev) {
-        if self.devices[to].pending_welcomes.is_empty() {
-            return;
-        }
-        self.record_known_instances(to);
-        let pending = std::mem::take(&mut self.devices[to].pending_welcomes);
-        let mut keep = Vec::with_capacity(pending.len());
-        for w in pending {
-            if self.welcome_target(to, &w).is_some_and(|t| !self.devices[to].known_instances.contains(&t)) {
-                keep.push(w);
-            }
-        }
-        self.devices[to].pending_welcomes = keep;
-    }
-
-    /// Moves a terminated instance to `retired`, and joins through a pending Welcome (§6.6).
-    fn after_status_change(&mut self, to: Dev) {
-        self.record_known_instances(to);
-        if self.devices[to].active() || self.devices[to].group.is_none() {
-            return;
-        }
-        if let Some(g) = self.devices[to].group.take() {
-            if self.shadows && matches!(g.status(), Status::Removed { .. }) {
-                // The adversarial copy keeps all it knew: from now on it is this instance's
-                // shadow, fed everything the device sees.
-                let dev = &mut self.devices[to];
-                let events = dev.events[dev.instance_start.min(dev.events.len())..].to_vec();
-                dev.shadows.push(Shadow { group: g.clone(), identity: dev.identity.clone(), events });
-            }
-            self.devices[to].retired.push(g);
-        }
-        // Join through the first pending Welcome that works; keep the others pending.
-        let mut pending = std::mem::take(&mut self.devices[to].pending_welcomes);
-        while !pending.is_empty() && !self.devices[to].active() {
-            let w = pending.remove(0);
-            self.deliver(to, w);
-        }
-        self.devices[to].pending_welcomes.extend(pending);
-        self.prune_pending_welcomes(to);
-    }
-
-    /// Remembers every instance the device's current instance knows of, whatever its
-    /// status (a terminated instance still knows which adds it processed).
-    fn record_known_instances(&mut self, to: Dev) {
-        if let Some(g) = self.devices[to].group.as_ref() {
-            let mut known = g.ever_added();
-            known.insert(g.me());
-            self.devices[to].known_instances.extend(known);
-        }
-    }
-
-    /// Anti-entropy sync (§7.7) between every pair of devices that can talk: each active
-    /// device is offered every envelope of the transcript sent on its side of any
-    /// partition that it has not processed yet. Returns whether any device made progress.
+    /// Anti-entropy sync (§7.7) between every pair of devices that can reach each other:
+    /// each device sends its sync request to each reachable peer and takes the answer,
+    /// which holds only what the peer's own envelope log has. Returns whether any device
+    /// made progress.
     pub fn sync(&mut self) -> bool {
         let mut progress = false;
         for to in 0..self.devices.len() {
-            if !self.devices[to].active() {
-                continue;
-            }
-            let before = self.devices[to].group.as_ref().map(Group::sync_state);
-            for p in self.envelopes_reaching(to) {
-                let Some(g) = self.devices[to].group.as_ref().filter(|g| *g.status() == Status::Active) else { break };
-                if Group::peek(&p.bytes).is_ok_and(|peek| g.already_processed(&peek)) {
+            for from in 0..self.devices.len() {
+                if from == to || !self.reachable(from, to) {
                     continue;
                 }
-                self.deliver(to, p);
+                progress |= self.sync_pair(to, from);
             }
-            let after = self.devices[to].group.as_ref().map(Group::sync_state);
-            progress |= before != after;
         }
         progress
     }
 
-    /// Sync on joining (§7.7): a new instance asks its peers for everything above its
-    /// horizon. Modelled as re-queueing every envelope sent on its side of any partition
-    /// (envelopes from across a partition arrive when it heals); the group drops what it
-    /// already has.
-    fn sync_on_join(&mut self, to: Dev) {
-        // Includes this device's earlier instances' envelopes: for the new instance they
-        // are another member's.
-        let again = self.envelopes_reaching(to);
-        self.devices[to].inbox.extend(again);
+    /// One sync exchange: `to` asks `from` and takes the answer (repeated while the
+    /// answer is cut short). Returns whether `to` made progress.
+    pub fn sync_pair(&mut self, to: Dev, from: Dev) -> bool {
+        let before = self.fingerprint(to);
+        for _ in 0..64 {
+            let req = self.devices[to].device.sync_request();
+            let resp = self.devices[from].device.answer_sync(&req);
+            for p in self.sync_packets(from, &resp) {
+                self.deliver(to, p);
+            }
+            if !resp.more {
+                break;
+            }
+        }
+        self.fingerprint(to) != before
     }
 
-    /// Every envelope of the transcript sent on `to`'s side of any partition.
-    fn envelopes_reaching(&self, to: Dev) -> Vec<Packet> {
-        let side = self.partition.as_ref();
-        self.transcript
-            .iter()
-            .filter(|p| matches!(p.kind, PacketKind::Envelope(..)))
-            .filter(|p| side.is_none_or(|s| s[p.from] == s[to]))
-            .cloned()
+    /// The transcript packets of a sync answer (Welcomes first).
+    fn sync_packets(&mut self, from: Dev, resp: &dcgka_device::SyncResponse) -> Vec<Packet> {
+        let mut v = Vec::new();
+        for w in &resp.welcomes {
+            v.push(match self.packet_of(w) {
+                Some(p) => p,
+                None => {
+                    let id = self.record(from, PacketKind::Welcome, w.clone());
+                    self.transcript[id].clone()
+                }
+            });
+        }
+        for e in &resp.envelopes {
+            if let Some(p) = self.packet_of(e) {
+                v.push(p);
+            }
+        }
+        v
+    }
+
+    /// What sync can change at a device: each group's instance, sender heads and held
+    /// Welcomes.
+    fn fingerprint(&self, d: Dev) -> Vec<Fingerprint> {
+        let dev = &self.devices[d].device;
+        dev.groups()
+            .map(|(gid, g)| (*gid, g.me(), g.status().clone(), g.sync_state(), dev.pending_welcomes(gid).len()))
             .collect()
     }
 
-    fn redeliver_backlog(&mut self, to: Dev) {
-        let backlog = std::mem::take(&mut self.held[to]);
-        let (now, later): (Vec<Packet>, Vec<Packet>) = match &self.partition {
-            Some(side) => backlog.into_iter().partition(|p| side[p.from] == side[to]),
-            None => (backlog, Vec::new()),
-        };
-        self.held[to] = later;
-        for p in now {
-            self.devices[to].inbox.push_back(p);
+    /// Sync on joining (§7.7): a new instance asks every peer it can reach for what it
+    /// lacks; the answers are queued in its inbox (envelopes from across a partition come
+    /// when it heals).
+    fn sync_on_join(&mut self, to: Dev) {
+        let req = self.devices[to].device.sync_request();
+        let mut queued = BTreeSet::new();
+        for from in 0..self.devices.len() {
+            if from == to || !self.reachable(from, to) {
+                continue;
+            }
+            let resp = self.devices[from].device.answer_sync(&req);
+            for p in self.sync_packets(from, &resp) {
+                if queued.insert(p.id) {
+                    self.devices[to].inbox.push_back(p);
+                }
+            }
         }
     }
 
@@ -726,13 +709,12 @@ impl Sim {
 
     /// Device `d` sends the acks it holds. Returns whether anything was sent.
     pub fn flush(&mut self, d: Dev) -> bool {
-        let Some(g) = self.devices[d].group.as_mut().filter(|g| g.held_acks() > 0) else { return false };
-        match g.flush_acks() {
-            Ok(out) => {
-                let sent = !out.broadcast.is_empty();
-                self.post(d, out);
-                sent
-            }
+        if !self.devices[d].group().is_some_and(|g| g.held_acks() > 0 && *g.status() == Status::Active) {
+            return false;
+        }
+        let Some(gid) = self.devices[d].gid else { return false };
+        match self.call(d, |dev, env| dev.flush_acks(env, &gid)) {
+            Ok(report) => !self.absorb(d, report).is_empty(),
             Err(_) => false,
         }
     }
@@ -808,11 +790,7 @@ impl Sim {
 
     /// Errors recorded at any device (other than duplicates).
     pub fn errors(&self) -> BTreeMap<String, Vec<String>> {
-        self.devices
-            .iter()
-            .filter(|d| !d.errors.is_empty())
-            .map(|d| (d.name.clone(), d.errors.iter().map(|e| e.to_string()).collect()))
-            .collect()
+        self.devices.iter().filter(|d| !d.errors.is_empty()).map(|d| (d.name.clone(), d.errors.clone())).collect()
     }
 }
 

@@ -10,12 +10,7 @@ use crate::{Dev, Sim};
 
 /// The live, active groups of the simulation, with their device.
 pub fn active(sim: &Sim) -> Vec<(Dev, &Group)> {
-    sim.devices
-        .iter()
-        .enumerate()
-        .filter(|(_, d)| d.active())
-        .filter_map(|(i, d)| d.group.as_ref().map(|g| (i, g)))
-        .collect()
+    sim.devices.iter().enumerate().filter(|(_, d)| d.active()).filter_map(|(i, d)| d.group().map(|g| (i, g))).collect()
 }
 
 /// Oracles 1, 2, 4 and 5 of §10 (oracle 3, equal update secrets, is checked through
@@ -107,7 +102,7 @@ pub fn confidentiality_violations(sim: &Sim) -> Vec<String> {
     let mut v = Vec::new();
     for dev in &sim.devices {
         // The live instance: what it decrypted itself.
-        if let Some(g) = dev.group.as_ref() {
+        if let Some(g) = dev.group() {
             let me = g.me();
             for e in &dev.events[dev.instance_start.min(dev.events.len())..] {
                 let dcgka::events::Event::Message { sender, seq, plaintext, .. } = e else { continue };

@@ -167,6 +167,7 @@ impl Runner<'_> {
             SimError::NoGroup(_) => "no active group".to_string(),
             SimError::Group(GroupError::InvalidOperation(r)) => format!("invalid operation: {r}"),
             SimError::Group(g) => g.to_string(),
+            SimError::Device(s) => s.clone(),
         };
         *self.report.refusal_reasons.entry(reason.clone()).or_default() += 1;
         let name = self.sim.devices[d].name.clone();
@@ -350,7 +351,7 @@ impl Runner<'_> {
         if now != self.instance[to] {
             self.instance[to] = now;
             if let Some(m) = now {
-                let pending = self.sim.devices[to].pending_welcomes.len();
+                let pending = self.sim.devices[to].pending_welcomes().len();
                 self.log(|s| {
                     format!("{} joined as instance {m} ({pending} Welcomes still pending)", s.devices[to].name)
                 });
@@ -432,12 +433,12 @@ impl Runner<'_> {
                     d.name,
                     live,
                     retired,
-                    d.pending_welcomes.len(),
+                    d.pending_welcomes().len(),
                     s.held[i].len()
                 ));
                 // §6.6: an instance whose add an earlier instance of the same device processed
                 // must never be joined.
-                let all: Vec<&dcgka::group::Group> = d.retired.iter().chain(d.group.iter()).collect();
+                let all: Vec<&dcgka::group::Group> = d.retired.iter().chain(d.group()).collect();
                 for (k, later) in all.iter().enumerate() {
                     for earlier in &all[..k] {
                         if earlier.ever_added().contains(&later.me()) {

@@ -153,7 +153,7 @@ impl World {
         if p.kind == PacketKind::Welcome {
             return Verdict::Ready;
         }
-        let Some(g) = dev.group.as_ref().filter(|_| dev.active()) else { return Verdict::Wait };
+        let Some(g) = dev.group().filter(|_| dev.active()) else { return Verdict::Wait };
         let env = Envelope::from_bytes(&p.bytes).unwrap();
         let sync = g.sync_state();
         let find = |t: &dcgka::ids::MemberTag| sync.iter().find(|(m, _)| m.tag() == *t).map(|(m, h)| (*m, h.0));
@@ -178,7 +178,7 @@ impl World {
                 let mid = MemberId::derive(&g.gid(), &ik, Origin::Operation(y, q));
                 match sync.get(&mid) {
                     Some(h) if h.0 >= 1 => Verdict::Wait, // stale
-                    _ if ik == dev.identity.public_key() => Verdict::Wait,
+                    _ if ik == dev.identity().public_key() => Verdict::Wait,
                     _ => Verdict::Ready,
                 }
             }
@@ -204,7 +204,7 @@ impl World {
         let dev = &self.sim.devices[d];
         let welcomes: Vec<usize> = dev.inbox.iter().filter(|p| p.kind == PacketKind::Welcome).map(|p| p.id).collect();
         let mut chains: Chains = BTreeMap::new();
-        let Some(g) = dev.group.as_ref().filter(|_| dev.active()) else { return (chains, welcomes) };
+        let Some(g) = dev.group().filter(|_| dev.active()) else { return (chains, welcomes) };
         let mut hwm: BTreeMap<MemberId, u64> = g.sync_state().into_iter().map(|(m, h)| (m, h.0)).collect();
         let envs: Vec<(usize, Envelope)> = dev
             .inbox
@@ -239,7 +239,7 @@ impl World {
                     },
                     SenderRef::Identity(ik) => {
                         let Some((y, q)) = acked else { continue };
-                        if ik == dev.identity.public_key() {
+                        if ik == dev.identity().public_key() {
                             continue;
                         }
                         MemberId::derive(&g.gid(), &ik, Origin::Operation(y, q))
@@ -331,7 +331,7 @@ impl World {
     fn step(&mut self, d: Dev, id: usize) {
         let before = self.sim.transcript.len();
         assert!(self.sim.deliver_id(d, id));
-        if let Some(g) = self.sim.devices[d].group.as_ref() {
+        if let Some(g) = self.sim.devices[d].group() {
             assert_eq!(
                 g.pending(),
                 0,
@@ -389,7 +389,7 @@ fn differs(s1: &Sim, s2: &Sim, d: Dev) -> Option<String> {
     if a.active() != b.active() {
         return Some("status".into());
     }
-    let (Some(g1), Some(g2)) = (a.group.as_ref(), b.group.as_ref()) else { return None };
+    let (Some(g1), Some(g2)) = (a.group(), b.group()) else { return None };
     if g1.status() != g2.status() {
         return Some("status".into());
     }

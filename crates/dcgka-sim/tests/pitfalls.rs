@@ -36,7 +36,7 @@ const E: Dev = 4;
 // ------------------------------------------------------------------------------------
 
 fn group(sim: &Sim, d: Dev) -> &Group {
-    sim.devices[d].group.as_ref().unwrap()
+    sim.devices[d].group().unwrap()
 }
 
 fn last(ids: Vec<usize>) -> usize {
@@ -208,7 +208,7 @@ fn p04_two_concurrent_removes_of_different_members() {
     sim.deliver_all();
     no_errors(&sim);
     for d in [C, D] {
-        assert!(sim.devices[d].group.is_none());
+        assert!(sim.devices[d].group().is_none());
         assert!(matches!(sim.devices[d].retired[0].status(), Status::Removed { .. }), "{d}");
     }
     assert_eq!(names(&sim, A), ["A", "B"]);
@@ -267,20 +267,20 @@ fn p07_consumed_one_time_prekey_is_deleted() {
     let mut consumed = Vec::new();
     for (k, (_, d)) in r.iter().enumerate() {
         let opk = opk_of(seeds.cts[k].key_ref);
-        assert!(sim.devices[*d].identity.key_store().has_opk(opk), "before, at {d}");
+        assert!(sim.devices[*d].identity().key_store().has_opk(opk), "before, at {d}");
         consumed.push((*d, opk));
     }
     sim.deliver_all();
     for (d, opk) in &consumed {
-        assert!(!sim.devices[*d].identity.key_store().has_opk(*opk), "after, at {d}");
+        assert!(!sim.devices[*d].identity().key_store().has_opk(*opk), "after, at {d}");
     }
     let ids = sim.add(B, D).unwrap();
     let w = Welcome::from_bytes(&envelope_bytes(&sim, welcome_of(&sim, &ids))).unwrap();
     let opk = opk_of(w.ratchet_ct.key_ref);
-    assert!(sim.devices[D].identity.key_store().has_opk(opk));
+    assert!(sim.devices[D].identity().key_store().has_opk(opk));
     sim.deliver_all();
     assert!(sim.devices[D].active());
-    assert!(!sim.devices[D].identity.key_store().has_opk(opk));
+    assert!(!sim.devices[D].identity().key_store().has_opk(opk));
 }
 
 /// #8 (J): "Application AEAD has no epoch or index in its associated data, and no
@@ -357,11 +357,11 @@ fn p09_failed_operations_roll_back_the_dgm() {
     assert_eq!(after.sync[&a_mid], SeqNo(2), "the sequence number is consumed");
     // A failed local operation.
     let before = observe(group(&sim, C));
-    let e_ik = sim.devices[E].identity.public_key();
-    let dev = &mut sim.devices[C];
+    let e_ik = sim.devices[E].identity().public_key();
+    let (g, identity) = sim.devices[C].group_mut().unwrap();
     let mut empty = InMemoryPrekeyDirectory::new();
-    let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut empty, identity: &mut dev.identity };
-    let r = dev.group.as_mut().unwrap().add(&mut ctx, e_ik);
+    let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut empty, identity };
+    let r = g.add(&mut ctx, e_ik);
     assert!(matches!(r, Err(GroupError::MissingPrekeyBundle(_))), "{r:?}");
     assert_eq!(observe(group(&sim, C)), before);
 }
@@ -611,7 +611,7 @@ fn p17_receive_path_fetches_no_prekeys() {
     let inbox: Vec<Packet> = sim.devices[D].inbox.drain(..).collect();
     let mut empty = InMemoryPrekeyDirectory::new();
     let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let mut id = sim.devices[D].identity.clone();
+    let mut id = sim.devices[D].identity().clone();
     let w = inbox.iter().find(|p| p.kind == PacketKind::Welcome).unwrap();
     let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut empty, identity: &mut id };
     let (mut g, out) = Group::join(&mut ctx, &w.bytes, GroupConfig::default()).unwrap();

@@ -179,7 +179,7 @@ fn assert_members(sim: &Sim, devs: &[Dev], expect: &[&str]) {
 /// `d`'s (last) instance terminated with `Removed`, and `d` holds no live instance.
 fn assert_removed(sim: &Sim, d: Dev) {
     let dev = &sim.devices[d];
-    assert!(dev.group.is_none(), "{} must hold no live instance", dev.name);
+    assert!(dev.group().is_none(), "{} must hold no live instance", dev.name);
     let last = dev.retired.last().unwrap_or_else(|| panic!("{} never had an instance", dev.name));
     assert!(matches!(last.status(), Status::Removed { .. }), "{}: {:?}", dev.name, last.status());
     assert!(
@@ -241,9 +241,9 @@ struct Snapshot {
 }
 
 fn snapshot(sim: &Sim, d: Dev) -> Snapshot {
-    let mut group = sim.devices[d].group.clone().unwrap();
+    let mut group = sim.devices[d].group().cloned().unwrap();
     group.set_adversarial(true);
-    Snapshot { dev: d, group, identity: sim.devices[d].identity.clone() }
+    Snapshot { dev: d, group, identity: sim.devices[d].identity().clone() }
 }
 
 /// Feeds every envelope of the transcript (in transcript order, a causal order) to a copy

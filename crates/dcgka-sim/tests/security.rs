@@ -89,9 +89,9 @@ fn messages_in(events: &[Event]) -> Vec<Vec<u8>> {
 /// `update` at `d` with a recording CSPRNG.
 fn update_recorded(sim: &mut Sim, d: Dev, seed: u64) -> (Vec<usize>, Vec<[u8; 32]>) {
     let mut rec = Recorder::new(seed);
-    let dev = &mut sim.devices[d];
-    let mut ctx = Context { rng: &mut rec, now: NOW, prekeys: &mut sim.directory, identity: &mut dev.identity };
-    let out = dev.group.as_mut().unwrap().update(&mut ctx).unwrap();
+    let (g, identity) = sim.devices[d].group_mut().unwrap();
+    let mut ctx = Context { rng: &mut rec, now: NOW, prekeys: &mut sim.directory, identity };
+    let out = g.update(&mut ctx).unwrap();
     let ids = inject(sim, d, out);
     (ids, rec.draws)
 }
@@ -258,7 +258,7 @@ fn forward_secrecy_member_secret_deleted_when_acked() {
     assert!(snap.group.member_secrets_pending(&b_mid, q).contains(&c_mid), "control: C's secret waits for C's ack");
     sim.deliver_all();
     for d in [A, B, C] {
-        let g = sim.devices[d].group.as_ref().unwrap();
+        let g = sim.devices[d].group().unwrap();
         assert!(g.member_secrets_pending(&b_mid, q).is_empty(), "device {d}");
         assert_eq!(g.member_secret_count(), 0, "device {d}: {:?}", g.member_secret_keys());
     }
@@ -324,7 +324,7 @@ fn post_compromise_security_after_update() {
     sim.deliver_all();
     let a_mid = sim.mid(A).unwrap();
     let PacketKind::Envelope(_, q) = sim.transcript[u].kind else { panic!() };
-    assert!(sim.devices[A].group.as_ref().unwrap().member_secrets_pending(&a_mid, q).is_empty(), "all acked u");
+    assert!(sim.devices[A].group().unwrap().member_secrets_pending(&a_mid, q).is_empty(), "all acked u");
     let mut post = Vec::new();
     for d in [B, C, D, A] {
         post.push(*sim.send(d, format!("after u from {d}").as_bytes()).unwrap().last().unwrap());
@@ -385,18 +385,18 @@ fn stale_signing_key_cannot_sign_after_rotation() {
     let m = *sim.send(A, b"after u").unwrap().last().unwrap();
     let genuine = envelope_bytes(&sim, m);
     let env = parse(&genuine);
-    let gid = sim.devices[A].group.as_ref().unwrap().gid();
+    let gid = sim.devices[A].group().unwrap().gid();
     let a_mid = sim.mid(A).unwrap();
     assert!(env.seq > u.seq);
     assert!(env.verify(&gid, &a_mid, &k2.verifying_key()).is_ok());
     assert_eq!(resign(&env, &gid, &a_mid, &k2), genuine, "re-signing with the current key is exact");
 
-    let before = observe(sim.devices[B].group.as_ref().unwrap());
+    let before = observe(sim.devices[B].group().unwrap());
     let stale = resign(&env, &gid, &a_mid, &k1);
     assert_eq!(recv(&mut sim, B, &stale), Err(GroupError::Dropped(DropReason::BadSignature)));
-    let by_ik = resign(&env, &gid, &a_mid, &sim.devices[A].identity.signing_key().clone());
+    let by_ik = resign(&env, &gid, &a_mid, &sim.devices[A].identity().signing_key().clone());
     assert_eq!(recv(&mut sim, B, &by_ik), Err(GroupError::Dropped(DropReason::BadSignature)));
-    assert_eq!(observe(sim.devices[B].group.as_ref().unwrap()), before);
+    assert_eq!(observe(sim.devices[B].group().unwrap()), before);
 
     // Contrast: a different body under the current key is authentic (REJECT, not DROP).
     let mut tampered = env.clone();
@@ -439,7 +439,7 @@ struct Offline {
 
 fn offline_scenario(seed: u64) -> Offline {
     let mut sim = Sim::new(5, seed);
-    let c_before_join = sim.devices[C].identity.clone();
+    let c_before_join = sim.devices[C].identity().clone();
     let create_id = sim.create(A, &[B, C]).unwrap()[0];
     let create = envelope_bytes(&sim, create_id);
     assert!(sim.deliver_id(C, create_id));
@@ -448,7 +448,7 @@ fn offline_scenario(seed: u64) -> Offline {
     deliver_all_except(&mut sim, &[C]);
     sim.send(A, b"m1").unwrap();
     deliver_all_except(&mut sim, &[C]);
-    let d_before_join = sim.devices[D].identity.clone();
+    let d_before_join = sim.devices[D].identity().clone();
     let ids = sim.add(A, D).unwrap();
     let welcome =
         ids.iter().map(|i| &sim.transcript[*i]).find(|p| p.kind == PacketKind::Welcome).unwrap().bytes.clone();
@@ -600,10 +600,10 @@ fn tampered_create_and_welcome_are_refused() {
     assert!(Group::join(&mut ctx, &welcome, GroupConfig::default()).is_ok());
     // Replays into the device that already used them fail: their one-time prekeys are gone.
     deliver_all_except(&mut sim, &[]);
-    let mut id = sim.devices[D].identity.clone();
+    let mut id = sim.devices[D].identity().clone();
     let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut id };
     assert!(Group::join(&mut ctx, &welcome, GroupConfig::default()).is_err(), "Welcome replay");
-    let mut id = sim.devices[C].identity.clone();
+    let mut id = sim.devices[C].identity().clone();
     let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut id };
     assert!(Group::from_create(&mut ctx, &create, GroupConfig::default()).is_err(), "create replay");
 }
@@ -627,7 +627,7 @@ fn replayed_envelopes_are_dropped() {
         let envs: Vec<Packet> =
             sim.transcript.iter().filter(|p| matches!(p.kind, PacketKind::Envelope(..))).cloned().collect();
         for d in [A, C, D] {
-            let before = observe(sim.devices[d].group.as_ref().unwrap());
+            let before = observe(sim.devices[d].group().unwrap());
             for p in &envs {
                 let r = recv(sim, d, &p.bytes);
                 if p.from == d {
@@ -645,7 +645,7 @@ fn replayed_envelopes_are_dropped() {
                     assert_eq!(r, Err(GroupError::Dropped(DropReason::Duplicate)), "replay of #{} to {d}", p.id);
                 }
             }
-            assert_eq!(observe(sim.devices[d].group.as_ref().unwrap()), before, "device {d}");
+            assert_eq!(observe(sim.devices[d].group().unwrap()), before, "device {d}");
         }
     };
     replay_all(&mut sim);
@@ -677,10 +677,10 @@ fn wrong_group_envelopes_are_dropped() {
     let _ = g2.rng.next_u64(); // another group ID, same identities
     g2.create(A, &[B, C]).unwrap();
     g2.deliver_all();
-    assert_ne!(g1.devices[A].group.as_ref().unwrap().gid(), g2.devices[A].group.as_ref().unwrap().gid());
+    assert_ne!(g1.devices[A].group().unwrap().gid(), g2.devices[A].group().unwrap().gid());
     let mut problems = Vec::new();
     for d in [A, B, C] {
-        let before = observe(g2.devices[d].group.as_ref().unwrap());
+        let before = observe(g2.devices[d].group().unwrap());
         for p in g1.transcript.clone() {
             // Including envelopes of this device's own identity in the other group.
             let r = recv(&mut g2, d, &p.bytes);
@@ -691,7 +691,7 @@ fn wrong_group_envelopes_are_dropped() {
                 problems.push(format!("#{} ({:?}) from group 1 at {d} in group 2: {r:?}", p.id, p.kind));
             }
         }
-        let after = observe(g2.devices[d].group.as_ref().unwrap());
+        let after = observe(g2.devices[d].group().unwrap());
         if after != before {
             problems.push(format!("device {d}: state changed (pending {} -> {})", before.pending, after.pending));
         }
@@ -711,12 +711,12 @@ fn non_member_and_re_attributed_envelopes_are_dropped() {
     let mut sim = Sim::new(4, 55);
     let ids = sim.create(A, &[B, C]).unwrap();
     sim.deliver_all();
-    let g = sim.devices[B].group.clone().unwrap();
+    let g = sim.devices[B].group().cloned().unwrap();
     let gid = g.gid();
     let a_mid = sim.mid(A).unwrap();
     let create = parse(&envelope_bytes(&sim, ids[0]));
     let d_ik = sim.ik(D);
-    let d_key = sim.devices[D].identity.signing_key().clone();
+    let d_key = sim.devices[D].identity().signing_key().clone();
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let fake_mid = MemberId::derive(&gid, &d_ik, Origin::Operation(a_mid, SeqNo(1)));
     let ack = ControlBody::Ack {
@@ -748,7 +748,7 @@ fn non_member_and_re_attributed_envelopes_are_dropped() {
 
     let mut problems = Vec::new();
     for d in [B, C] {
-        let before = observe(sim.devices[d].group.as_ref().unwrap());
+        let before = observe(sim.devices[d].group().unwrap());
         let r = recv(&mut sim, d, &first);
         if r != Err(GroupError::Dropped(DropReason::NotAMember)) {
             problems.push(format!("non-member first envelope at {d}: {r:?}"));
@@ -763,7 +763,7 @@ fn non_member_and_re_attributed_envelopes_are_dropped() {
                 problems.push(format!("re-attributed envelope at {d}: {r:?}"));
             }
         }
-        let after = observe(sim.devices[d].group.as_ref().unwrap());
+        let after = observe(sim.devices[d].group().unwrap());
         if after != before {
             problems.push(format!("device {d}: state changed (pending {} -> {})", before.pending, after.pending));
         }
@@ -936,11 +936,11 @@ fn equivocation_is_reported_only_for_authentic_conflicts() {
     let u = sim.update(A).unwrap()[0];
     sim.deliver_all();
     let genuine = parse(&envelope_bytes(&sim, u));
-    let (gid, a_mid) = (sim.devices[A].group.as_ref().unwrap().gid(), sim.mid(A).unwrap());
+    let (gid, a_mid) = (sim.devices[A].group().unwrap().gid(), sim.mid(A).unwrap());
     let mut other = genuine.clone();
     let n = other.body.len();
     other.body[n - 1] ^= 1;
-    let before = observe(sim.devices[B].group.as_ref().unwrap());
+    let before = observe(sim.devices[B].group().unwrap());
     let unsigned = other.to_bytes();
     let r = recv(&mut sim, B, &unsigned);
     assert_eq!(r, Err(GroupError::Dropped(DropReason::Duplicate)), "a forged conflict is a duplicate");
@@ -948,7 +948,7 @@ fn equivocation_is_reported_only_for_authentic_conflicts() {
     let out = recv(&mut sim, B, &authentic).unwrap();
     assert_eq!(out.events, vec![Event::Equivocation { sender: a_mid, seq: genuine.seq }]);
     assert!(out.broadcast.is_empty());
-    assert_eq!(observe(sim.devices[B].group.as_ref().unwrap()), before);
+    assert_eq!(observe(sim.devices[B].group().unwrap()), before);
     let m = *sim.send(A, b"still fine").unwrap().last().unwrap();
     sim.deliver_all();
     assert!(sim.decrypted(B, m));

@@ -53,7 +53,7 @@ fn round_trip(g: &Group) -> Group {
 fn all_groups(sim: &Sim) -> Vec<&Group> {
     let mut out = Vec::new();
     for dev in &sim.devices {
-        out.extend(dev.group.iter());
+        out.extend(dev.group());
         out.extend(dev.retired.iter());
         out.extend(dev.shadows.iter().map(|s| &s.group));
     }
@@ -80,8 +80,8 @@ impl Replica {
 /// retired instance instead of the live one).
 fn copies_of(sim: &Sim, d: Dev, retired: bool) -> (Replica, Replica) {
     let dev = &sim.devices[d];
-    let g = if retired { dev.retired.last().unwrap() } else { dev.group.as_ref().unwrap() };
-    let original = Replica { group: g.clone(), identity: dev.identity.clone(), directory: sim.directory.clone() };
+    let g = if retired { dev.retired.last().unwrap() } else { dev.group().unwrap() };
+    let original = Replica { group: g.clone(), identity: dev.identity().clone(), directory: sim.directory.clone() };
     let restored = Replica { group: round_trip(g), ..original.clone() };
     (original, restored)
 }
@@ -278,8 +278,11 @@ fn removed_member_and_its_adversarial_shadow() {
     // and the flag survives the round trip (the continuation below shows it: it keeps
     // processing after its removal).
     let shadow = &sim.devices[D].shadows.last().unwrap().group;
-    let mut sh_orig =
-        Replica { group: shadow.clone(), identity: sim.devices[D].identity.clone(), directory: sim.directory.clone() };
+    let mut sh_orig = Replica {
+        group: shadow.clone(),
+        identity: sim.devices[D].identity().clone(),
+        directory: sim.directory.clone(),
+    };
     let mut sh_restored = Replica { group: round_trip(shadow), ..sh_orig.clone() };
     let start = sim.transcript.len();
     sim.send(B, b"after D's removal").unwrap();

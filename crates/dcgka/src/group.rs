@@ -19,7 +19,7 @@ use crate::consts::MAX_BATCH_ITEMS;
 use crate::crypto::{IdentityKey, KEY_LEN, SigningSecret, VerifyingKey};
 use crate::dcgka::{Dcgka, Env, ProcessError, Processed, UpdateSecret};
 use crate::events::{DropReason, Event, RejectReason};
-use crate::ids::{Epoch, GroupId, MemberId, MessageIndex, Origin, SeqNo};
+use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, Origin, SeqNo};
 use crate::ordering::{BufferError, Ordering, Ready, SenderState};
 use crate::prekeys::{Identity, PrekeyProvider};
 use crate::ratchet::{RatchetError, SenderRatchet};
@@ -136,6 +136,29 @@ pub struct Output {
     pub direct: Vec<(MemberId, IdentityKey, Vec<u8>)>,
     /// Events, in order.
     pub events: Vec<Event>,
+    /// Every envelope of another member that this call authenticated and took into its
+    /// sender's sequence, in the order taken (a device's envelope log, from which it serves
+    /// peers that missed them, §7.7). A batch appears once, whole.
+    pub accepted: Vec<Accepted>,
+}
+
+/// An authentic envelope of another member, taken into its sender's sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its sender.
+    pub sender: MemberId,
+    /// Its sequence number (the first item's, for a batch).
+    pub seq: SeqNo,
+    /// The sequence number of its last item: `seq`, except for a batch.
+    pub last_seq: SeqNo,
+    /// The envelope, in its wire encoding.
+    pub bytes: Vec<u8>,
+}
+
+impl Accepted {
+    fn of(sender: MemberId, env: &Envelope) -> Self {
+        Accepted { sender, seq: env.seq, last_seq: env.last_seq(), bytes: env.to_bytes() }
+    }
 }
 
 impl Output {
@@ -143,6 +166,7 @@ impl Output {
         self.broadcast.extend(other.broadcast);
         self.direct.extend(other.direct);
         self.events.extend(other.events);
+        self.accepted.extend(other.accepted);
     }
 }
 
@@ -159,6 +183,10 @@ pub struct Peek {
     pub seq: SeqNo,
     /// The sequence number of the last item: `seq`, except for a batch.
     pub last_seq: SeqNo,
+    /// For a first envelope (an ack carrying its sender's identity key): the tag and
+    /// sequence number of the operation it acknowledges, which names the group it
+    /// belongs to.
+    pub acknowledges: Option<(MemberTag, SeqNo)>,
 }
 
 /// The group and the member instance a Welcome would make this device, read without
@@ -336,10 +364,35 @@ impl Group {
         }
     }
 
+    /// Whether an envelope with this routing information belongs to this group as far as
+    /// this member can tell: a create of this group, a sender tag of a member ever added
+    /// here, or a first envelope acknowledging an operation of such a member. Nothing is
+    /// verified; routing only.
+    pub fn recognises(&self, peek: &Peek) -> bool {
+        match peek.sender {
+            SenderRef::Tag(t) => self.d.resolve(&t).is_some(),
+            SenderRef::Identity(_) => match (peek.gid, peek.acknowledges) {
+                (Some(gid), _) => gid == self.d.gid,
+                (None, Some((tag, _))) => self.d.resolve(&tag).is_some(),
+                (None, None) => false,
+            },
+        }
+    }
+
+    /// Every buffered candidate of a known sender, as `(sender, seq, short hash)`: what a
+    /// sync request reports as held already (§7.7).
+    pub fn buffered_candidates(&self) -> Vec<(MemberId, SeqNo, [u8; 16])> {
+        self.ord.buffered_candidates(&self.d)
+    }
+
     /// Reads routing information without verifying anything.
     pub fn peek(bytes: &[u8]) -> Result<Peek, GroupError> {
         let e = Envelope::from_bytes(bytes)?;
-        Ok(Peek { gid: e.gid, kind: e.kind, sender: e.sender, seq: e.seq, last_seq: e.last_seq() })
+        let acknowledges = match (e.sender, ControlBody::from_bytes(e.kind, &e.body)) {
+            (SenderRef::Identity(_), Ok(ControlBody::Ack { of, .. })) => Some((of.of_sender, of.of_seq)),
+            _ => None,
+        };
+        Ok(Peek { gid: e.gid, kind: e.kind, sender: e.sender, seq: e.seq, last_seq: e.last_seq(), acknowledges })
     }
 
     /// Test hook: from now on, keep processing after this member's own removal (the status
@@ -646,7 +699,7 @@ impl Group {
             Err(e) => return Err(map_process_error(e)),
         };
         g.ord.advance(&g.d, creator, 1, env.new_signing_key, Some((EnvelopeKind::Create, env.short_hash())));
-        let mut out = Output::default();
+        let mut out = Output { accepted: vec![Accepted::of(creator, &env)], ..Default::default() };
         g.finish_processed(ctx, p, env.short_hash(), &mut out)?;
         Ok((g, out))
     }
@@ -705,7 +758,7 @@ impl Group {
                     other => map_process_error(other),
                 })?;
         g.ord.advance(&g.d, adder, q, add.new_signing_key, Some((EnvelopeKind::Add, e.short_hash())));
-        let mut out = Output::default();
+        let mut out = Output { accepted: vec![Accepted::of(adder, &e)], ..Default::default() };
         g.finish_processed(ctx, p, e.short_hash(), &mut out)?;
         Ok((g, out))
     }
@@ -918,12 +971,21 @@ impl Group {
         }
         let incoming = (env.sender, env.seq);
         let skip_verify = self.adversarial && self.status != Status::Active;
+        let mut unrolled = None;
         if env.kind == EnvelopeKind::Batch && (verified || skip_verify) {
             self.ord.unroll(&self.d, &env, verified);
+            if let SenderRef::Tag(t) = env.sender
+                && let Some(id) = self.d.resolve(&t)
+            {
+                unrolled = Some(Accepted::of(id, &env));
+            }
         } else {
             self.ord.buffer(&self.d, env, verified)?;
         }
-        let (out, dropped) = self.drain(ctx, Some(incoming));
+        let (mut out, dropped) = self.drain(ctx, Some(incoming));
+        if let Some(a) = unrolled {
+            out.accepted.insert(0, a);
+        }
         if let Some(reason) = dropped
             && out.broadcast.is_empty()
             && out.events.iter().all(|e| matches!(e, Event::Dropped { .. }))
@@ -987,6 +1049,7 @@ impl Group {
                 let env = batch.env.clone();
                 self.ord.unbuffer_back(rest);
                 self.ord.unroll(&self.d, &env, true);
+                out.accepted.push(Accepted::of(sender, &env));
                 continue;
             }
             for b in &rest {
@@ -998,7 +1061,12 @@ impl Group {
             }
             let Some(b) = chosen else { continue };
             match self.process_one(ctx, sender, state, &b.env, b.hash, &mut out) {
-                Ok(()) => {}
+                Ok(()) => {
+                    // An item of a batch was logged with its batch.
+                    if b.hash.is_none() {
+                        out.accepted.push(Accepted::of(sender, &b.env));
+                    }
+                }
                 Err(ik) => {
                     self.ord.unbuffer_back(vec![b]);
                     out.events.push(Event::PrekeyBundleNeeded { identity: ik });

@@ -315,6 +315,22 @@ impl Ordering {
         Some((hash, *self.retained_keys.get(&(*s, q))?))
     }
 
+    /// Every buffered candidate of a known sender as `(sender, seq, short hash)`; a
+    /// batch's items carry the batch's hash.
+    pub(crate) fn buffered_candidates(&self, d: &Dcgka) -> Vec<(MemberId, SeqNo, [u8; 16])> {
+        let mut v = Vec::new();
+        for (key, slots) in &self.buffer {
+            let BufKey::Tag(t) = key else { continue };
+            let Some(id) = d.resolve(t) else { continue };
+            for (seq, candidates) in slots {
+                for b in candidates {
+                    v.push((id, SeqNo(*seq), b.hash.unwrap_or_else(|| b.env.short_hash())));
+                }
+            }
+        }
+        v
+    }
+
     /// Number of buffered envelopes.
     pub(crate) fn buffered(&self) -> usize {
         self.buffered

@@ -72,7 +72,7 @@ pub(crate) struct Detached {
 
 impl Detached {
     pub(crate) fn of(sim: &Sim, d: Dev) -> Self {
-        Detached { group: sim.devices[d].group.clone().unwrap(), identity: sim.devices[d].identity.clone() }
+        Detached { group: sim.devices[d].group().cloned().unwrap(), identity: sim.devices[d].identity().clone() }
     }
 
     /// `receive` with a CSPRNG seeded by `seed`, so two equal states give equal bytes.
@@ -90,9 +90,9 @@ impl Detached {
 
 /// `receive` at device `d`'s live group, without posting the output.
 pub(crate) fn recv(sim: &mut Sim, d: Dev, bytes: &[u8]) -> Result<Output, GroupError> {
-    let dev = &mut sim.devices[d];
-    let mut ctx = Context { rng: &mut sim.rng, now: NOW, prekeys: &mut sim.directory, identity: &mut dev.identity };
-    dev.group.as_mut().unwrap().receive(&mut ctx, bytes)
+    let (g, identity) = sim.devices[d].group_mut().unwrap();
+    let mut ctx = Context { rng: &mut sim.rng, now: NOW, prekeys: &mut sim.directory, identity };
+    g.receive(&mut ctx, bytes)
 }
 
 /// Delivers everything except to the devices in `skip` (which stay "offline").
@@ -122,8 +122,7 @@ pub(crate) fn envelope_bytes(sim: &Sim, id: usize) -> Vec<u8> {
 pub(crate) fn index_at(sim: &Sim, d: Dev, id: usize) -> MessageIndex {
     let PacketKind::Envelope(_, seq) = sim.transcript[id].kind else { panic!("not an envelope") };
     let from = sim.transcript[id].from;
-    let sender =
-        sim.devices[from].group.as_ref().map(Group::me).or_else(|| sim.devices[from].retired.last().map(Group::me));
+    let sender = sim.devices[from].group().map(Group::me).or_else(|| sim.devices[from].retired.last().map(Group::me));
     sim.devices[d]
         .events
         .iter()
@@ -196,7 +195,7 @@ pub(crate) fn inject(sim: &mut Sim, from: Dev, out: Output) -> Vec<usize> {
         let id = sim.transcript.len();
         let pk = Packet { id, from, kind: PacketKind::Welcome, bytes };
         sim.transcript.push(pk.clone());
-        let to = sim.devices.iter().position(|dv| dv.identity.public_key() == ik).unwrap();
+        let to = sim.devices.iter().position(|dv| dv.identity().public_key() == ik).unwrap();
         sim.devices[to].inbox.push_back(pk);
         ids.push(id);
     }
@@ -208,10 +207,10 @@ pub(crate) fn inject(sim: &mut Sim, from: Dev, out: Output) -> Vec<usize> {
 pub(crate) fn create_recorded(sim: &mut Sim, d: Dev, others: &[Dev], seed: u64) -> (Vec<usize>, Vec<[u8; 32]>) {
     let iks: Vec<_> = others.iter().map(|o| sim.ik(*o)).collect();
     let mut rec = Recorder::new(seed);
-    let dev = &mut sim.devices[d];
-    let mut ctx = Context { rng: &mut rec, now: NOW, prekeys: &mut sim.directory, identity: &mut dev.identity };
+    let mut identity = sim.devices[d].identity().clone();
+    let mut ctx = Context { rng: &mut rec, now: NOW, prekeys: &mut sim.directory, identity: &mut identity };
     let (g, out) = Group::create(&mut ctx, &iks, sim.config).unwrap();
-    dev.group = Some(g);
+    sim.devices[d].install(g);
     let ids = inject(sim, d, out);
     (ids, rec.draws)
 }

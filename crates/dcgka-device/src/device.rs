@@ -1,0 +1,774 @@
+//! The [`Device`]: one identity and all its groups, bytes in, events and bytes out.
+//!
+//! Every public call runs as one unit: it changes the in-memory state, collects what
+//! changed into a [`Commit`], hands that to the [`Storage`], and only then returns the
+//! [`Report`] whose [`Transmit`]s the application sends. If the store fails, the call
+//! fails with [`DeviceError::Storage`], nothing is returned for transmission, and the
+//! device refuses every further call ([`DeviceError::Poisoned`]) until it is reopened from
+//! the store, which holds the state of the last committed call.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use dcgka::codec::{Decode, DecodeError, Reader, Writer};
+use dcgka::crypto::IdentityKey;
+use dcgka::events::{DropReason, Event};
+use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Status, welcome_target};
+use dcgka::ids::{GroupId, MemberId};
+use dcgka::prekeys::{Identity, OneTimePrekey, PrekeyError, PrekeyProvider, Signed};
+use dcgka::snapshot::SnapshotError;
+use dcgka::wire::{Envelope, EnvelopeKind};
+use rand_core::CryptoRng;
+use zeroize::Zeroizing;
+
+use crate::consts::{MAX_BACKLOG_BYTES, MAX_BACKLOG_ENVELOPES};
+use crate::log::{LogEntry, SentWelcome};
+use crate::outbox::{Destination, Transmit};
+use crate::rules::Slot;
+use crate::storage::{Commit, MemoryStore, StateKey, Storage};
+
+/// What every call that may run the protocol needs from the caller: randomness, time and
+/// the PKI. The device supplies its own identity.
+pub struct Env<'a, R: CryptoRng> {
+    /// The CSPRNG.
+    pub rng: &'a mut R,
+    /// Unix seconds, used only for prekey validity.
+    pub now: u64,
+    /// Where prekey bundles of other identities come from.
+    pub prekeys: &'a mut dyn PrekeyProvider,
+}
+
+/// Why a device call failed. Nothing changed, except after [`DeviceError::Storage`].
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The bytes are not a well-formed envelope or Welcome.
+    #[error("malformed input: {0}")]
+    Malformed(#[from] DecodeError),
+    /// This device holds no active instance of the group.
+    #[error("no active instance of group {0}")]
+    NoActiveGroup(GroupId),
+    /// The group refused the call or the input.
+    #[error("group {gid}: {error}")]
+    Group {
+        /// The group.
+        gid: GroupId,
+        /// What it said.
+        error: GroupError,
+    },
+    /// Prekeys could not be generated.
+    #[error(transparent)]
+    Prekey(#[from] PrekeyError),
+    /// The store failed to commit: the call's effects are lost and nothing was returned
+    /// for transmission. Reopen the device from the store.
+    #[error("storage failed: {0}")]
+    Storage(Box<dyn std::error::Error + Send + Sync>),
+    /// An earlier commit failed; reopen the device from the store.
+    #[error("an earlier commit failed: reopen the device from its store")]
+    Poisoned,
+    /// The stored state cannot be read back.
+    #[error("stored {what} is invalid: {error}")]
+    Restore {
+        /// Which record.
+        what: &'static str,
+        /// Why.
+        error: SnapshotError,
+    },
+    /// The store holds no identity.
+    #[error("the store holds no device")]
+    Empty,
+}
+
+/// What happened to one received envelope or Welcome (harmless outcomes are not errors).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A group took it (processed now, or buffered until ready).
+    Accepted(GroupId),
+    /// This device joined the group (from a create or a Welcome).
+    Joined(GroupId),
+    /// Already processed here.
+    Duplicate,
+    /// This device's own envelope came back.
+    OwnEnvelope,
+    /// No group of this device recognises it yet: kept in the backlog, offered again when
+    /// the device joins a group.
+    Backlogged,
+    /// A Welcome held while the device has a live instance of that group (§6.6).
+    WelcomePending(GroupId),
+    /// A Welcome or create for an instance this device already knows of (§6.6).
+    Stale,
+    /// A create that does not list this device.
+    NotInvited,
+    /// Discarded: a forgery or an envelope of a non-member.
+    Dropped(DropReason),
+}
+
+/// What a call produced. Transmit everything in `transmit` (it also stays in the outbox
+/// until [`Device::mark_sent`]).
+#[must_use]
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// What happened to each input, in order (one for `receive`, several for a sync).
+    pub outcomes: Vec<Outcome>,
+    /// Events, in order.
+    pub events: Vec<(GroupId, Event)>,
+    /// What to transmit now.
+    pub transmit: Vec<Transmit>,
+    /// Groups this call joined (the application then syncs them with its peers, §7.7).
+    pub joined: Vec<GroupId>,
+    /// Secondary failures that did not fail the call: a held Welcome that could not be
+    /// used, a backlogged envelope a group refused.
+    pub errors: Vec<(GroupId, GroupError)>,
+}
+
+/// What one call changed, collected for the commit.
+#[derive(Default)]
+pub(crate) struct Changes {
+    touched: BTreeSet<GroupId>,
+    log: Vec<(GroupId, LogEntry)>,
+    welcomes_kept: Vec<(GroupId, SentWelcome)>,
+    welcomes_dropped: Vec<(GroupId, MemberId)>,
+    outbox_removed: Vec<u64>,
+    backlog: bool,
+    identity: bool,
+    pub(crate) report: Report,
+}
+
+/// One device: its identity, its groups, the device rules, the envelope logs, the
+/// backlog and the outbox, over a [`Storage`].
+#[derive(Clone, Debug)]
+pub struct Device<S: Storage = MemoryStore> {
+    identity: Identity,
+    config: GroupConfig,
+    slots: BTreeMap<GroupId, Slot>,
+    backlog: VecDeque<Vec<u8>>,
+    outbox: Vec<Transmit>,
+    next_transmit: u64,
+    store: S,
+    poisoned: bool,
+    /// One-time prekeys held when the identity was last committed: a call that consumed
+    /// one must commit the identity.
+    committed_opks: usize,
+    #[cfg(feature = "test-hooks")]
+    retired: Vec<(GroupId, Group)>,
+    #[cfg(feature = "test-hooks")]
+    adversarial: bool,
+}
+
+impl<S: Storage> Device<S> {
+    /// A new device with `identity`, committed to `store` at once.
+    pub fn new(identity: Identity, config: GroupConfig, store: S) -> Result<Self, DeviceError> {
+        let mut d = Device {
+            identity,
+            config,
+            slots: BTreeMap::new(),
+            backlog: VecDeque::new(),
+            outbox: Vec::new(),
+            next_transmit: 0,
+            store,
+            poisoned: false,
+            committed_opks: usize::MAX,
+            #[cfg(feature = "test-hooks")]
+            retired: Vec::new(),
+            #[cfg(feature = "test-hooks")]
+            adversarial: false,
+        };
+        let ch = Changes { identity: true, ..Changes::default() };
+        let _ = d.commit(ch)?;
+        Ok(d)
+    }
+
+    /// Reopens the device committed to `store`, exactly as the last committed call left it.
+    pub fn open(config: GroupConfig, store: S) -> Result<Self, DeviceError> {
+        let stored = store.load().map_err(|e| DeviceError::Storage(Box::new(e)))?;
+        let restore = |what, e| DeviceError::Restore { what, error: e };
+        let id_bytes = stored.state.get(&StateKey::Identity).ok_or(DeviceError::Empty)?;
+        let identity = Identity::restore(id_bytes).map_err(|e| restore("identity", e))?;
+        let mut slots: BTreeMap<GroupId, Slot> = BTreeMap::new();
+        let mut backlog = VecDeque::new();
+        for (key, bytes) in &stored.state {
+            match key {
+                StateKey::Group(gid) => {
+                    let g = Group::restore(bytes).map_err(|e| restore("group", e))?;
+                    slots.entry(*gid).or_default().live = Some(g);
+                }
+                StateKey::Rules(gid) => {
+                    slots.entry(*gid).or_default().decode_rules(bytes).map_err(|e| restore("rules", e.into()))?;
+                }
+                StateKey::Backlog => backlog = decode_backlog(bytes).map_err(|e| restore("backlog", e.into()))?,
+                _ => {}
+            }
+        }
+        for (gid, entry) in stored.log {
+            slots.entry(gid).or_default().log.restore(entry);
+        }
+        for (gid, w) in stored.welcomes {
+            slots.entry(gid).or_default().log.add_welcome(w);
+        }
+        let next_transmit = stored.outbox.iter().map(|t| t.id + 1).max().unwrap_or(0);
+        let committed_opks = identity.key_store().one_time_prekey_count();
+        Ok(Device {
+            identity,
+            config,
+            slots,
+            backlog,
+            outbox: stored.outbox,
+            next_transmit,
+            store,
+            poisoned: false,
+            committed_opks,
+            #[cfg(feature = "test-hooks")]
+            retired: Vec::new(),
+            #[cfg(feature = "test-hooks")]
+            adversarial: false,
+        })
+    }
+
+    // --------------------------------------------------------------------------------
+    // Queries
+    // --------------------------------------------------------------------------------
+
+    pub(crate) fn slots(&self) -> &BTreeMap<GroupId, Slot> {
+        &self.slots
+    }
+
+    /// The device's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The identity public key.
+    pub fn public_key(&self) -> IdentityKey {
+        self.identity.public_key()
+    }
+
+    /// The group configuration used for every group this device creates or joins.
+    pub fn config(&self) -> GroupConfig {
+        self.config
+    }
+
+    /// Changes the configuration of groups created or joined from now on.
+    pub fn set_config(&mut self, config: GroupConfig) {
+        self.config = config;
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The live instance of a group, if any.
+    pub fn group(&self, gid: &GroupId) -> Option<&Group> {
+        self.slots.get(gid).and_then(|s| s.live.as_ref())
+    }
+
+    /// Every group with a live instance.
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupId, &Group)> {
+        self.slots.iter().filter_map(|(gid, s)| s.live.as_ref().map(|g| (gid, g)))
+    }
+
+    /// The envelope log of a group this device holds or held.
+    pub fn log(&self, gid: &GroupId) -> Option<&crate::log::EnvelopeLog> {
+        self.slots.get(gid).map(|s| &s.log)
+    }
+
+    /// Welcomes held for later in a group (§6.6).
+    pub fn pending_welcomes(&self, gid: &GroupId) -> &[Vec<u8>] {
+        self.slots.get(gid).map_or(&[], |s| &s.pending)
+    }
+
+    /// Every instance of a group this device knows of (§6.6).
+    pub fn known_instances(&self, gid: &GroupId) -> BTreeSet<MemberId> {
+        self.slots.get(gid).map(|s| s.known.clone()).unwrap_or_default()
+    }
+
+    /// Envelopes waiting for a group to recognise them.
+    pub fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// What is produced and not yet confirmed as sent.
+    pub fn outbox(&self) -> &[Transmit] {
+        &self.outbox
+    }
+
+    // --------------------------------------------------------------------------------
+    // Local operations
+    // --------------------------------------------------------------------------------
+
+    /// Creates a group with the holders of `others` as the other initial members.
+    pub fn create<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        others: &[IdentityKey],
+    ) -> Result<(GroupId, Report), DeviceError> {
+        self.check_usable()?;
+        let config = self.config;
+        let mut ctx = ctx(env, &mut self.identity);
+        let (g, out) = Group::create(&mut ctx, others, config)
+            .map_err(|error| DeviceError::Group { gid: GroupId([0; 32]), error })?;
+        let gid = g.gid();
+        let mut ch = Changes::default();
+        let g = self.instance(g);
+        let slot = self.slots.entry(gid).or_default();
+        slot.live = Some(g);
+        self.absorb(gid, out, &mut ch);
+        self.finish_call(env, ch).map(|r| (gid, r))
+    }
+
+    /// A PCS update in a group.
+    pub fn update<R: CryptoRng>(&mut self, env: &mut Env<'_, R>, gid: &GroupId) -> Result<Report, DeviceError> {
+        self.operate(env, gid, |g, ctx| g.update(ctx))
+    }
+
+    /// Adds the holder of `identity` to a group; its Welcome is in the report.
+    pub fn add<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        gid: &GroupId,
+        identity: IdentityKey,
+    ) -> Result<Report, DeviceError> {
+        self.operate(env, gid, |g, ctx| g.add(ctx, identity))
+    }
+
+    /// Removes a member instance from a group.
+    pub fn remove<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        gid: &GroupId,
+        member: MemberId,
+    ) -> Result<Report, DeviceError> {
+        self.operate(env, gid, |g, ctx| g.remove(ctx, member))
+    }
+
+    /// Sends an application message to a group.
+    pub fn send<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        gid: &GroupId,
+        plaintext: &[u8],
+    ) -> Result<Report, DeviceError> {
+        self.operate(env, gid, |g, ctx| g.send(ctx, plaintext))
+    }
+
+    /// Sends the acks a group holds (coalescing, [`GroupConfig::coalesce_acks`]).
+    pub fn flush_acks<R: CryptoRng>(&mut self, env: &mut Env<'_, R>, gid: &GroupId) -> Result<Report, DeviceError> {
+        self.operate(env, gid, |g, _| g.flush_acks())
+    }
+
+    /// Retries a group's buffered envelopes (after a missing prekey bundle was supplied).
+    pub fn process_pending<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        gid: &GroupId,
+    ) -> Result<Report, DeviceError> {
+        self.operate(env, gid, |g, ctx| g.process_pending(ctx))
+    }
+
+    /// Generates `count` one-time prekeys expiring at `not_after` and commits the identity;
+    /// the application publishes the returned prekeys.
+    pub fn new_one_time_prekeys<R: CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        count: usize,
+        not_after: u64,
+    ) -> Result<Vec<Signed<OneTimePrekey>>, DeviceError> {
+        self.check_usable()?;
+        let opks = self.identity.new_one_time_prekeys(rng, count, not_after)?;
+        let _ = self.commit(Changes { identity: true, ..Changes::default() })?;
+        Ok(opks)
+    }
+
+    /// Confirms that the transport sent these outbox items.
+    pub fn mark_sent(&mut self, ids: &[u64]) -> Result<(), DeviceError> {
+        self.check_usable()?;
+        let before = self.outbox.len();
+        self.outbox.retain(|t| !ids.contains(&t.id));
+        if self.outbox.len() != before {
+            let _ = self.commit(Changes { outbox_removed: ids.to_vec(), ..Changes::default() })?;
+        }
+        Ok(())
+    }
+
+    fn operate<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        gid: &GroupId,
+        f: impl FnOnce(&mut Group, &mut Context<'_, R>) -> Result<Output, GroupError>,
+    ) -> Result<Report, DeviceError> {
+        self.check_usable()?;
+        let gid = *gid;
+        let Some(g) = self.slots.get_mut(&gid).and_then(|s| s.live.as_mut()).filter(|g| *g.status() == Status::Active)
+        else {
+            return Err(DeviceError::NoActiveGroup(gid));
+        };
+        let mut ctx = ctx(env, &mut self.identity);
+        let out = f(g, &mut ctx).map_err(|error| DeviceError::Group { gid, error })?;
+        let mut ch = Changes::default();
+        self.absorb(gid, out, &mut ch);
+        self.finish_call(env, ch)
+    }
+
+    // --------------------------------------------------------------------------------
+    // Receiving
+    // --------------------------------------------------------------------------------
+
+    /// Takes one broadcast envelope: routed to the group that recognises it, a create
+    /// joins its group (§6.6 permitting), anything unrecognised waits in the backlog.
+    pub fn receive<R: CryptoRng>(&mut self, env: &mut Env<'_, R>, bytes: &[u8]) -> Result<Report, DeviceError> {
+        self.check_usable()?;
+        let mut ch = Changes::default();
+        let outcome = self.receive_envelope(env, bytes, &mut ch)?;
+        ch.report.outcomes.push(outcome);
+        self.finish_call(env, ch)
+    }
+
+    /// Takes one Welcome addressed to this device (§7.4, §6.6).
+    pub fn receive_welcome<R: CryptoRng>(&mut self, env: &mut Env<'_, R>, bytes: &[u8]) -> Result<Report, DeviceError> {
+        self.check_usable()?;
+        let mut ch = Changes::default();
+        let outcome = self.receive_welcome_inner(env, bytes, &mut ch)?;
+        ch.report.outcomes.push(outcome);
+        self.finish_call(env, ch)
+    }
+
+    pub(crate) fn receive_envelope<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        bytes: &[u8],
+        ch: &mut Changes,
+    ) -> Result<Outcome, DeviceError> {
+        let peek = Group::peek(bytes).map_err(|e| match e {
+            GroupError::Malformed(d) => DeviceError::Malformed(d),
+            other => DeviceError::Group { gid: GroupId([0; 32]), error: other },
+        })?;
+        let routed = match peek.gid {
+            Some(gid) if peek.kind == EnvelopeKind::Create => match self.slots.get(&gid) {
+                Some(s) if s.active().is_some() => Some(gid),
+                Some(s) if s.create_is_stale() => return Ok(Outcome::Stale),
+                _ => return self.join_from_create(env, gid, bytes, ch),
+            },
+            _ => self.slots.iter().find(|(_, s)| s.active().is_some_and(|g| g.recognises(&peek))).map(|(g, _)| *g),
+        };
+        let Some(gid) = routed else {
+            self.push_backlog(bytes, ch);
+            return Ok(Outcome::Backlogged);
+        };
+        let Some(g) = self.slots.get_mut(&gid).and_then(|s| s.live.as_mut()) else {
+            return Err(DeviceError::NoActiveGroup(gid));
+        };
+        let mut ctx = ctx(env, &mut self.identity);
+        match g.receive(&mut ctx, bytes) {
+            Ok(out) => {
+                self.absorb(gid, out, ch);
+                Ok(Outcome::Accepted(gid))
+            }
+            Err(GroupError::Dropped(DropReason::Duplicate)) => Ok(Outcome::Duplicate),
+            Err(GroupError::Dropped(r)) => Ok(Outcome::Dropped(r)),
+            Err(GroupError::OwnEnvelope) => Ok(Outcome::OwnEnvelope),
+            Err(error) => Err(DeviceError::Group { gid, error }),
+        }
+    }
+
+    fn join_from_create<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        gid: GroupId,
+        bytes: &[u8],
+        ch: &mut Changes,
+    ) -> Result<Outcome, DeviceError> {
+        let config = self.config;
+        let mut ctx = ctx(env, &mut self.identity);
+        match Group::from_create(&mut ctx, bytes, config) {
+            Ok((g, out)) => {
+                let g = self.instance(g);
+                self.slots.entry(gid).or_default().live = Some(g);
+                self.absorb(gid, out, ch);
+                self.joined(env, gid, ch);
+                Ok(Outcome::Joined(gid))
+            }
+            Err(GroupError::CannotJoin(_)) => Ok(Outcome::NotInvited),
+            Err(GroupError::OwnEnvelope) => Ok(Outcome::OwnEnvelope),
+            Err(GroupError::Dropped(r)) => Ok(Outcome::Dropped(r)),
+            Err(error) => Err(DeviceError::Group { gid, error }),
+        }
+    }
+
+    pub(crate) fn receive_welcome_inner<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        bytes: &[u8],
+        ch: &mut Changes,
+    ) -> Result<Outcome, DeviceError> {
+        let (gid, target) = match welcome_target(bytes, &self.identity.public_key()) {
+            Ok(t) => t,
+            Err(GroupError::Malformed(e)) => return Err(DeviceError::Malformed(e)),
+            Err(error) => return Err(DeviceError::Group { gid: GroupId([0; 32]), error }),
+        };
+        let slot = self.slots.entry(gid).or_default();
+        slot.learn_instances();
+        if slot.welcome_is_stale(&target) {
+            return Ok(Outcome::Stale);
+        }
+        if slot.active().is_some() {
+            if !slot.pending.iter().any(|p| p == bytes) {
+                slot.pending.push(bytes.to_vec());
+                ch.touched.insert(gid);
+            }
+            return Ok(Outcome::WelcomePending(gid));
+        }
+        let config = self.config;
+        let mut ctx = ctx(env, &mut self.identity);
+        match Group::join(&mut ctx, bytes, config) {
+            Ok((g, out)) => {
+                #[cfg(feature = "test-hooks")]
+                let g = {
+                    let mut g = g;
+                    g.set_adversarial(self.adversarial);
+                    g
+                };
+                if let Some(old) = slot.live.replace(g) {
+                    self.retire(gid, old);
+                }
+                self.absorb(gid, out, ch);
+                self.joined(env, gid, ch);
+                Ok(Outcome::Joined(gid))
+            }
+            Err(error) => Err(DeviceError::Group { gid, error }),
+        }
+    }
+
+    /// After joining: the backlog is offered again.
+    fn joined<R: CryptoRng>(&mut self, env: &mut Env<'_, R>, gid: GroupId, ch: &mut Changes) {
+        ch.touched.insert(gid);
+        ch.report.joined.push(gid);
+        if let Some(s) = self.slots.get_mut(&gid) {
+            s.learn_instances();
+        }
+        let backlog = std::mem::take(&mut self.backlog);
+        if backlog.is_empty() {
+            return;
+        }
+        ch.backlog = true;
+        for bytes in backlog {
+            match self.receive_envelope(env, &bytes, ch) {
+                Ok(_) => {}
+                Err(DeviceError::Group { gid, error }) => ch.report.errors.push((gid, error)),
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn push_backlog(&mut self, bytes: &[u8], ch: &mut Changes) {
+        if self.backlog.iter().any(|b| b == bytes) {
+            return;
+        }
+        self.backlog.push_back(bytes.to_vec());
+        let mut total: usize = self.backlog.iter().map(Vec::len).sum();
+        while self.backlog.len() > MAX_BACKLOG_ENVELOPES || total > MAX_BACKLOG_BYTES {
+            match self.backlog.pop_front() {
+                Some(old) => total -= old.len(),
+                None => break,
+            }
+        }
+        ch.backlog = true;
+    }
+
+    // --------------------------------------------------------------------------------
+    // Bookkeeping
+    // --------------------------------------------------------------------------------
+
+    pub(crate) fn check_usable(&self) -> Result<(), DeviceError> {
+        if self.poisoned { Err(DeviceError::Poisoned) } else { Ok(()) }
+    }
+
+    /// Takes a group call's output: logs what was accepted and sent, queues transmissions.
+    fn absorb(&mut self, gid: GroupId, out: Output, ch: &mut Changes) {
+        ch.touched.insert(gid);
+        let Some(slot) = self.slots.get_mut(&gid) else { return };
+        let me = slot.live.as_ref().map(Group::me);
+        for a in out.accepted {
+            let Ok(e) = Envelope::from_bytes(&a.bytes) else { continue };
+            if let Some(entry) = slot.log.append(a.sender, a.seq, a.last_seq, e.short_hash(), a.bytes) {
+                ch.log.push((gid, entry));
+            }
+        }
+        for bytes in out.broadcast {
+            if let (Some(me), Ok(e)) = (me, Envelope::from_bytes(&bytes))
+                && let Some(entry) = slot.log.append(me, e.seq, e.last_seq(), e.short_hash(), bytes.clone())
+            {
+                ch.log.push((gid, entry));
+            }
+            ch.report.transmit.push(Transmit { id: 0, gid, to: Destination::Group, bytes });
+        }
+        for (target, identity, bytes) in out.direct {
+            let w = SentWelcome { target, identity, bytes: bytes.clone() };
+            slot.log.add_welcome(w.clone());
+            ch.welcomes_kept.push((gid, w));
+            ch.report.transmit.push(Transmit { id: 0, gid, to: Destination::Identity(identity), bytes });
+        }
+        ch.report.events.extend(out.events.into_iter().map(|e| (gid, e)));
+    }
+
+    /// A new instance (the test hook may make it an adversarial copy).
+    fn instance(&self, g: Group) -> Group {
+        #[cfg(feature = "test-hooks")]
+        let g = {
+            let mut g = g;
+            g.set_adversarial(self.adversarial);
+            g
+        };
+        g
+    }
+
+    fn retire(&mut self, gid: GroupId, old: Group) {
+        #[cfg(feature = "test-hooks")]
+        self.retired.push((gid, old));
+        #[cfg(not(feature = "test-hooks"))]
+        let _ = (gid, old);
+    }
+
+    /// Applies the device rules to every group the call touched, then commits.
+    pub(crate) fn finish_call<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        mut ch: Changes,
+    ) -> Result<Report, DeviceError> {
+        let mut done = BTreeSet::new();
+        while let Some(gid) = ch.touched.iter().find(|g| !done.contains(*g)).copied() {
+            done.insert(gid);
+            self.settle(env, gid, &mut ch);
+        }
+        self.commit(ch)
+    }
+
+    /// §6.6 for one group: learn instances, retire an ended instance and join through a
+    /// held Welcome, discard stale held Welcomes, and stop re-offering Welcomes whose
+    /// target joined or left.
+    fn settle<R: CryptoRng>(&mut self, env: &mut Env<'_, R>, gid: GroupId, ch: &mut Changes) {
+        let Some(slot) = self.slots.get_mut(&gid) else { return };
+        slot.learn_instances();
+        if slot.live.as_ref().is_some_and(|g| *g.status() != Status::Active) {
+            if let Some(old) = slot.live.take() {
+                self.retire(gid, old);
+            }
+            // Join through the first held Welcome that works; keep the others.
+            loop {
+                let Some(slot) = self.slots.get_mut(&gid) else { return };
+                if slot.active().is_some() || slot.pending.is_empty() {
+                    break;
+                }
+                let w = slot.pending.remove(0);
+                match self.receive_welcome_inner(env, &w, ch) {
+                    Ok(_) => {}
+                    Err(DeviceError::Group { gid, error }) => ch.report.errors.push((gid, error)),
+                    Err(_) => {}
+                }
+            }
+        }
+        let my_ik = self.identity.public_key();
+        let Some(slot) = self.slots.get_mut(&gid) else { return };
+        slot.learn_instances();
+        let known = &slot.known;
+        slot.pending.retain(|w| welcome_target(w, &my_ik).is_ok_and(|(_, t)| !known.contains(&t)));
+        if let Some(g) = slot.live.as_ref() {
+            let heads = g.sync_state();
+            let ever = g.ever_added();
+            let members = g.members();
+            let gone = slot.log.retire_welcomes(|w| {
+                heads.get(&w.target).is_some_and(|h| h.0 >= 1)
+                    || (ever.contains(&w.target) && !members.contains(&w.target))
+            });
+            ch.welcomes_dropped.extend(gone.into_iter().map(|t| (gid, t)));
+        }
+    }
+
+    /// Numbers the transmissions, commits everything the call changed, and returns the report.
+    fn commit(&mut self, mut ch: Changes) -> Result<Report, DeviceError> {
+        let mut c = Commit::default();
+        let opks = self.identity.key_store().one_time_prekey_count();
+        if ch.identity || opks != self.committed_opks {
+            c.state.push((StateKey::Identity, Some(self.identity.snapshot())));
+        }
+        for gid in &ch.touched {
+            let Some(slot) = self.slots.get(gid) else { continue };
+            c.state.push((StateKey::Group(*gid), slot.live.as_ref().map(Group::snapshot)));
+            c.state.push((StateKey::Rules(*gid), Some(Zeroizing::new(slot.encode_rules()))));
+        }
+        if ch.backlog {
+            c.state.push((StateKey::Backlog, Some(Zeroizing::new(encode_backlog(&self.backlog)))));
+        }
+        for t in &mut ch.report.transmit {
+            t.id = self.next_transmit;
+            self.next_transmit += 1;
+        }
+        c.log = std::mem::take(&mut ch.log);
+        c.welcomes_kept = std::mem::take(&mut ch.welcomes_kept);
+        c.welcomes_dropped = std::mem::take(&mut ch.welcomes_dropped);
+        c.outbox_added = ch.report.transmit.clone();
+        c.outbox_removed = std::mem::take(&mut ch.outbox_removed);
+        c.events = ch.report.events.clone();
+        if !c.is_empty()
+            && let Err(e) = self.store.commit(&c)
+        {
+            self.poisoned = true;
+            return Err(DeviceError::Storage(Box::new(e)));
+        }
+        self.committed_opks = opks;
+        self.outbox.extend(c.outbox_added);
+        Ok(ch.report)
+    }
+}
+
+#[cfg(feature = "test-hooks")]
+impl<S: Storage> Device<S> {
+    /// Test hook: the instances retired since the last call of this function.
+    pub fn take_retired(&mut self) -> Vec<(GroupId, Group)> {
+        std::mem::take(&mut self.retired)
+    }
+
+    /// Test hook: the live instance of a group and the identity, mutably, bypassing the
+    /// store (nothing done through it is committed).
+    pub fn group_mut(&mut self, gid: &GroupId) -> Option<(&mut Group, &mut Identity)> {
+        let g = self.slots.get_mut(gid)?.live.as_mut()?;
+        Some((g, &mut self.identity))
+    }
+
+    /// Test hook: run every instance created or joined from now on as an adversarial copy
+    /// ([`Group::set_adversarial`]), for the simulator's shadows.
+    pub fn set_adversarial_instances(&mut self, on: bool) {
+        self.adversarial = on;
+    }
+
+    /// Test hook: makes `group` the live instance of its group, bypassing the rules, the
+    /// log and the store (for tests that run the library directly with their own RNG).
+    pub fn insert_group(&mut self, group: Group) {
+        let slot = self.slots.entry(group.gid()).or_default();
+        slot.live = Some(group);
+        slot.learn_instances();
+    }
+
+    /// Test hook: the identity, mutably, bypassing the store.
+    pub fn identity_mut(&mut self) -> &mut Identity {
+        &mut self.identity
+    }
+}
+
+fn ctx<'a, R: CryptoRng>(env: &'a mut Env<'_, R>, identity: &'a mut Identity) -> Context<'a, R> {
+    Context { rng: &mut *env.rng, now: env.now, prekeys: &mut *env.prekeys, identity }
+}
+
+/// The backlog record: `list<opaque>`.
+fn encode_backlog(backlog: &VecDeque<Vec<u8>>) -> Vec<u8> {
+    let mut w = Writer::new();
+    let v: Vec<&Vec<u8>> = backlog.iter().collect();
+    w.list(&v, |w, b| w.opaque(b));
+    w.into_bytes()
+}
+
+fn decode_backlog(bytes: &[u8]) -> Result<VecDeque<Vec<u8>>, DecodeError> {
+    let mut r = Reader::new(bytes)?;
+    let v = r.list(1, |r| Ok(r.opaque()?.to_vec()))?;
+    r.finish()?;
+    Ok(v.into())
+}
