@@ -7,7 +7,8 @@
 //! device refuses every further call ([`DeviceError::Poisoned`]) until it is reopened from
 //! the store, which holds the state of the last committed call.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use dcgka::codec::{Decode, DecodeError, Reader, Writer};
 use dcgka::crypto::IdentityKey;
@@ -18,13 +19,12 @@ use dcgka::prekeys::{Identity, OneTimePrekey, PrekeyError, PrekeyProvider, Signe
 use dcgka::snapshot::SnapshotError;
 use dcgka::wire::{Envelope, EnvelopeKind};
 use rand_core::CryptoRng;
-use zeroize::Zeroizing;
 
 use crate::consts::{MAX_BACKLOG_BYTES, MAX_BACKLOG_ENVELOPES};
 use crate::log::{LogEntry, SentWelcome};
 use crate::outbox::{Destination, Transmit};
 use crate::rules::Slot;
-use crate::storage::{Commit, MemoryStore, StateKey, Storage};
+use crate::storage::{Commit, MemoryStore, Record, StateKey, Storage};
 
 /// What every call that may run the protocol needs from the caller: randomness, time and
 /// the PKI. The device supplies its own identity.
@@ -142,6 +142,9 @@ pub struct Device<S: Storage = MemoryStore> {
     config: GroupConfig,
     slots: BTreeMap<GroupId, Slot>,
     backlog: VecDeque<Vec<u8>>,
+    /// Hashes of the backlog's envelopes, to recognise one offered again.
+    backlog_seen: HashSet<u64>,
+    backlog_bytes: usize,
     outbox: Vec<Transmit>,
     next_transmit: u64,
     store: S,
@@ -163,6 +166,8 @@ impl<S: Storage> Device<S> {
             config,
             slots: BTreeMap::new(),
             backlog: VecDeque::new(),
+            backlog_seen: HashSet::new(),
+            backlog_bytes: 0,
             outbox: Vec::new(),
             next_transmit: 0,
             store,
@@ -207,11 +212,15 @@ impl<S: Storage> Device<S> {
         }
         let next_transmit = stored.outbox.iter().map(|t| t.id + 1).max().unwrap_or(0);
         let committed_opks = identity.key_store().one_time_prekey_count();
+        let backlog_seen = backlog.iter().map(|b| bytes_hash(b)).collect();
+        let backlog_bytes = backlog.iter().map(Vec::len).sum();
         Ok(Device {
             identity,
             config,
             slots,
             backlog,
+            backlog_seen,
+            backlog_bytes,
             outbox: stored.outbox,
             next_transmit,
             store,
@@ -546,6 +555,8 @@ impl<S: Storage> Device<S> {
             s.learn_instances();
         }
         let backlog = std::mem::take(&mut self.backlog);
+        self.backlog_seen.clear();
+        self.backlog_bytes = 0;
         if backlog.is_empty() {
             return;
         }
@@ -560,16 +571,15 @@ impl<S: Storage> Device<S> {
     }
 
     fn push_backlog(&mut self, bytes: &[u8], ch: &mut Changes) {
-        if self.backlog.iter().any(|b| b == bytes) {
+        if !self.backlog_seen.insert(bytes_hash(bytes)) {
             return;
         }
         self.backlog.push_back(bytes.to_vec());
-        let mut total: usize = self.backlog.iter().map(Vec::len).sum();
-        while self.backlog.len() > MAX_BACKLOG_ENVELOPES || total > MAX_BACKLOG_BYTES {
-            match self.backlog.pop_front() {
-                Some(old) => total -= old.len(),
-                None => break,
-            }
+        self.backlog_bytes += bytes.len();
+        while self.backlog.len() > MAX_BACKLOG_ENVELOPES || self.backlog_bytes > MAX_BACKLOG_BYTES {
+            let Some(old) = self.backlog.pop_front() else { break };
+            self.backlog_bytes -= old.len();
+            self.backlog_seen.remove(&bytes_hash(&old));
         }
         ch.backlog = true;
     }
@@ -688,15 +698,15 @@ impl<S: Storage> Device<S> {
         let mut c = Commit::default();
         let opks = self.identity.key_store().one_time_prekey_count();
         if ch.identity || opks != self.committed_opks {
-            c.state.push((StateKey::Identity, Some(self.identity.snapshot())));
+            c.state.push((StateKey::Identity, Some(Record::Identity(&self.identity))));
         }
         for gid in &ch.touched {
             let Some(slot) = self.slots.get(gid) else { continue };
-            c.state.push((StateKey::Group(*gid), slot.live.as_ref().map(Group::snapshot)));
-            c.state.push((StateKey::Rules(*gid), Some(Zeroizing::new(slot.encode_rules()))));
+            c.state.push((StateKey::Group(*gid), slot.live.as_ref().map(Record::Group)));
+            c.state.push((StateKey::Rules(*gid), Some(Record::Bytes(slot.encode_rules()))));
         }
         if ch.backlog {
-            c.state.push((StateKey::Backlog, Some(Zeroizing::new(encode_backlog(&self.backlog)))));
+            c.state.push((StateKey::Backlog, Some(Record::Backlog(&self.backlog))));
         }
         for t in &mut ch.report.transmit {
             t.id = self.next_transmit;
@@ -758,8 +768,16 @@ fn ctx<'a, R: CryptoRng>(env: &'a mut Env<'_, R>, identity: &'a mut Identity) ->
     Context { rng: &mut *env.rng, now: env.now, prekeys: &mut *env.prekeys, identity }
 }
 
+/// A hash of an envelope, to recognise it in the backlog (a collision at worst evicts one
+/// envelope early; sync brings it again).
+fn bytes_hash(bytes: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
 /// The backlog record: `list<opaque>`.
-fn encode_backlog(backlog: &VecDeque<Vec<u8>>) -> Vec<u8> {
+pub(crate) fn encode_backlog(backlog: &VecDeque<Vec<u8>>) -> Vec<u8> {
     let mut w = Writer::new();
     let v: Vec<&Vec<u8>> = backlog.iter().collect();
     w.list(&v, |w, b| w.opaque(b));

@@ -11,11 +11,13 @@
 //!
 //! [`MemoryStore`] is the in-memory implementation, used by tests and the simulator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
 
 use dcgka::events::Event;
+use dcgka::group::Group;
 use dcgka::ids::{GroupId, MemberId};
+use dcgka::prekeys::Identity;
 use zeroize::Zeroizing;
 
 use crate::log::{LogEntry, SentWelcome};
@@ -36,11 +38,37 @@ pub enum StateKey {
     Backlog,
 }
 
+/// The value of a state record, encoded only when the store asks for its bytes (a store
+/// that keeps nothing, or writes records its own way, pays nothing for encoding).
+#[derive(Debug)]
+pub enum Record<'a> {
+    /// The identity ([`Identity::snapshot`]).
+    Identity(&'a Identity),
+    /// A group's live instance ([`Group::snapshot`]).
+    Group(&'a Group),
+    /// The backlog: `list<opaque>`.
+    Backlog(&'a VecDeque<Vec<u8>>),
+    /// Bytes encoded by the device (the rules record).
+    Bytes(Vec<u8>),
+}
+
+impl Record<'_> {
+    /// The record's bytes. They are secret: they zeroize on drop.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Record::Identity(i) => i.snapshot(),
+            Record::Group(g) => g.snapshot(),
+            Record::Backlog(b) => Zeroizing::new(crate::device::encode_backlog(b)),
+            Record::Bytes(b) => Zeroizing::new(b.clone()),
+        }
+    }
+}
+
 /// Everything one device call changed, to be stored atomically.
 #[derive(Debug, Default)]
-pub struct Commit {
-    /// State records written (`Some`) or deleted (`None`). Values are secret.
-    pub state: Vec<(StateKey, Option<Zeroizing<Vec<u8>>>)>,
+pub struct Commit<'a> {
+    /// State records written (`Some`) or deleted (`None`).
+    pub state: Vec<(StateKey, Option<Record<'a>>)>,
     /// Envelopes appended to a group's log.
     pub log: Vec<(GroupId, LogEntry)>,
     /// Welcomes this device sent, kept to re-offer them.
@@ -55,7 +83,7 @@ pub struct Commit {
     pub events: Vec<(GroupId, Event)>,
 }
 
-impl Commit {
+impl Commit<'_> {
     /// Whether the commit changes nothing.
     pub fn is_empty(&self) -> bool {
         self.state.is_empty()
@@ -65,11 +93,6 @@ impl Commit {
             && self.outbox_added.is_empty()
             && self.outbox_removed.is_empty()
             && self.events.is_empty()
-    }
-
-    /// Bytes of state records written: what a store must write besides appends.
-    pub fn state_bytes(&self) -> usize {
-        self.state.iter().map(|(_, v)| v.as_ref().map_or(0, |v| v.len())).sum()
     }
 }
 
@@ -92,25 +115,39 @@ pub trait Storage {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Applies `commit` atomically: all of it or nothing.
-    fn commit(&mut self, commit: &Commit) -> Result<(), Self::Error>;
+    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Self::Error>;
 
     /// Reads back everything committed.
     fn load(&self) -> Result<Stored, Self::Error>;
 }
 
 /// The in-memory store.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MemoryStore {
     stored: Stored,
     events: Vec<(GroupId, Event)>,
     commits: u64,
     state_bytes: u64,
+    volatile: bool,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store that keeps everything committed ([`Storage::load`] returns it).
     pub fn new() -> Self {
-        Self::default()
+        MemoryStore { stored: Stored::default(), events: Vec::new(), commits: 0, state_bytes: 0, volatile: false }
+    }
+
+    /// A store that only counts commits and keeps nothing: for simulations, where the
+    /// devices' memory is the only copy and encoding every record would dominate the run.
+    /// [`Storage::load`] returns an empty device.
+    pub fn volatile() -> Self {
+        MemoryStore { volatile: true, ..Self::new() }
     }
 
     /// Every event committed, in order (the application's inbox).
@@ -132,12 +169,18 @@ impl MemoryStore {
 impl Storage for MemoryStore {
     type Error = Infallible;
 
-    fn commit(&mut self, c: &Commit) -> Result<(), Infallible> {
+    fn commit(&mut self, c: &Commit<'_>) -> Result<(), Infallible> {
+        self.commits += 1;
+        if self.volatile {
+            return Ok(());
+        }
         let s = &mut self.stored;
         for (k, v) in &c.state {
             match v {
                 Some(v) => {
-                    s.state.insert(*k, v.clone());
+                    let bytes = v.encode();
+                    self.state_bytes += bytes.len() as u64;
+                    s.state.insert(*k, bytes);
                 }
                 None => {
                     s.state.remove(k);
@@ -150,8 +193,6 @@ impl Storage for MemoryStore {
         s.outbox.extend(c.outbox_added.iter().cloned());
         s.outbox.retain(|t| !c.outbox_removed.contains(&t.id));
         self.events.extend(c.events.iter().cloned());
-        self.commits += 1;
-        self.state_bytes += c.state_bytes() as u64;
         Ok(())
     }
 

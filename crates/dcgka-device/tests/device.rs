@@ -425,7 +425,7 @@ struct DiskFull;
 
 impl Storage for Flaky {
     type Error = DiskFull;
-    fn commit(&mut self, c: &Commit) -> Result<(), DiskFull> {
+    fn commit(&mut self, c: &Commit<'_>) -> Result<(), DiskFull> {
         if self.ok == 0 {
             return Err(DiskFull);
         }

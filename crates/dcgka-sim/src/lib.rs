@@ -248,7 +248,8 @@ impl Sim {
             // Publishing cannot fail for a fresh identity and a batch below the store limit.
             let _ = directory.publish_identity(&mut rng, &mut identity, NOW, OPK_BATCH);
             // The in-memory store never fails.
-            let Ok(device) = dcgka_device::Device::new(identity, GroupConfig::default(), MemoryStore::new()) else {
+            let Ok(device) = dcgka_device::Device::new(identity, GroupConfig::default(), MemoryStore::volatile())
+            else {
                 continue;
             };
             devices.push(SimDevice {
@@ -570,12 +571,13 @@ impl Sim {
     pub fn sync(&mut self) -> bool {
         let mut progress = false;
         for to in 0..self.devices.len() {
+            let before = self.fingerprint(to);
             for from in 0..self.devices.len() {
-                if from == to || !self.reachable(from, to) {
-                    continue;
+                if from != to && self.reachable(from, to) {
+                    self.exchange(to, from);
                 }
-                progress |= self.sync_pair(to, from);
             }
+            progress |= self.fingerprint(to) != before;
         }
         progress
     }
@@ -584,9 +586,17 @@ impl Sim {
     /// answer is cut short). Returns whether `to` made progress.
     pub fn sync_pair(&mut self, to: Dev, from: Dev) -> bool {
         let before = self.fingerprint(to);
+        self.exchange(to, from);
+        self.fingerprint(to) != before
+    }
+
+    fn exchange(&mut self, to: Dev, from: Dev) {
         for _ in 0..64 {
             let req = self.devices[to].device.sync_request();
             let resp = self.devices[from].device.answer_sync(&req);
+            if resp.is_empty() {
+                break;
+            }
             for p in self.sync_packets(from, &resp) {
                 self.deliver(to, p);
             }
@@ -594,7 +604,6 @@ impl Sim {
                 break;
             }
         }
-        self.fingerprint(to) != before
     }
 
     /// The transcript packets of a sync answer (Welcomes first).

@@ -18,8 +18,8 @@
 //!
 //! Coalitions ("A+B colluding") cannot be expressed with the current hooks: a shadow
 //! only knows what one instance knows, and no hook exports or merges member secrets or
-//! ratchet states. The single-party results are asserted; see the report in
-//! `/work/scratch/bugs-scenarios.md` for the hook that would be needed.
+//! ratchet states. The single-party results are asserted; a hook that exports and merges
+//! several instances' secrets would be needed for the coalition cases.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -2,8 +2,9 @@
 //!
 //! A sans-IO implementation of decentralized continuous group key agreement after
 //! Weidner, Kleppmann, Hugenroth and Beresford, "Key Agreement for Decentralized Secure
-//! Group Messaging with Strong Security Guarantees" (ACM CCS 2021), as specified in the
-//! project's `PROTOCOL.md`.
+//! Group Messaging with Strong Security Guarantees" (ACM CCS 2021). The wire format and
+//! processing rules are documented in the repository's `docs/protocol.md`; section
+//! numbers (§) in this crate refer to it.
 //!
 //! The crate performs no I/O: it reads no clock, opens no socket and uses no global RNG.
 //! Every operation takes a caller-supplied CSPRNG (`&mut impl rand_core::CryptoRng`) and,

@@ -6,7 +6,8 @@
 //! The fixtures come from [`scenario`]: three members after create and all acks, one
 //! update (acknowledged by everyone) and one message; the group snapshot is Bob's, the
 //! identity snapshot Bob's identity after it (one signed prekey more, some one-time
-//! prekeys consumed). `regenerate_fixtures` rewrites them; it is ignored by default.
+//! prekeys consumed). `the_fixture_scenario_restores` rewrites them when
+//! `DCGKA_REGENERATE_FIXTURES=1` is set.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -125,17 +126,22 @@ fn scenario() -> (Group, Identity) {
     (d.groups.swap_remove(1), bob_identity)
 }
 
-/// Rewrites both fixtures from [`scenario`]. Run it only on an intentional format change:
-/// `cargo test -p dcgka --test foundations -- --ignored regenerate_fixtures`. A change that
+/// The scenario's snapshots restore and re-encode. With `DCGKA_REGENERATE_FIXTURES=1` it
+/// also rewrites both fixtures: do that only on an intentional format change
+/// (`DCGKA_REGENERATE_FIXTURES=1 cargo test -p dcgka --test foundations the_fixture_scenario`). A change that
 /// bumps a format version writes new files for the new version (rename the constants
 /// above) and keeps the old ones, which must then still restore.
 ///
 /// The fixtures need not be reproducible by this function: they stay frozen even when the
 /// protocol's use of randomness changes; only their format is tested.
 #[test]
-#[ignore = "rewrites the frozen fixtures; run only on an intentional format change"]
-fn regenerate_fixtures() {
+fn the_fixture_scenario_restores() {
     let (group, identity) = scenario();
+    assert_eq!(Group::restore(&group.snapshot()).unwrap().snapshot(), group.snapshot());
+    assert_eq!(Identity::restore(&identity.snapshot()).unwrap().snapshot(), identity.snapshot());
+    if std::env::var_os("DCGKA_REGENERATE_FIXTURES").is_none_or(|v| v != "1") {
+        return;
+    }
     std::fs::create_dir_all(fixture_path("")).unwrap();
     std::fs::write(fixture_path(GROUP_FIXTURE), &group.snapshot()[..]).unwrap();
     std::fs::write(fixture_path(IDENTITY_FIXTURE), &identity.snapshot()[..]).unwrap();
