@@ -115,6 +115,8 @@ fn to_json(cfg: &RunConfig, r: &RunReport) -> serde_json::Value {
         "shadows": cfg.shadows,
         "elapsed_ms": u64::try_from(r.elapsed_ms).unwrap_or(u64::MAX),
         "violations": r.violations,
+        "emptied": r.emptied,
+        "steps_with_group": r.steps_with_group,
     })
 }
 

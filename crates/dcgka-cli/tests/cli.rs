@@ -44,6 +44,9 @@ fn sim_json_has_the_required_fields_and_no_violations() {
             assert!(v[field].is_u64(), "{field} in {v}");
         }
         assert_eq!(v["deliveries_ok"], v["deliveries_expected"]);
+        // The run exercised a group for some steps; every emptying is counted.
+        assert!(v["steps_with_group"].as_u64().is_some_and(|s| s > 0 && s <= 80), "{v}");
+        assert!(v["emptied"].as_u64().is_some(), "{v}");
         assert!(v["app_messages"].as_u64().unwrap() > 0);
     }
 }

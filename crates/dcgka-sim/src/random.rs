@@ -114,6 +114,12 @@ pub struct RunReport {
     pub packets: usize,
     /// Of those, batch envelopes (coalesced acks travelling with a later envelope).
     pub batches: usize,
+    /// How many times the group emptied: a step after which no device held an active
+    /// instance with another member, following one at which some device did.
+    pub emptied: usize,
+    /// Steps after which some device held an active instance with two or more members
+    /// (the steps at which the run still exercised a group).
+    pub steps_with_group: usize,
     /// Everything that went wrong; empty for a correct run.
     pub violations: Vec<String>,
     /// Wall-clock time of the run, in milliseconds.
@@ -557,8 +563,16 @@ pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(usize, usize)) -> RunReport
             return r.report;
         }
     }
+    let mut had_group = true;
     for i in 0..cfg.steps {
         r.step();
+        let has_group = r.actives().iter().any(|d| r.sim.members_at(*d).len() >= 2);
+        if has_group {
+            r.report.steps_with_group += 1;
+        } else if had_group {
+            r.report.emptied += 1;
+        }
+        had_group = has_group;
         progress(i + 1, cfg.steps);
     }
     r.finish();
