@@ -194,10 +194,18 @@ pub struct Sim {
     pub config: GroupConfig,
     /// Current partition: device → side. Packets cross sides only after `heal`.
     pub partition: Option<Vec<usize>>,
+    /// Pairs of devices on different sides that can reach each other again (a partition
+    /// healing one link at a time, [`Sim::link`]): they sync, but packets held by the
+    /// partition stay held until [`Sim::heal`].
+    pub links: BTreeSet<(Dev, Dev)>,
     /// Packets held back by the partition or dropped, per device, for later redelivery.
     pub held: Vec<Vec<Packet>>,
     /// Whether to run adversarial shadows (see [`SimDevice::shadows`]).
     pub shadows: bool,
+    /// The group the simulation is about: the last one created through [`Sim::create`].
+    /// Instances of earlier groups (a group that emptied and was replaced) go on living on
+    /// the devices, but their events and instances are outside the oracles.
+    pub gid: Option<GroupId>,
     /// Transcript ids by a hash of their bytes, to name envelopes that sync brings.
     by_bytes: HashMap<u64, Vec<usize>>,
 }
@@ -273,7 +281,9 @@ impl Sim {
             messages: Vec::new(),
             config: GroupConfig::default(),
             partition: None,
+            links: BTreeSet::new(),
             shadows: false,
+            gid: None,
             by_bytes: HashMap::new(),
         }
     }
@@ -409,9 +419,17 @@ impl Sim {
         // instance that a removal or corruption ends is retired at that point (one call may
         // join, process a backlog and be removed).
         let shadows = self.shadows;
+        let current = self.gid;
+        let is_current = |gid: &GroupId| current.is_none_or(|c| c == *gid);
         let dev = &mut self.devices[from];
-        let mut retired: VecDeque<Group> = dev.device.take_retired().into_iter().map(|(_, g)| g).collect();
+        let (mine, others): (Vec<_>, Vec<_>) = dev.device.take_retired().into_iter().partition(|(g, _)| is_current(g));
+        // Instances of a replaced group are kept for `device_of`, outside the oracles.
+        dev.retired.extend(others.into_iter().map(|(_, g)| g));
+        let mut retired: VecDeque<Group> = mine.into_iter().map(|(_, g)| g).collect();
         for (gid, e) in report.events {
+            if !is_current(&gid) {
+                continue;
+            }
             let ends = matches!(e, Event::RemovedFromGroup { .. } | Event::GroupStateCorrupted { .. });
             if matches!(e, Event::Joined { .. }) {
                 dev.gid = Some(gid);
@@ -435,7 +453,7 @@ impl Sim {
                 dev.errors.push(GroupError::Dropped(r.clone()).to_string());
             }
         }
-        if !report.joined.is_empty() {
+        if report.joined.iter().any(is_current) {
             self.sync_on_join(from);
         }
         ids
@@ -457,23 +475,36 @@ impl Sim {
     }
 
     fn enqueue(&mut self, to: Dev, p: Packet) {
-        let crosses = self.partition.as_ref().is_some_and(|side| side[to] != side[p.from]);
+        let crosses = !self.reachable(to, p.from);
         if crosses { self.held[to].push(p) } else { self.devices[to].inbox.push_back(p) }
     }
 
     /// Whether `a` and `b` can reach each other now.
     pub fn reachable(&self, a: Dev, b: Dev) -> bool {
-        self.partition.as_ref().is_none_or(|side| side[a] == side[b])
+        self.partition.as_ref().is_none_or(|side| side[a] == side[b]) || self.links.contains(&(a.min(b), a.max(b)))
+    }
+
+    /// Lets `a` and `b` reach each other across the partition, from now until the next
+    /// [`Sim::split`] or [`Sim::heal`].
+    pub fn link(&mut self, a: Dev, b: Dev) {
+        self.links.insert((a.min(b), a.max(b)));
+    }
+
+    /// Cuts a link made by [`Sim::link`] (the device goes offline again for that peer).
+    pub fn unlink(&mut self, a: Dev, b: Dev) {
+        self.links.remove(&(a.min(b), a.max(b)));
     }
 
     /// Splits the network: `sides[d]` is device d's side.
     pub fn split(&mut self, sides: Vec<usize>) {
         self.partition = Some(sides);
+        self.links.clear();
     }
 
     /// Heals the partition: held packets are queued (sync delivers them).
     pub fn heal(&mut self) {
         self.partition = None;
+        self.links.clear();
         for d in 0..self.devices.len() {
             let held = std::mem::take(&mut self.held[d]);
             self.devices[d].inbox.extend(held);
@@ -484,8 +515,11 @@ impl Sim {
     pub fn create(&mut self, d: Dev, others: &[Dev]) -> Result<Vec<usize>, SimError> {
         let iks: Vec<IdentityKey> = others.iter().map(|o| self.ik(*o)).collect();
         let (gid, report) = self.call(d, |dev, env| dev.create(env, &iks))?;
+        self.gid = Some(gid);
+        for dev in &mut self.devices {
+            dev.gid = Some(gid);
+        }
         let dev = &mut self.devices[d];
-        dev.gid = Some(gid);
         dev.instance_start = dev.events.len();
         Ok(self.absorb(d, report))
     }

@@ -115,7 +115,8 @@ pub struct RunReport {
     /// Of those, batch envelopes (coalesced acks travelling with a later envelope).
     pub batches: usize,
     /// How many times the group emptied: a step after which no device held an active
-    /// instance with another member, following one at which some device did.
+    /// instance with another member, following one at which some device did. The next
+    /// step then creates a new group among the devices.
     pub emptied: usize,
     /// Steps after which some device held an active instance with two or more members
     /// (the steps at which the run still exercised a group).
@@ -184,7 +185,38 @@ impl Runner<'_> {
         (0..self.sim.devices.len()).filter(|d| self.sim.devices[*d].active()).collect()
     }
 
+    /// Whether some device holds an active instance with another member in its view.
+    fn has_group(&self) -> bool {
+        self.actives().iter().any(|d| self.sim.members_at(*d).len() >= 2)
+    }
+
+    /// The group emptied (concurrent removals can remove everyone, which no single view
+    /// can prevent): a random device creates a new group with a random set of others, so
+    /// that the rest of the run keeps testing a live group.
+    fn restart(&mut self) {
+        let n = self.sim.devices.len();
+        let d = self.below(n);
+        let want = 1 + self.below(self.cfg.members.max(2) - 1);
+        let mut pool: Vec<Dev> = (0..n).filter(|o| *o != d).collect();
+        let mut others = Vec::new();
+        while others.len() < want && !pool.is_empty() {
+            let k = self.below(pool.len());
+            others.push(pool.remove(k));
+        }
+        others.sort_unstable();
+        match self.sim.create(d, &others) {
+            Ok(_) => self.log(|s| {
+                format!("{}: the group emptied; create a new one with {:?}", s.devices[d].name, s.member_names(d))
+            }),
+            Err(e) => self.refused("create", d, &e),
+        }
+    }
+
     fn step(&mut self) {
+        if !self.has_group() {
+            self.restart();
+            return;
+        }
         let roll = self.rng.next_u32() % 100;
         let actives = self.actives();
         let mut t = 0;
@@ -285,7 +317,8 @@ impl Runner<'_> {
         let me = g.me();
         let members: Vec<_> = g.members().into_iter().filter(|m| *m != me).collect();
         // Keep the group from draining: remove only while at least half the initial size
-        // (and three members) would remain, so that long runs keep exercising a live group.
+        // (and two members in the remover's own view) would remain, so that long runs keep
+        // exercising a live group; concurrent removals can still empty it (see `restart`).
         if members.len() < 2 || members.len() < self.cfg.members / 2 {
             return;
         }

@@ -52,3 +52,19 @@ fn a_fixed_run_with_partitions_converges() {
     assert!(report.deliveries_expected > 0);
     assert_eq!(report.deliveries_ok, report.deliveries_expected);
 }
+
+/// A run in which concurrent removals empty the group: the runner creates a new group
+/// among the devices, and the rest of the run keeps testing a live group (the oracles
+/// then judge the new group).
+#[test]
+fn a_run_whose_group_empties_goes_on_with_a_new_group() {
+    let cfg = RunConfig { partitions: 3, ..RunConfig::new(4, 400, 2) };
+    let report = run(&cfg, &mut |_, _| {});
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    assert!(report.converged);
+    assert!(report.emptied >= 1, "{report:?}");
+    assert!(report.steps_with_group >= 390, "{report:?}");
+    assert!(report.members >= 2, "{report:?}");
+    assert!(report.deliveries_expected > 0);
+    assert_eq!(report.deliveries_ok, report.deliveries_expected);
+}
