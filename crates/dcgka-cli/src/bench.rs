@@ -34,8 +34,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use cpu_time::ThreadTime;
-use dcgka::events::{DropReason, Event};
-use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Status};
+use dcgka::events::Event;
+use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Received, Status};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
 use dcgka::wire::EnvelopeKind;
 use rand_chacha::ChaCha20Rng;
@@ -278,11 +278,12 @@ impl World {
             self.count(kind_name(Group::peek(&bytes).ok().map(|p| p.kind)), bytes.len());
             self.queue.push_back(Packet::Broadcast { from, bytes });
         }
-        for (_, ik, bytes) in out.direct {
+        for w in out.direct {
+            let bytes = w.bytes;
             let to = self
                 .devices
                 .iter()
-                .position(|d| d.identity.public_key() == ik)
+                .position(|d| d.identity.public_key() == w.identity)
                 .ok_or_else(|| "a Welcome for an unknown device".to_string())?;
             self.welcome_bytes += bytes.len() as u64;
             self.count("welcome", bytes.len());
@@ -359,12 +360,15 @@ impl World {
             Some(true) => {
                 let res = self.measured(to, |ctx, slot| match slot {
                     Some(g) => g.receive(ctx, bytes),
-                    None => Err(GroupError::Internal("no group".into())),
+                    None => Err(GroupError::Internal("no group")),
                 });
                 match res {
-                    Ok(out) => self.post(to, out),
                     // The add envelope reaches its newcomer a second time after the Welcome.
-                    Err(GroupError::Dropped(DropReason::Duplicate) | GroupError::OwnEnvelope) => Ok(()),
+                    Ok(out) if matches!(out.received, Some(Received::Duplicate | Received::OwnEnvelope)) => Ok(()),
+                    Ok(out) if matches!(out.received, Some(Received::Dropped(_))) => {
+                        Err(format!("device {to}: envelope dropped: {:?}", out.received))
+                    }
+                    Ok(out) => self.post(to, out),
                     Err(e) => Err(format!("device {to}: receive failed: {e}")),
                 }
             }
@@ -393,9 +397,9 @@ impl World {
         let newcomer = self.devices[n].identity.public_key();
         let target = self.devices[1].group.as_ref().map(Group::me).ok_or("member 1 has no group")?;
         let out = self.measured(0, |ctx, slot| {
-            let Some(g) = slot else { return Err(GroupError::Internal("member 0 has no group".into())) };
+            let Some(g) = slot else { return Err(GroupError::Internal("member 0 has no group")) };
             match op {
-                Op::Create => Err(GroupError::Internal("create is the setup".into())),
+                Op::Create => Err(GroupError::Internal("create is the setup")),
                 Op::Add => g.add(ctx, newcomer),
                 Op::Remove => g.remove(ctx, target),
                 Op::Update => g.update(ctx),
@@ -419,7 +423,7 @@ impl World {
         for i in World::round_senders(op, n) {
             let out = self.measured(i, |ctx, slot| match slot {
                 Some(g) => g.send(ctx, &PAYLOAD),
-                None => Err(GroupError::Internal("no group".into())),
+                None => Err(GroupError::Internal("no group")),
             });
             let out = out.map_err(|e| format!("device {i}: send failed: {e}"))?;
             self.post(i, out)?;

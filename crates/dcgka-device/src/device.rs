@@ -13,7 +13,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use dcgka::codec::{Decode, DecodeError, Reader, Writer};
 use dcgka::crypto::IdentityKey;
 use dcgka::events::{DropReason, Event};
-use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Status, welcome_target};
+use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Received, Status, welcome_target};
 use dcgka::ids::{GroupId, MemberId};
 use dcgka::prekeys::{Identity, OneTimePrekey, PrekeyError, PrekeyProvider, Signed};
 use dcgka::snapshot::SnapshotError;
@@ -467,16 +467,18 @@ impl<S: Storage> Device<S> {
             return Err(DeviceError::NoActiveGroup(gid));
         };
         let mut ctx = ctx(env, &mut self.identity);
-        match g.receive(&mut ctx, bytes) {
-            Ok(out) => {
-                self.absorb(gid, out, ch);
-                Ok(Outcome::Accepted(gid))
-            }
-            Err(GroupError::Dropped(DropReason::Duplicate)) => Ok(Outcome::Duplicate),
-            Err(GroupError::Dropped(r)) => Ok(Outcome::Dropped(r)),
-            Err(GroupError::OwnEnvelope) => Ok(Outcome::OwnEnvelope),
-            Err(error) => Err(DeviceError::Group { gid, error }),
+        let out = g.receive(&mut ctx, bytes).map_err(|error| DeviceError::Group { gid, error })?;
+        let outcome = match &out.received {
+            Some(Received::Duplicate) => Outcome::Duplicate,
+            Some(Received::OwnEnvelope) => Outcome::OwnEnvelope,
+            Some(Received::Dropped(r)) => Outcome::Dropped(r.clone()),
+            _ => Outcome::Accepted(gid),
+        };
+        let nothing = out.events.is_empty() && out.broadcast.is_empty() && out.accepted.is_empty();
+        if !(nothing && outcome != Outcome::Accepted(gid)) {
+            self.absorb(gid, out, ch);
         }
+        Ok(outcome)
     }
 
     fn join_from_create<R: CryptoRng>(
@@ -611,11 +613,11 @@ impl<S: Storage> Device<S> {
             }
             ch.report.transmit.push(Transmit { id: 0, gid, to: Destination::Group, bytes });
         }
-        for (target, identity, bytes) in out.direct {
-            let w = SentWelcome { target, identity, bytes: bytes.clone() };
-            slot.log.add_welcome(w.clone());
-            ch.welcomes_kept.push((gid, w));
-            ch.report.transmit.push(Transmit { id: 0, gid, to: Destination::Identity(identity), bytes });
+        for w in out.direct {
+            let kept = SentWelcome { target: w.member, identity: w.identity, bytes: w.bytes.clone() };
+            slot.log.add_welcome(kept.clone());
+            ch.welcomes_kept.push((gid, kept));
+            ch.report.transmit.push(Transmit { id: 0, gid, to: Destination::Identity(w.identity), bytes: w.bytes });
         }
         ch.report.events.extend(out.events.into_iter().map(|e| (gid, e)));
     }

@@ -10,12 +10,12 @@
 
 mod common;
 
-use common::{A, B, C, D, create_recorded, observe, parse, recv, signing_key_for};
+use common::{A, B, C, D, create_recorded, observe, outcome, parse, recv, signing_key_for};
 use dcgka::codec::{Decode, Encode};
 use dcgka::consts::MAX_BATCH_ITEMS;
 use dcgka::crypto::SigningSecret;
 use dcgka::events::{DropReason, Event};
-use dcgka::group::{Group, GroupError, Status};
+use dcgka::group::{Group, GroupError, Received, Status};
 use dcgka::ids::SeqNo;
 use dcgka::wire::{BatchItem, Envelope, EnvelopeKind, encode_batch};
 use dcgka_sim::{Dev, Sim, oracle};
@@ -171,7 +171,7 @@ fn a_batch_that_arrives_early_waits_and_a_replayed_one_is_a_duplicate() {
     // The same batch again: a duplicate, nothing changes.
     let before = observe(group(&sim, C));
     let bytes = sim.transcript[first].bytes.clone();
-    assert!(matches!(recv(&mut sim, C, &bytes), Err(GroupError::Dropped(DropReason::Duplicate))));
+    assert_eq!(outcome(&recv(&mut sim, C, &bytes)), Ok(Received::Duplicate));
     assert_eq!(observe(group(&sim, C)), before);
     sim.deliver_all();
     assert_clean(&sim);
@@ -209,7 +209,7 @@ fn a_tampered_or_forged_batch_changes_nothing() {
     let forged =
         Envelope::seal(EnvelopeKind::Batch, &group(&sim, C).gid(), env.seq, &b, None, None, env.body.clone(), &forger)
             .to_bytes();
-    assert!(matches!(recv(&mut sim, C, &forged), Err(GroupError::Dropped(DropReason::BadSignature))));
+    assert_eq!(outcome(&recv(&mut sim, C, &forged)), Ok(Received::Dropped(DropReason::BadSignature)));
     assert_eq!(observe(group(&sim, C)), before);
     // The genuine batch still goes through.
     assert!(sim.deliver_id(C, id));

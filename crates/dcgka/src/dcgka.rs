@@ -49,7 +49,7 @@ pub(crate) enum ProcessError {
     /// A first contact needs this identity's bundle; retry once the provider has one.
     NeedBundle(IdentityKey),
     /// Local state can no longer stay consistent (§5.6 FATAL).
-    Fatal(String),
+    Fatal(&'static str),
 }
 
 impl From<RejectReason> for ProcessError {
@@ -58,8 +58,8 @@ impl From<RejectReason> for ProcessError {
     }
 }
 
-fn fatal(what: impl core::fmt::Display) -> ProcessError {
-    ProcessError::Fatal(what.to_string())
+fn fatal(what: &'static str) -> ProcessError {
+    ProcessError::Fatal(what)
 }
 
 fn malformed(what: impl Into<String>) -> ProcessError {
@@ -288,8 +288,9 @@ impl Dcgka {
             RatchetInput::Add => crypto::info(labels::INPUT_ADD, &[]),
         };
         let p = crypto::extract(self.rt.get(id), &encoded);
-        let i = p.expand(labels::RATCHET_UPDATE, &[&self.gid.0, &id.0]).map_err(fatal)?;
-        let next = p.expand(labels::RATCHET_NEXT, &[&self.gid.0, &id.0]).map_err(fatal)?;
+        let i = p.expand(labels::RATCHET_UPDATE, &[&self.gid.0, &id.0]).map_err(|_| fatal("ratchet key derivation"))?;
+        let next =
+            p.expand(labels::RATCHET_NEXT, &[&self.gid.0, &id.0]).map_err(|_| fatal("ratchet key derivation"))?;
         self.rt.insert(*id, next);
         Ok(i)
     }
@@ -306,7 +307,7 @@ impl Dcgka {
         ids.map(|id| {
             prk.expand(labels::MEMBER_SECRET, &[&self.gid.0, &s.0, &q.to_be_bytes(), &id.0])
                 .map(|m| (id, m))
-                .map_err(fatal)
+                .map_err(|_| fatal("member secret derivation"))
         })
         .collect()
     }
@@ -345,7 +346,7 @@ impl Dcgka {
         let ik = *self.ik.get(id).ok_or_else(|| fatal("encrypt-to a member of unknown identity"))?;
         let (gid, me) = (self.gid, self.me);
         let session = self.sm.entry(*id).or_insert_with(|| TwoPartySession::new(gid, me, *id, ik));
-        session.send_prepared(env.rng, bundles.get(&ik), m).map_err(fatal)
+        session.send_prepared(env.rng, bundles.get(&ik), m).map_err(|_| fatal("a 2SM message cannot be sealed"))
     }
 
     /// `decrypt-from(γ, ID, c)`; a failure is FATAL (§5.6).
@@ -358,7 +359,9 @@ impl Dcgka {
         let ik = *self.ik.get(id).ok_or_else(|| fatal("decrypt-from a member of unknown identity"))?;
         let (gid, me) = (self.gid, self.me);
         let session = self.sm.entry(*id).or_insert_with(|| TwoPartySession::new(gid, me, *id, ik));
-        let pt = session.receive(env.keys, c).map_err(|e| fatal(format!("2SM from {id:?}: {e}")))?;
+        let pt = session
+            .receive(env.keys, c)
+            .map_err(|_| fatal("a 2SM message from an authenticated sender does not decrypt"))?;
         let bytes: [u8; KEY_LEN] = pt[..].try_into().map_err(|_| fatal("2SM payload is not a 32-byte secret"))?;
         Ok(Secret32::from_bytes(bytes))
     }
@@ -870,7 +873,7 @@ impl Dcgka {
         }
         if self.in_view(&self.me, &s) {
             if !self.rt.contains_key(&s) {
-                return Err(fatal(format!("no ratchet state for {s:?}, who knows me")));
+                return Err(fatal("no ratchet state for a member who knows me"));
             }
             let welcome = self.update_ratchet(&s, RatchetInput::Welcome)?;
             self.ms.insert((s, q, t), welcome);
@@ -919,7 +922,7 @@ impl Dcgka {
         }
         if self.in_view(&self.me, &a) {
             if !self.rt.contains_key(&a) {
-                return Err(fatal(format!("no ratchet state for {a:?}, who knows me")));
+                return Err(fatal("no ratchet state for a member who knows me"));
             }
             let i = self.update_ratchet(&a, RatchetInput::Add)?;
             return Ok(Processed { secrets: vec![self.secret(a, aq, i)], ..Default::default() });

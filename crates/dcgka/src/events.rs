@@ -9,6 +9,7 @@ use crate::ratchet::RatchetError;
 
 /// Why an authentic envelope was rejected (its sequence number is consumed, nothing else
 /// changes; §5.6).
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RejectReason {
     /// V1: a create that is not the sender's first message, lists its sender, or is too large.
@@ -45,6 +46,7 @@ pub enum RejectReason {
 }
 
 /// Why an envelope was discarded without consuming anything.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DropReason {
     /// Its signature does not verify under the sender's current signing key: a forgery,
@@ -60,6 +62,7 @@ pub enum DropReason {
 }
 
 /// Something the application should know about. Events never contain key material.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// This device joined the group.

@@ -70,6 +70,7 @@ struct HeldItem {
 }
 
 /// The state of a group at this device.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
     /// Usable.
@@ -86,7 +87,38 @@ pub enum Status {
     },
 }
 
+/// Why a create or Welcome cannot make this device a member.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The envelope is not a create (or its body is not a create body).
+    #[error("not a create envelope")]
+    NotACreate,
+    /// The Welcome's add envelope does not hold an add.
+    #[error("the Welcome does not carry an add")]
+    NotAnAdd,
+    /// The add (or the create) does not name this device's identity.
+    #[error("the add envelope does not add this device")]
+    NotForMe,
+    /// The adder is not in the Welcome's member table.
+    #[error("unknown adder")]
+    UnknownAdder,
+    /// The Welcome's history or sender table is inconsistent.
+    #[error("invalid Welcome history: {0}")]
+    InvalidHistory(&'static str),
+    /// The add does not directly follow the adder's horizon in the sender table.
+    #[error("the add does not follow the adder's horizon")]
+    HorizonMismatch,
+    /// The create or Welcome is invalid as the protocol defines it (§5.6).
+    #[error("rejected: {0}")]
+    Rejected(RejectReason),
+    /// The Welcome's ratchet state could not be decrypted or used.
+    #[error("the Welcome's ratchet state cannot be used")]
+    Undecryptable,
+}
+
 /// Why a call failed. The group is unchanged in every case.
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
     /// The bytes are not a well-formed envelope or Welcome.
@@ -112,7 +144,7 @@ pub enum GroupError {
     InvalidOperation(RejectReason),
     /// The create or Welcome is invalid or not for this device.
     #[error("cannot join: {0}")]
-    CannotJoin(String),
+    CannotJoin(JoinError),
     /// The plaintext is too large.
     #[error("plaintext of {size} bytes exceeds the maximum {max}")]
     PlaintextTooLarge {
@@ -121,19 +153,52 @@ pub enum GroupError {
         /// [`crate::consts::MAX_PLAINTEXT_SIZE`].
         max: usize,
     },
-    /// An internal invariant failed: a bug. The group is unchanged.
+    /// An internal invariant failed, or a local operation met state that can no longer
+    /// stay consistent (§5.6 FATAL): a bug or corrupted state. The group is unchanged.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(&'static str),
+}
+
+/// A Welcome to deliver to one new member (§7.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WelcomeMessage {
+    /// The member instance the Welcome makes its recipient.
+    pub member: MemberId,
+    /// The recipient's identity key (where to deliver it).
+    pub identity: IdentityKey,
+    /// The Welcome.
+    pub bytes: Vec<u8>,
+}
+
+/// What became of the envelope passed to [`Group::receive`]. Harmless outcomes are not
+/// errors: a duplicate, one's own envelope coming back, or an envelope kept for later.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Processed in this call (with whatever it made ready).
+    Processed,
+    /// Authentic or not yet verifiable, and kept until it is ready (§7.3).
+    Buffered,
+    /// Already processed: a duplicate or a replay.
+    Duplicate,
+    /// This member's own envelope came back.
+    OwnEnvelope,
+    /// Discarded: a forgery, a non-member's envelope, or an envelope of another group.
+    Dropped(DropReason),
 }
 
 /// What a call produced.
+#[must_use = "an Output holds envelopes to transmit and events to show"]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Output {
+    /// For [`Group::receive`]: what became of the envelope passed in. `None` for every
+    /// other call.
+    pub received: Option<Received>,
     /// Envelopes to broadcast to the group, in order. With [`GroupConfig::coalesce_acks`],
     /// acks are held instead and leave with the next envelope or [`Group::flush_acks`].
     pub broadcast: Vec<Vec<u8>>,
-    /// Welcomes to deliver: (the new member, its identity key, the Welcome bytes).
-    pub direct: Vec<(MemberId, IdentityKey, Vec<u8>)>,
+    /// Welcomes to deliver, one per new member.
+    pub direct: Vec<WelcomeMessage>,
     /// Events, in order.
     pub events: Vec<Event>,
     /// Every envelope of another member that this call authenticated and took into its
@@ -193,12 +258,12 @@ pub struct Peek {
 /// verifying anything (for routing, and for the device-level rules of §6.6).
 pub fn welcome_target(welcome: &[u8], identity: &IdentityKey) -> Result<(GroupId, MemberId), GroupError> {
     let w = Welcome::from_bytes(welcome)?;
-    let table = member_table(&w.gid, &w.history).map_err(|s| GroupError::CannotJoin(s.to_string()))?;
+    let table = member_table(&w.gid, &w.history).map_err(|s| GroupError::CannotJoin(JoinError::InvalidHistory(s)))?;
     let adder = usize::try_from(w.adder)
         .ok()
         .and_then(|i| table.get(i))
         .copied()
-        .ok_or_else(|| GroupError::CannotJoin("unknown adder".to_string()))?;
+        .ok_or(GroupError::CannotJoin(JoinError::UnknownAdder))?;
     let e = Envelope::from_bytes(&w.add_envelope)?;
     Ok((w.gid, MemberId::derive(&w.gid, identity, Origin::Operation(adder, e.last_seq()))))
 }
@@ -626,7 +691,7 @@ impl Group {
     fn apply_secrets(&mut self, secrets: Vec<UpdateSecret>) -> Result<(), GroupError> {
         for s in secrets {
             let r = SenderRatchet::new(self.d.gid, s.member, s.epoch, s.secret)
-                .map_err(|e| GroupError::Internal(e.to_string()))?;
+                .map_err(|_| GroupError::Internal("sender ratchet from an update secret"))?;
             self.fs.insert(s.member, r);
         }
         Ok(())
@@ -678,14 +743,14 @@ impl Group {
         config: GroupConfig,
     ) -> Result<(Group, Output), GroupError> {
         let env = Envelope::from_bytes(bytes)?;
-        let cannot = |s: &str| GroupError::CannotJoin(s.to_string());
+        let cannot = GroupError::CannotJoin;
         let (EnvelopeKind::Create, Some(gid), SenderRef::Identity(creator_ik)) = (env.kind, env.gid, env.sender) else {
-            return Err(cannot("not a create envelope"));
+            return Err(cannot(JoinError::NotACreate));
         };
         let creator = MemberId::derive(&gid, &creator_ik, Origin::Creator);
         env.verify(&gid, &creator, &creator_ik).map_err(|_| GroupError::Dropped(DropReason::BadSignature))?;
         let ControlBody::Create { members, seeds } = ControlBody::from_bytes(EnvelopeKind::Create, &env.body)? else {
-            return Err(cannot("not a create body"));
+            return Err(cannot(JoinError::NotACreate));
         };
         let my_ik = ctx.identity.public_key();
         let me = MemberId::derive(&gid, &my_ik, Origin::Operation(creator, SeqNo(1)));
@@ -695,7 +760,7 @@ impl Group {
         let mut g = Group::blank(config, ctx.identity, Dcgka::new(me, gid, my_ik));
         let p = match g.d.process_initial_create(&mut env!(ctx), creator, creator_ik, &members, &seeds) {
             Ok(p) => p,
-            Err(ProcessError::Reject(r)) => return Err(GroupError::CannotJoin(r.to_string())),
+            Err(ProcessError::Reject(r)) => return Err(GroupError::CannotJoin(JoinError::Rejected(r))),
             Err(e) => return Err(map_process_error(e)),
         };
         g.ord.advance(&g.d, creator, 1, env.new_signing_key, Some((EnvelopeKind::Create, env.short_hash())));
@@ -711,28 +776,28 @@ impl Group {
         config: GroupConfig,
     ) -> Result<(Group, Output), GroupError> {
         let w = Welcome::from_bytes(welcome)?;
-        let cannot = |s: &str| GroupError::CannotJoin(s.to_string());
-        let replayed = replay_history(&w.gid, &w.history).map_err(cannot)?;
+        let cannot = GroupError::CannotJoin;
+        let replayed = replay_history(&w.gid, &w.history).map_err(|s| cannot(JoinError::InvalidHistory(s)))?;
         let adder = usize::try_from(w.adder)
             .ok()
             .and_then(|i| replayed.table.get(i))
             .copied()
-            .ok_or_else(|| cannot("unknown adder"))?;
-        let adder_ik = *replayed.identities.get(&adder).ok_or_else(|| cannot("unknown adder"))?;
+            .ok_or(cannot(JoinError::UnknownAdder))?;
+        let adder_ik = *replayed.identities.get(&adder).ok_or(cannot(JoinError::UnknownAdder))?;
         w.verify(&adder_ik).map_err(|_| GroupError::Dropped(DropReason::BadSignature))?;
         // The add may be the last item of a batch that begins with the adder's held acks;
         // the adder's horizon then falls inside the batch (§12).
         let e = Envelope::from_bytes(&w.add_envelope)?;
-        let add = e.items()?.pop().ok_or_else(|| cannot("empty add envelope"))?;
+        let add = e.items()?.pop().ok_or(cannot(JoinError::NotAnAdd))?;
         let my_ik = ctx.identity.public_key();
         if add.kind != EnvelopeKind::Add {
-            return Err(cannot("not an add"));
+            return Err(cannot(JoinError::NotAnAdd));
         }
         let ControlBody::Add { target } = ControlBody::from_bytes(EnvelopeKind::Add, &add.body)? else {
-            return Err(cannot("not an add"));
+            return Err(cannot(JoinError::NotAnAdd));
         };
         if e.sender != SenderRef::Tag(adder.tag()) || target != my_ik {
-            return Err(cannot("the add envelope does not add me"));
+            return Err(cannot(JoinError::NotForMe));
         }
         let q = add.seq.0;
         let me = MemberId::derive(&w.gid, &my_ik, Origin::Operation(adder, add.seq));
@@ -742,19 +807,22 @@ impl Group {
                 .ok()
                 .and_then(|i| replayed.table.get(i))
                 .copied()
-                .ok_or_else(|| cannot("sender table names an unknown member"))?;
+                .ok_or(cannot(JoinError::InvalidHistory("the sender table names an unknown member")))?;
             g.ord.load(id, SenderState { hwm: s.hwm, key: s.signing_key, cut_off: s.cut_off });
         }
-        let adder_state = g.ord.sender(&adder, &g.d).ok_or_else(|| cannot("adder missing from sender table"))?;
+        let adder_state = g
+            .ord
+            .sender(&adder, &g.d)
+            .ok_or(cannot(JoinError::InvalidHistory("the adder is missing from the sender table")))?;
         let adder_key = g.ord.senders().get(&adder).map(|s| s.key).unwrap_or(adder_ik);
         if adder_state.hwm + 1 != q {
-            return Err(cannot("the add does not follow the adder's horizon"));
+            return Err(cannot(JoinError::HorizonMismatch));
         }
         e.verify(&w.gid, &adder, &adder_key).map_err(|_| GroupError::Dropped(DropReason::BadSignature))?;
         let p =
             g.d.process_welcome(&mut env!(ctx), adder, q, replayed.history, &replayed.identities, &w.ratchet_ct)
                 .map_err(|e| match e {
-                    ProcessError::Fatal(s) => GroupError::CannotJoin(s),
+                    ProcessError::Fatal(_) => GroupError::CannotJoin(JoinError::Undecryptable),
                     other => map_process_error(other),
                 })?;
         g.ord.advance(&g.d, adder, q, add.new_signing_key, Some((EnvelopeKind::Add, e.short_hash())));
@@ -822,19 +890,18 @@ impl Group {
     ) -> Result<(), GroupError> {
         self.heal_if_pending(ctx, out)?;
         let (t, ratchet_ct) = self.d.add_prepare(&mut env!(ctx), ik).map_err(map_process_error)?;
-        let (history, num) =
-            encode_history(&self.d.h, &self.d.ik).ok_or_else(|| GroupError::Internal("history encoding".into()))?;
+        let (history, num) = encode_history(&self.d.h, &self.d.ik).ok_or(GroupError::Internal("history encoding"))?;
         let mut senders = Vec::new();
         for id in self.d.h.ever_added() {
             let Some(n) = num.get(&id) else { continue };
             let st = if id == self.d.me {
                 SenderState { hwm: self.d.seq, key: self.signing.verifying_key(), cut_off: false }
             } else {
-                self.ord.sender(&id, &self.d).ok_or_else(|| GroupError::Internal("sender state".into()))?
+                self.ord.sender(&id, &self.d).ok_or(GroupError::Internal("sender state"))?
             };
             senders.push(SenderEntry { id: *n, hwm: st.hwm, signing_key: st.key, cut_off: st.cut_off });
         }
-        let adder = *num.get(&self.d.me).ok_or_else(|| GroupError::Internal("adder number".into()))?;
+        let adder = *num.get(&self.d.me).ok_or(GroupError::Internal("adder number"))?;
         let (body, q, p) = self.d.add_commit(&mut env!(ctx), t).map_err(map_process_error)?;
         let (add_bytes, _) = self.emit(ctx.rng, EnvelopeKind::Add, q, body.to_bytes());
         let mut w = Welcome {
@@ -848,7 +915,7 @@ impl Group {
         };
         w.sign(ctx.identity.signing_key());
         out.broadcast.push(add_bytes);
-        out.direct.push((t, ik, w.to_bytes()));
+        out.direct.push(WelcomeMessage { member: t, identity: ik, bytes: w.to_bytes() });
         self.absorb(p, out)
     }
 
@@ -863,15 +930,15 @@ impl Group {
             });
         }
         if !self.fs.contains_key(&self.d.me) {
-            return Err(GroupError::Internal("no sending ratchet".into()));
+            return Err(GroupError::Internal("no sending ratchet"));
         }
         // The heal update is atomic on its own; after it, encryption cannot fail.
         let mut out = Output::default();
         self.heal_if_pending(ctx, &mut out)?;
         let seq = SeqNo(self.d.seq + 1);
-        let fs = self.fs.get_mut(&self.d.me).ok_or_else(|| GroupError::Internal("no sending ratchet".into()))?;
+        let fs = self.fs.get_mut(&self.d.me).ok_or(GroupError::Internal("no sending ratchet"))?;
         let epoch = fs.epoch();
-        let (_, ct) = fs.encrypt(seq, plaintext).map_err(|e| GroupError::Internal(e.to_string()))?;
+        let (_, ct) = fs.encrypt(seq, plaintext).map_err(|_| GroupError::Internal("sending ratchet"))?;
         self.d.seq = seq.0;
         let body = ApplicationBody { epoch_delta: seq.0 - epoch.0, ct }.to_bytes();
         let (bytes, _) = self.emit(ctx.rng, EnvelopeKind::Application, seq, body);
@@ -885,17 +952,37 @@ impl Group {
 
     /// Feeds one envelope of this group. Returns the acks to broadcast and the events of
     /// every envelope this made ready (one call may release many buffered ones).
+    ///
+    /// [`Output::received`] says what became of it: processed, buffered for later, a
+    /// duplicate, an echo of my own, or dropped (a forgery or a non-member's envelope).
+    /// Those are not errors; an error means the envelope could not be taken at all
+    /// (malformed, the group is not active, or a buffer bound is reached).
     pub fn receive<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, bytes: &[u8]) -> Result<Output, GroupError> {
+        let harmless = |r| Ok(Output { received: Some(r), ..Output::default() });
+        match self.receive_inner(ctx, bytes) {
+            Ok(out) => Ok(out),
+            Err(GroupError::Dropped(DropReason::Duplicate)) => harmless(Received::Duplicate),
+            Err(GroupError::Dropped(r)) => harmless(Received::Dropped(r)),
+            Err(GroupError::OwnEnvelope) => harmless(Received::OwnEnvelope),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn receive_inner<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, bytes: &[u8]) -> Result<Output, GroupError> {
         if !self.processing() {
             self.require_active()?;
         }
         let env = Envelope::from_bytes(bytes)?;
         let mut verified = false;
+        // The incoming envelope's sender and last sequence number, to tell processed from
+        // buffered at the end.
+        let mut taken_at = None;
         if let SenderRef::Tag(t) = env.sender {
             // §7.3 lines 6-7, §7.5: only members ever added here may send tagged envelopes.
             let Some(id) = self.d.resolve(&t) else {
                 return Err(GroupError::Dropped(DropReason::NotAMember));
             };
+            taken_at = Some((id, env.last_seq().0));
             if id == self.d.me {
                 return Err(GroupError::OwnEnvelope);
             }
@@ -922,6 +1009,7 @@ impl Group {
                     && env.verify(&self.d.gid, &id, &key).is_ok()
                 {
                     return Ok(Output {
+                        received: Some(Received::Duplicate),
                         events: vec![Event::Equivocation { sender: id, seq: SeqNo(last) }],
                         ..Default::default()
                     });
@@ -968,6 +1056,7 @@ impl Group {
                 return Err(GroupError::Dropped(DropReason::BadSignature));
             }
             verified = true;
+            taken_at = Some((id, 1));
         }
         let incoming = (env.sender, env.seq);
         let skip_verify = self.adversarial && self.status != Status::Active;
@@ -986,12 +1075,17 @@ impl Group {
         if let Some(a) = unrolled {
             out.accepted.insert(0, a);
         }
-        if let Some(reason) = dropped
+        if let Some(reason) = &dropped
             && out.broadcast.is_empty()
             && out.events.iter().all(|e| matches!(e, Event::Dropped { .. }))
         {
-            return Err(GroupError::Dropped(reason));
+            return Err(GroupError::Dropped(reason.clone()));
         }
+        out.received = Some(match dropped {
+            Some(reason) => Received::Dropped(reason),
+            None if taken_at.is_some_and(|(id, last)| self.ord.hwm(&id) >= last) => Received::Processed,
+            None => Received::Buffered,
+        });
         Ok(out)
     }
 
@@ -1148,7 +1242,7 @@ impl Group {
             Err(ProcessError::NeedBundle(ik)) => Err(ik),
             Err(ProcessError::Fatal(reason)) => {
                 self.ord.advance(&self.d, sender, seq, env.new_signing_key, None);
-                self.corrupt(reason, out);
+                self.corrupt(reason.to_string(), out);
                 Ok(())
             }
         }

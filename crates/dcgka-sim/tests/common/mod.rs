@@ -12,7 +12,7 @@ use dcgka::codec::{Decode, Encode};
 use dcgka::crypto::{SigningSecret, VerifyingKey};
 use dcgka::dgm::History;
 use dcgka::events::{DropReason, Event, RejectReason};
-use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Status};
+use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Received, Status};
 use dcgka::ids::{Epoch, GroupId, MemberId, MessageIndex, Origin, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
 use dcgka::wire::{ControlBody, Envelope, EnvelopeKind, SenderRef};
@@ -86,6 +86,21 @@ impl Detached {
         let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: dir, identity: &mut self.identity };
         self.group.receive(&mut ctx, bytes)
     }
+}
+
+/// What became of a received envelope: [`Output::received`] (harmless outcomes such as a
+/// duplicate are not errors), or the error.
+pub(crate) fn outcome(r: &Result<Output, GroupError>) -> Result<Received, GroupError> {
+    match r {
+        Ok(o) => Ok(o.received.clone().unwrap_or(Received::Processed)),
+        Err(e) => Err(e.clone()),
+    }
+}
+
+/// Whether a received envelope was taken (processed or buffered), as opposed to refused
+/// with an error or dropped as a duplicate, an echo or a forgery.
+pub(crate) fn taken(r: &Result<Output, GroupError>) -> bool {
+    matches!(outcome(r), Ok(Received::Processed | Received::Buffered))
 }
 
 /// `receive` at device `d`'s live group, without posting the output.
@@ -191,11 +206,11 @@ pub(crate) fn inject(sim: &mut Sim, from: Dev, out: Output) -> Vec<usize> {
         }
         ids.push(id);
     }
-    for (_, ik, bytes) in out.direct {
+    for w in out.direct {
         let id = sim.transcript.len();
-        let pk = Packet { id, from, kind: PacketKind::Welcome, bytes };
+        let pk = Packet { id, from, kind: PacketKind::Welcome, bytes: w.bytes };
         sim.transcript.push(pk.clone());
-        let to = sim.devices.iter().position(|dv| dv.identity().public_key() == ik).unwrap();
+        let to = sim.devices.iter().position(|dv| dv.identity().public_key() == w.identity).unwrap();
         sim.devices[to].inbox.push_back(pk);
         ids.push(id);
     }

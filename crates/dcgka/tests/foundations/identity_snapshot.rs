@@ -138,7 +138,8 @@ fn a_restored_identity_joins_a_group_and_consumes_a_one_time_prekey() {
     let (at_bob, bob_out) = Group::from_create(&mut ctx, &out.broadcast[0], config).unwrap();
     assert_eq!(bob.key_store().one_time_prekey_count(), 1, "joining consumed a one-time prekey");
     let mut ctx = Context { rng: &mut r, now: NOW, prekeys: &mut dir, identity: &mut alice };
-    at_alice.receive(&mut ctx, &bob_out.broadcast[0]).unwrap();
+    let got = at_alice.receive(&mut ctx, &bob_out.broadcast[0]).unwrap();
+    assert_eq!(got.received, Some(dcgka::group::Received::Processed));
     assert_eq!(at_alice.members(), at_bob.members());
     round_trip(&bob);
 }
