@@ -1,0 +1,556 @@
+//! The incremental SR-DGM evaluator of spec §6.4 (b): the membership history [`History`],
+//! its validity checks, views, causal-order queries and snapshot encoding.
+
+use core::fmt::Debug;
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::codec::DecodeError;
+use crate::snapshot::{SnapshotError, StateReader, StateWriter};
+
+use super::reference::reference_view_subset;
+use super::{DgmError, Op, OpId, OpKind};
+
+/// The membership history `H` of one group at one member, with the incremental SR-DGM
+/// state of spec §6.4 (b).
+///
+/// The history does not know which member holds it: [`History::view_me`] is the view of
+/// whoever has processed all of it. `PartialEq` compares the complete state, processing
+/// order included; [`History::same_history`] compares only the operation set and the
+/// `saw` entries (§10, oracle 5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History<M> {
+    // The tables the tests inspect are `pub(super)`; only the methods below change them.
+    /// All operations, in processing order.
+    ops: Vec<Op<M>>,
+    /// Operation ID → position in `ops`.
+    index: BTreeMap<OpId<M>, usize>,
+    /// Highest sequence number of each sender in `ops`.
+    last_seq: BTreeMap<M, u64>,
+    /// The create, once applied.
+    create: Option<OpId<M>>,
+    /// `addop(ID)`: the operation that added each ever-added ID (the create for initial
+    /// members).
+    pub(super) addop: BTreeMap<M, OpId<M>>,
+    /// `adder(ID)`: `None` for initial members.
+    pub(super) adder: BTreeMap<M, Option<M>>,
+    /// The IDs each member added (the inverse of `adder`), in processing order.
+    children: BTreeMap<M, Vec<M>>,
+    /// `removes(ID)`: the removes that remove or cancel each ever-added ID, in processing
+    /// order. Empty for current members.
+    pub(super) removes: BTreeMap<M, Vec<OpId<M>>>,
+    /// `targets(r)`: the IDs each remove removes or cancels.
+    pub(super) targets: BTreeMap<OpId<M>, BTreeSet<M>>,
+    /// `saw[o][A]` for every create, add and remove `o`.
+    pub(super) saw: BTreeMap<OpId<M>, BTreeMap<M, u64>>,
+    /// `(o, A)` for every ack recorded in `ops` (as opposed to inherited or implied
+    /// knowledge).
+    pub(super) acks: BTreeSet<(OpId<M>, M)>,
+    /// For each ever-added ID, the creates, adds and removes it has not seen yet (no `saw`
+    /// entry): derived from `saw`, kept so that recording an ack costs O(what the acker
+    /// had not seen) rather than O(|H|).
+    unseen: BTreeMap<M, BTreeSet<OpId<M>>>,
+}
+
+impl<M: Ord + Clone + Debug> Default for History<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M: Ord + Clone + Debug> History<M> {
+    /// An empty history (before the create).
+    pub fn new() -> Self {
+        Self {
+            ops: Vec::new(),
+            index: BTreeMap::new(),
+            last_seq: BTreeMap::new(),
+            create: None,
+            addop: BTreeMap::new(),
+            adder: BTreeMap::new(),
+            children: BTreeMap::new(),
+            removes: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            saw: BTreeMap::new(),
+            acks: BTreeSet::new(),
+            unseen: BTreeMap::new(),
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Applying operations
+    // ----------------------------------------------------------------------------------
+
+    /// Applies one operation (§6.4 (b)).
+    ///
+    /// The caller delivers operations in a causally consistent order (per-sender FIFO,
+    /// and an ack only after what it acknowledges); this is checked as far as `H` allows.
+    /// On error nothing changes.
+    pub fn apply(&mut self, op: Op<M>) -> Result<(), DgmError<M>> {
+        self.check(&op)?;
+        self.commit(op);
+        Ok(())
+    }
+
+    /// Every validity check of [`History::apply`], without changing anything.
+    pub fn check(&self, op: &Op<M>) -> Result<(), DgmError<M>> {
+        let id = op.id();
+        if id.seq == 0 {
+            return Err(DgmError::ZeroSeq { op: id });
+        }
+        if self.index.contains_key(&id) {
+            return Err(DgmError::DuplicateOp { op: id });
+        }
+        if let Some(&last) = self.last_seq.get(&id.sender)
+            && id.seq <= last
+        {
+            return Err(DgmError::SeqNotIncreasing { op: id, last });
+        }
+        if let Op::Create { sender, members, .. } = op {
+            if self.create.is_some() {
+                return Err(DgmError::SecondCreate { op: id });
+            }
+            if members.contains(sender) {
+                return Err(DgmError::CreatorListed { op: id });
+            }
+            let mut distinct = BTreeSet::new();
+            for m in members {
+                if !distinct.insert(m) {
+                    return Err(DgmError::DuplicateInitialMember { op: id, member: m.clone() });
+                }
+            }
+            return Ok(());
+        }
+        if self.create.is_none() {
+            return Err(DgmError::NoCreate { op: id });
+        }
+        let sender = &id.sender;
+        let Some(own_add) = self.addop.get(sender) else {
+            return Err(DgmError::UnknownSender { op: id });
+        };
+        let acks_own_add = matches!(op, Op::Ack { of, .. } if of == own_add);
+        if !acks_own_add && !self.seen_by(sender, own_add) {
+            return Err(DgmError::SenderNotJoined { op: id });
+        }
+        match op {
+            Op::Create { .. } => Ok(()), // handled above
+            Op::Add { target, .. } => {
+                if target == sender {
+                    Err(DgmError::SelfAdd { op: id })
+                } else if self.addop.contains_key(target) {
+                    Err(DgmError::AlreadyAdded { op: id, target: target.clone() })
+                } else {
+                    Ok(())
+                }
+            }
+            Op::Remove { target, .. } => {
+                if target == sender {
+                    Err(DgmError::SelfRemove { op: id })
+                } else if !self.addop.contains_key(target) {
+                    Err(DgmError::UnknownTarget { op: id, target: target.clone() })
+                } else if !self.in_view_of(target, sender) {
+                    Err(DgmError::TargetNotInView { op: id, target: target.clone() })
+                } else {
+                    Ok(())
+                }
+            }
+            Op::Ack { of, .. } => {
+                if &of.sender == sender {
+                    Err(DgmError::AckOfOwnOp { op: id })
+                } else if !self.index.contains_key(of) {
+                    Err(DgmError::UnknownOp { op: id, of: of.clone() })
+                } else if !self.saw.contains_key(of) {
+                    Err(DgmError::NotMembershipOp { op: id, of: of.clone() })
+                } else if self.acks.contains(&(of.clone(), sender.clone())) {
+                    Err(DgmError::DuplicateAck { op: id, of: of.clone() })
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Applies an operation that [`History::check`] accepted. Infallible.
+    pub(super) fn commit(&mut self, op: Op<M>) {
+        let id = op.id();
+        match &op {
+            Op::Create { sender, members, .. } => {
+                for u in core::iter::once(sender).chain(members) {
+                    self.addop.insert(u.clone(), id.clone());
+                    self.adder.insert(u.clone(), None);
+                    self.removes.insert(u.clone(), Vec::new());
+                }
+                self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
+                self.create = Some(id.clone());
+                self.unseen.insert(sender.clone(), BTreeSet::new());
+                for u in members {
+                    self.unseen.insert(u.clone(), BTreeSet::from([id.clone()]));
+                }
+            }
+            Op::Add { sender, target, .. } => {
+                self.addop.insert(target.clone(), id.clone());
+                self.adder.insert(target.clone(), Some(sender.clone()));
+                self.children.entry(sender.clone()).or_default().push(target.clone());
+                self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
+                for (m, unseen) in &mut self.unseen {
+                    if m != sender {
+                        unseen.insert(id.clone());
+                    }
+                }
+                // The target inherits everything its adder had seen up to and including
+                // this add: {o | saw[o][S] <= q}, with value 0.
+                let mut unseen = BTreeSet::new();
+                for (o, row) in &mut self.saw {
+                    if row.get(sender).is_some_and(|&s| s <= id.seq) {
+                        row.entry(target.clone()).or_insert(0);
+                    } else if !row.contains_key(target) {
+                        unseen.insert(o.clone());
+                    }
+                }
+                self.unseen.insert(target.clone(), unseen);
+                // An add by an already removed or cancelled member is cancelled at once.
+                let inherited = self.removes.get(sender).cloned().unwrap_or_default();
+                for r in &inherited {
+                    if let Some(t) = self.targets.get_mut(r) {
+                        t.insert(target.clone());
+                    }
+                }
+                self.removes.insert(target.clone(), inherited);
+            }
+            Op::Remove { sender, target, .. } => {
+                self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
+                for (m, unseen) in &mut self.unseen {
+                    if m != sender {
+                        unseen.insert(id.clone());
+                    }
+                }
+                let mut targets = BTreeSet::from([target.clone()]);
+                let mut cancelled = Vec::new();
+                // Cascade to a fixpoint: every addition by a removed or cancelled member
+                // that the remover had not seen is cancelled.
+                let mut work = vec![target.clone()];
+                while let Some(v) = work.pop() {
+                    for u in self.children.get(&v).into_iter().flatten() {
+                        if targets.contains(u) {
+                            continue;
+                        }
+                        let seen = self.addop.get(u).is_some_and(|a| self.seen_by(sender, a));
+                        if !seen {
+                            targets.insert(u.clone());
+                            cancelled.push(u.clone());
+                            work.push(u.clone());
+                        }
+                    }
+                }
+                for u in core::iter::once(target).chain(&cancelled) {
+                    if let Some(list) = self.removes.get_mut(u) {
+                        list.push(id.clone());
+                    }
+                }
+                self.targets.insert(id.clone(), targets);
+            }
+            Op::Ack { sender, of, .. } => {
+                // saw[o][A] is A's first operation with o in its causal past: record it
+                // for the acked operation and for everything before it (a no-op for an
+                // acker that acknowledged each of those in turn).
+                let unseen = self.unseen.get(sender).cloned().unwrap_or_default();
+                let mut now_seen = Vec::new();
+                for o in unseen {
+                    let Some(row) = self.saw.get_mut(&o) else { continue };
+                    let in_past = o == *of || row.get(&of.sender).is_some_and(|&s| s < of.seq);
+                    if in_past {
+                        row.entry(sender.clone()).or_insert(id.seq);
+                        now_seen.push(o);
+                    }
+                }
+                if let Some(set) = self.unseen.get_mut(sender) {
+                    for o in &now_seen {
+                        set.remove(o);
+                    }
+                }
+                self.acks.insert((of.clone(), sender.clone()));
+            }
+        }
+        self.last_seq.insert(id.sender.clone(), id.seq);
+        self.index.insert(id, self.ops.len());
+        self.ops.push(op);
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Views
+    // ----------------------------------------------------------------------------------
+
+    /// `member-view(me)` = `SR-DGM(H)`: the current membership as the holder of this
+    /// history knows it (everything in `H` counts as seen).
+    pub fn view_me(&self) -> BTreeSet<M> {
+        self.removes.iter().filter(|(_, rs)| rs.is_empty()).map(|(u, _)| u.clone()).collect()
+    }
+
+    /// `member-view(x)` = `SR-DGM(seen(H, x))`, for `x` other than the holder: the
+    /// membership as `x` saw it at its latest operation in `H`. Empty if `x` has seen
+    /// nothing (for example an initial member that has not acked the create yet).
+    pub fn view_of(&self, x: &M) -> BTreeSet<M> {
+        self.addop.keys().filter(|u| self.in_view_of(u, x)).cloned().collect()
+    }
+
+    /// Whether `u ∈ member-view(x)`, for `x` other than the holder.
+    pub fn in_view_of(&self, u: &M, x: &M) -> bool {
+        let Some(a) = self.addop.get(u) else {
+            return false;
+        };
+        self.seen_by(x, a) && self.removes.get(u).is_none_or(|rs| rs.iter().all(|r| !self.seen_by(x, r)))
+    }
+
+    /// The post-removal rule (§7.5, V4 (e)): whether an ack by `x` of `acked` (an
+    /// operation of any type, identified by `(Y, q)`) provably follows `x`'s own removal,
+    /// i.e. `x ∉ SR-DGM(P)` with
+    /// `P = seen(H, x) ∪ {o | saw[o][Y] < q} ∪ {(Y, q) if it is a membership operation}`.
+    ///
+    /// Evaluate it **before** applying the ack. True also when `x` was never added.
+    pub fn follows_own_removal(&self, x: &M, acked: &OpId<M>) -> bool {
+        // P is causally closed and holds x's add chain, so within P the cascade judges
+        // every remove exactly as in H: x ∉ SR-DGM(P) iff one of the removes that remove or
+        // cancel x in H lies in P. That is O(|removes(x)|) instead of an evaluation of P.
+        let fast = match self.removes.get(x) {
+            None => true,
+            Some(rs) => rs.iter().any(|r| {
+                r == acked || self.saw(r, x).is_some() || self.saw(r, &acked.sender).is_some_and(|s| s < acked.seq)
+            }),
+        };
+        #[cfg(test)]
+        assert_eq!(fast, self.follows_own_removal_reference(x, acked), "fast post-removal rule disagrees");
+        fast
+    }
+
+    /// The post-removal rule evaluated literally, with the reference evaluator over `P`.
+    pub fn follows_own_removal_reference(&self, x: &M, acked: &OpId<M>) -> bool {
+        let p: BTreeSet<OpId<M>> = self
+            .saw
+            .iter()
+            .filter(|(o, row)| {
+                row.contains_key(x) || row.get(&acked.sender).is_some_and(|&s| s < acked.seq) || *o == acked
+            })
+            .map(|(o, _)| o.clone())
+            .collect();
+        !reference_view_subset(self, &p).contains(x)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Causal order and the saw table
+    // ----------------------------------------------------------------------------------
+
+    /// `saw[o][m]`: the sequence number of `m`'s first operation with `o` in its causal
+    /// past (`o.seq` if `m` sent `o`, `0` if inherited from `m`'s adder). `None` if `m`
+    /// has not seen `o`, or if `o` is not a create, add or remove in `H`.
+    pub fn saw(&self, o: &OpId<M>, m: &M) -> Option<u64> {
+        self.saw.get(o).and_then(|row| row.get(m)).copied()
+    }
+
+    /// All `saw[o][·]` entries of a create, add or remove `o`.
+    pub fn saw_row(&self, o: &OpId<M>) -> Option<&BTreeMap<M, u64>> {
+        self.saw.get(o)
+    }
+
+    /// Whether `o ∈ seen(H, m)`, i.e. `saw[o][m]` is defined.
+    pub fn seen_by(&self, m: &M, o: &OpId<M>) -> bool {
+        self.saw(o, m).is_some()
+    }
+
+    /// `seen(H, m)` restricted to creates, adds and removes (acks carry no membership).
+    pub fn seen_ops(&self, m: &M) -> BTreeSet<OpId<M>> {
+        self.saw.iter().filter(|(_, row)| row.contains_key(m)).map(|(o, _)| o.clone()).collect()
+    }
+
+    /// `o ≺ p` (§6.1). Exact when `o` and `p` have the same sender (by sequence number),
+    /// and when `o` is a create, add or remove in `H`, by `saw[o][p.sender] ≤ p.seq` with
+    /// `o ≠ p`; `p` may be any message of a member, in `H` or not. (`saw[o][A] = p.seq`
+    /// when `p` is `A`'s ack of `o`, so §6.1's strict `<` would miss `o ≺ ack-of-o`.) For
+    /// any other `o` — an ack, or a message outside `H` — it answers `false`: such
+    /// messages are never acknowledged in `H`, so `H` cannot tell.
+    pub fn before(&self, o: &OpId<M>, p: &OpId<M>) -> bool {
+        if o == p {
+            false
+        } else if o.sender == p.sender {
+            o.seq < p.seq
+        } else {
+            // `saw[o][A] == p.seq` when `p` is the operation of `A` that first had `o` in
+            // its past (its ack of `o`, say): `o ≺ p` too.
+            self.saw(o, &p.sender).is_some_and(|s| s <= p.seq)
+        }
+    }
+
+    /// `o ≺ p` through `saw` alone, as in §6.4 (a) line 2 (`o` a membership operation,
+    /// `p` an add or remove: then `saw[o][p.sender] = p.seq` only when `o = p`).
+    pub(super) fn saw_before(&self, o: &OpId<M>, p: &OpId<M>) -> bool {
+        o != p && self.saw(o, &p.sender).is_some_and(|s| s < p.seq)
+    }
+
+    /// Whether `m` has **sent** an ack of `o` that is recorded in `H` (V4 (d)). An
+    /// inherited `saw = 0` entry, an entry implied by a later ack, or being `o`'s sender
+    /// does not count.
+    pub fn has_acked(&self, o: &OpId<M>, m: &M) -> bool {
+        self.acks.contains(&(o.clone(), m.clone()))
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Incremental state
+    // ----------------------------------------------------------------------------------
+
+    /// `everAdded(H)`: every ID added by the create or an add (members and tombstones).
+    pub fn ever_added(&self) -> BTreeSet<M> {
+        self.addop.keys().cloned().collect()
+    }
+
+    /// `addop(m)`: the operation that added `m` (the create for initial members).
+    pub fn addop(&self, m: &M) -> Option<&OpId<M>> {
+        self.addop.get(m)
+    }
+
+    /// `adder(m)`: who added `m`. `None` for initial members and for IDs never added
+    /// (tell them apart with [`History::ever_added`]).
+    pub fn adder_of(&self, m: &M) -> Option<M> {
+        self.adder.get(m).cloned().flatten()
+    }
+
+    /// `removes(m)`: the removes that remove or cancel `m`, in processing order. Empty
+    /// for current members and for IDs never added.
+    pub fn removed_by(&self, m: &M) -> Vec<OpId<M>> {
+        self.removes.get(m).cloned().unwrap_or_default()
+    }
+
+    /// `targets(r)`: the IDs the remove `r` removes or cancels. `None` if `r` is not a
+    /// remove in `H`.
+    pub fn targets(&self, r: &OpId<M>) -> Option<&BTreeSet<M>> {
+        self.targets.get(r)
+    }
+
+    /// The target of an add or remove; `None` for other operations and unknown IDs.
+    pub fn target(&self, o: &OpId<M>) -> Option<M> {
+        match self.get(o)? {
+            Op::Add { target, .. } | Op::Remove { target, .. } => Some(target.clone()),
+            Op::Create { .. } | Op::Ack { .. } => None,
+        }
+    }
+
+    /// The kind of operation `o`, if it is in `H`.
+    pub fn kind(&self, o: &OpId<M>) -> Option<OpKind> {
+        self.get(o).map(Op::kind)
+    }
+
+    /// Whether `o` is the create.
+    pub fn is_create(&self, o: &OpId<M>) -> bool {
+        self.kind(o) == Some(OpKind::Create)
+    }
+
+    /// Whether `o` is an add in `H`.
+    pub fn is_add(&self, o: &OpId<M>) -> bool {
+        self.kind(o) == Some(OpKind::Add)
+    }
+
+    /// Whether `o` is a remove in `H`.
+    pub fn is_remove(&self, o: &OpId<M>) -> bool {
+        self.kind(o) == Some(OpKind::Remove)
+    }
+
+    /// The ID of the create, once applied.
+    pub fn create_id(&self) -> Option<&OpId<M>> {
+        self.create.as_ref()
+    }
+
+    // ----------------------------------------------------------------------------------
+    // The operations themselves
+    // ----------------------------------------------------------------------------------
+
+    /// Operation `o`, if it is in `H`.
+    pub fn get(&self, o: &OpId<M>) -> Option<&Op<M>> {
+        self.index.get(o).and_then(|&i| self.ops.get(i))
+    }
+
+    /// Whether `o` is in `H`.
+    pub fn contains(&self, o: &OpId<M>) -> bool {
+        self.index.contains_key(o)
+    }
+
+    /// All operations in processing order (what a Welcome ships, §7.4). Applying them in
+    /// this order to a new history rebuilds an equal history.
+    pub fn ops(&self) -> &[Op<M>] {
+        &self.ops
+    }
+
+    /// The number of operations in `H`.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether `H` is empty (before the create).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The highest sequence number of `m` in `H`.
+    pub fn last_seq(&self, m: &M) -> Option<u64> {
+        self.last_seq.get(m).copied()
+    }
+
+    /// Whether two histories hold the same operation set and the same `saw` entries,
+    /// whatever order they were processed in (§10, oracle 5).
+    pub fn same_history(&self, other: &Self) -> bool {
+        self.ops.len() == other.ops.len()
+            && self.saw == other.saw
+            && self.ops.iter().all(|op| other.get(&op.id()) == Some(op))
+    }
+}
+
+// --------------------------------------------------------------------------------------
+// State snapshots
+// --------------------------------------------------------------------------------------
+
+impl History<crate::ids::MemberId> {
+    /// Snapshot encoding: the operation log only, in processing order, as
+    /// `list<tag:u8 ‖ sender ‖ seq:var ‖ …>` with `0 ‖ members:list<member>` (create),
+    /// `1 ‖ target` (add), `2 ‖ target` (remove), `3 ‖ of_sender ‖ of_seq:var` (ack). Every
+    /// other table is a function of the log: [`decode_state`](Self::decode_state) rebuilds
+    /// it by applying the operations in order, which yields an equal history (every
+    /// history is built by [`History::apply`] from [`History::new`], a Welcome's too).
+    pub(crate) fn encode_state(&self, w: &mut StateWriter) {
+        w.items(self.ops.iter(), |w, op| {
+            let tag = match op.kind() {
+                OpKind::Create => 0,
+                OpKind::Add => 1,
+                OpKind::Remove => 2,
+                OpKind::Ack => 3,
+            };
+            w.u8(tag);
+            w.member(op.sender());
+            w.var(op.seq());
+            match op {
+                Op::Create { members, .. } => w.items(members.iter(), |w, m| w.member(m)),
+                Op::Add { target, .. } | Op::Remove { target, .. } => w.member(target),
+                Op::Ack { of, .. } => {
+                    w.member(&of.sender);
+                    w.var(of.seq);
+                }
+            }
+        });
+    }
+
+    /// Reverses [`encode_state`](Self::encode_state): applies the log to an empty history.
+    /// An operation the history refuses is [`SnapshotError::History`].
+    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
+        let mut h = History::new();
+        // Every operation takes at least a tag, a sender, a sequence number and one more byte.
+        r.items(4, |r| {
+            let tag = r.u8()?;
+            let sender = r.member()?;
+            let seq = r.var()?;
+            let op = match tag {
+                0 => Op::Create { sender, seq, members: r.items(1, |r| r.member())? },
+                1 => Op::Add { sender, seq, target: r.member()? },
+                2 => Op::Remove { sender, seq, target: r.member()? },
+                3 => Op::Ack { sender, seq, of: OpId::new(r.member()?, r.var()?) },
+                t => return Err(DecodeError::UnknownTag { what: "history operation", tag: u64::from(t) }.into()),
+            };
+            h.apply(op).map_err(|e| SnapshotError::History(e.to_string()))
+        })?;
+        Ok(h)
+    }
+}
