@@ -32,7 +32,10 @@ fn round_trip(g: &Group) -> Group {
     assert_eq!(bytes[0], SNAPSHOT_MAGIC);
     assert_eq!(bytes[1], SNAPSHOT_VERSION);
     assert_eq!(g.state_size(), bytes.len());
-    let r = Group::restore(&bytes).unwrap_or_else(|e| panic!("restore failed: {e}"));
+    let mut r = Group::restore(&bytes).unwrap_or_else(|e| panic!("restore failed: {e}"));
+    // The adversarial flag is a test hook outside the format: an adversarial copy is made
+    // one again after its restore.
+    r.set_adversarial(g.is_adversarial());
     assert_eq!(observe(&r), observe(g));
     // `observe` compares the complete membership history (`History: PartialEq` covers every
     // index), so replaying the operation log rebuilt it exactly.
@@ -274,9 +277,9 @@ fn removed_member_and_its_adversarial_shadow() {
     let retired = sim.devices[D].retired.last().unwrap();
     assert!(matches!(retired.status(), Status::Removed { .. }));
     let (mut orig, mut restored) = copies_of(&sim, D, true);
-    // The shadow is the same instance run as an adversarial copy: it keeps its secrets,
-    // and the flag survives the round trip (the continuation below shows it: it keeps
-    // processing after its removal).
+    // The shadow is the same instance run as an adversarial copy: it keeps its secrets, and
+    // the restored copy, made adversarial again by `round_trip`, behaves identically (the
+    // continuation below shows it: it keeps processing after its removal).
     let shadow = &sim.devices[D].shadows.last().unwrap().group;
     let mut sh_orig = Replica {
         group: shadow.clone(),

@@ -169,7 +169,7 @@ impl Dcgka {
     /// Whether `u ∈ member-view(x)`, without building the view (O(log n) instead of O(n)).
     pub(crate) fn in_view(&self, u: &MemberId, x: &MemberId) -> bool {
         let fast = if *x == self.me { self.is_member(u) } else { self.h.in_view_of(u, x) };
-        #[cfg(test)]
+        #[cfg(any(test, feature = "cross-checks"))]
         assert_eq!(fast, self.member_view(x).contains(u), "in_view disagrees with member_view");
         fast
     }
@@ -180,21 +180,25 @@ impl Dcgka {
     }
 
     /// The outer ratchet state of `id`, for tests and oracles.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn ratchet_state(&self, id: &MemberId) -> Option<&Secret32> {
         self.rt.get(id)
     }
 
     /// Number of member secrets held (§5.7 deletion oracle).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn member_secret_count(&self) -> usize {
         self.ms.len()
     }
 
     /// Every member secret held, as `(S, q, ID)`.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn member_secret_keys(&self) -> Vec<(MemberId, SeqNo, MemberId)> {
         self.ms.keys().map(|(s, q, id)| (*s, SeqNo(*q), *id)).collect()
     }
 
     /// Member secrets held for the operation `(s, q)`.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn member_secrets_of(&self, s: &MemberId, q: u64) -> Vec<MemberId> {
         self.ms.range((*s, q, MemberId([0; 32]))..=(*s, q, MemberId([0xff; 32]))).map(|(k, _)| k.2).collect()
     }

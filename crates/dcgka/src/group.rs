@@ -284,6 +284,7 @@ pub struct Group {
     /// A duplicate instance of my identity still to be removed (§6.6).
     pending_removal: Option<MemberId>,
     /// Test hook: keep processing after my own removal, as an attacker holding my state would.
+    #[cfg(any(test, feature = "test-hooks"))]
     adversarial: bool,
     /// My acks and add-acks not sent yet, in sequence order (coalescing only).
     held: Vec<HeldItem>,
@@ -315,6 +316,7 @@ impl Group {
             app_index: BTreeMap::new(),
             status: Status::Active,
             pending_removal: None,
+            #[cfg(any(test, feature = "test-hooks"))]
             adversarial: false,
             held: Vec::new(),
         }
@@ -380,26 +382,31 @@ impl Group {
     }
 
     /// Number of member secrets held (they are deleted as acks arrive, §5.7).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn member_secret_count(&self) -> usize {
         self.d.member_secret_count()
     }
 
     /// Every member secret still held, as `(sender, seq, member)` (§10 oracle 4).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn member_secret_keys(&self) -> Vec<(MemberId, SeqNo, MemberId)> {
         self.d.member_secret_keys()
     }
 
     /// Members whose member secret for operation `(sender, seq)` is still held here.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn member_secrets_pending(&self, sender: &MemberId, seq: SeqNo) -> Vec<MemberId> {
         self.d.member_secrets_of(sender, seq.0)
     }
 
     /// The membership history, for comparing histories across members (§10 oracle 5).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn history(&self) -> &crate::dgm::History<MemberId> {
         &self.d.h
     }
 
     /// Whether `id`'s outer ratchet state here equals `other`'s (§10 oracle 2).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn same_ratchet_state(&self, other: &Group, id: &MemberId) -> bool {
         match (self.d.ratchet_state(id), other.d.ratchet_state(id)) {
             (Some(a), Some(b)) => a == b,
@@ -409,24 +416,15 @@ impl Group {
     }
 
     /// Whether I hold an outer ratchet state for `id`.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn has_ratchet_state(&self, id: &MemberId) -> bool {
         self.d.ratchet_state(id).is_some()
     }
 
     /// The epoch of my sending ratchet for `id`, if any.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn sender_epoch(&self, id: &MemberId) -> Option<Epoch> {
         self.fs.get(id).map(|r| r.epoch())
-    }
-
-    /// Whether an envelope with this routing information was already processed here (a
-    /// cheap pre-filter for sync: such an envelope would be dropped as a duplicate).
-    pub fn already_processed(&self, peek: &Peek) -> bool {
-        match peek.sender {
-            SenderRef::Tag(t) => {
-                self.d.resolve(&t).is_some_and(|id| id == self.d.me || peek.last_seq.0 <= self.ord.hwm(&id))
-            }
-            SenderRef::Identity(_) => false,
-        }
     }
 
     /// Whether an envelope with this routing information belongs to this group as far as
@@ -464,8 +462,24 @@ impl Group {
     /// still becomes `Removed`) and never erase secrets, as an attacker holding this state
     /// would; after the removal, envelopes are taken from the transcript without signature
     /// checks. Used by the security oracles; never enable it on a real device.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn set_adversarial(&mut self, on: bool) {
         self.adversarial = on;
+    }
+
+    /// Test hook: whether this is an adversarial copy ([`Group::set_adversarial`]).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn is_adversarial(&self) -> bool {
+        self.adversarial
+    }
+
+    /// Whether this is an adversarial test copy ([`Group::set_adversarial`]); always false
+    /// without the `test-hooks` feature.
+    fn adversarial(&self) -> bool {
+        #[cfg(any(test, feature = "test-hooks"))]
+        return self.adversarial;
+        #[cfg(not(any(test, feature = "test-hooks")))]
+        false
     }
 
     /// Whether processing continues: while active, or, for an adversarial test copy, also
@@ -473,7 +487,7 @@ impl Group {
     fn processing(&self) -> bool {
         match self.status {
             Status::Active => true,
-            Status::Removed { .. } => self.adversarial,
+            Status::Removed { .. } => self.adversarial(),
             Status::Corrupted { .. } => false,
         }
     }
@@ -492,8 +506,8 @@ impl Group {
     /// and restarts from an older state would reuse sequence numbers, seeds and keys.
     ///
     /// The bytes are as secret as the state: the buffer zeroizes on drop; encrypt them at
-    /// rest. A group in any status can be saved; the adversarial test flag
-    /// ([`Group::set_adversarial`]) is saved too, so a test copy stays one.
+    /// rest. A group in any status can be saved. The adversarial test flag is not part of
+    /// the format: a restored group is an ordinary member.
     pub fn snapshot(&self) -> Zeroizing<Vec<u8>> {
         let mut w = StateWriter::new();
         self.encode_state(&mut w);
@@ -518,7 +532,7 @@ impl Group {
 
     /// The group layer of a snapshot: `auto_heal:u8 ‖ coalesce_acks:u8 ‖ my_ik:[32] ‖ γ ‖
     /// ordering ‖ signing:[32] ‖ fs:map<member, sender ratchet> ‖ app_index:map<member,
-    /// (epoch:var, next:var)> ‖ status ‖ pending_removal:opt<member> ‖ adversarial:u8 ‖
+    /// (epoch:var, next:var)> ‖ status ‖ pending_removal:opt<member> ‖
     /// held:list<(seq:var, kind:u8, body:opaque)>`; `status` is `0` (active), `1 ‖ by`
     /// (removed) or `2 ‖ reason:opaque` (corrupted).
     fn encode_state(&self, w: &mut StateWriter) {
@@ -552,7 +566,6 @@ impl Group {
         if let Some(t) = &self.pending_removal {
             w.member(t);
         }
-        w.flag(self.adversarial);
         w.items(self.held.iter(), |w, h| {
             w.var(h.seq.0);
             w.u8(h.item.kind.tag());
@@ -582,13 +595,25 @@ impl Group {
             t => return Err(DecodeError::UnknownTag { what: "group status", tag: u64::from(t) }.into()),
         };
         let pending_removal = if r.flag()? { Some(r.member()?) } else { None };
-        let adversarial = r.flag()?;
         let held = r.items(3, |r| {
             let seq = SeqNo(r.var()?);
             let kind = EnvelopeKind::from_tag(r.u8()?)?;
             Ok(HeldItem { seq, item: BatchItem { kind, body: r.opaque()?.to_vec() } })
         })?;
-        Ok(Group { config, my_ik, d, ord, signing, fs, app_index, status, pending_removal, adversarial, held })
+        Ok(Group {
+            config,
+            my_ik,
+            d,
+            ord,
+            signing,
+            fs,
+            app_index,
+            status,
+            pending_removal,
+            #[cfg(any(test, feature = "test-hooks"))]
+            adversarial: false,
+            held,
+        })
     }
 
     // --------------------------------------------------------------------------------
@@ -993,7 +1018,7 @@ impl Group {
             let last = env.last_seq().0;
             if env.seq.0 <= next
                 && next <= last
-                && !(self.adversarial && self.status != Status::Active)
+                && !(self.adversarial() && self.status != Status::Active)
                 && let Some(st) = self.ord.sender(&id, &self.d)
             {
                 if !self.ord.verify(&self.d.gid, &id, &st.key, &env) {
@@ -1059,7 +1084,7 @@ impl Group {
             taken_at = Some((id, 1));
         }
         let incoming = (env.sender, env.seq);
-        let skip_verify = self.adversarial && self.status != Status::Active;
+        let skip_verify = self.adversarial() && self.status != Status::Active;
         let mut unrolled = None;
         if env.kind == EnvelopeKind::Batch && (verified || skip_verify) {
             self.ord.unroll(&self.d, &env, verified);
@@ -1129,7 +1154,7 @@ impl Group {
             for b in candidates {
                 // An adversarial test copy reads a recorded transcript and need not verify.
                 let authentic = b.verified
-                    || (self.adversarial && self.status != Status::Active)
+                    || (self.adversarial() && self.status != Status::Active)
                     || self.ord.verify(&self.d.gid, &sender, &state.key, &b.env);
                 if chosen.is_none() && authentic {
                     chosen = Some(b);
@@ -1264,7 +1289,7 @@ impl Group {
         if let Some(by) = terminated {
             out.events.push(Event::RemovedFromGroup { by });
             self.status = Status::Removed { by };
-            if self.adversarial {
+            if self.adversarial() {
                 // A test copy of an attacker holding this state: keep everything.
                 return Ok(());
             }
@@ -1340,6 +1365,7 @@ impl Group {
     /// Test hook: whether this state could decrypt the application envelope `bytes`
     /// (from a member it knows), without changing anything. Only the ratchet is consulted:
     /// the caller feeds the transcript before it first.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn can_decrypt(&self, bytes: &[u8], index: MessageIndex) -> Option<Vec<u8>> {
         let env = Envelope::from_bytes(bytes).ok()?;
         let SenderRef::Tag(t) = env.sender else { return None };

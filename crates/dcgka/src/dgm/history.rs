@@ -316,7 +316,7 @@ impl<M: Ord + Clone + Debug> History<M> {
                 r == acked || self.saw(r, x).is_some() || self.saw(r, &acked.sender).is_some_and(|s| s < acked.seq)
             }),
         };
-        #[cfg(test)]
+        #[cfg(any(test, feature = "cross-checks"))]
         assert_eq!(fast, self.follows_own_removal_reference(x, acked), "fast post-removal rule disagrees");
         fast
     }
