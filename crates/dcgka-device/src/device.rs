@@ -10,14 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use dcgka::codec::{Decode, DecodeError, Reader, Writer};
-use dcgka::crypto::IdentityKey;
+use dcgka::IdentityKey;
+use dcgka::codec::{DecodeError, Reader, Writer};
 use dcgka::events::{DropReason, Event};
 use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Received, Status, welcome_target};
 use dcgka::ids::{GroupId, MemberId};
 use dcgka::prekeys::{Identity, OneTimePrekey, PrekeyError, PrekeyProvider, Signed};
 use dcgka::snapshot::SnapshotError;
-use dcgka::wire::{Envelope, EnvelopeKind};
 use rand_core::CryptoRng;
 
 use crate::consts::{MAX_BACKLOG_BYTES, MAX_BACKLOG_ENVELOPES};
@@ -452,7 +451,7 @@ impl<S: Storage> Device<S> {
             other => DeviceError::Group { gid: GroupId([0; 32]), error: other },
         })?;
         let routed = match peek.gid {
-            Some(gid) if peek.kind == EnvelopeKind::Create => match self.slots.get(&gid) {
+            Some(gid) if peek.kind == dcgka::EnvelopeKind::Create => match self.slots.get(&gid) {
                 Some(s) if s.active().is_some() => Some(gid),
                 Some(s) if s.create_is_stale() => return Ok(Outcome::Stale),
                 _ => return self.join_from_create(env, gid, bytes, ch),
@@ -600,14 +599,13 @@ impl<S: Storage> Device<S> {
         let Some(slot) = self.slots.get_mut(&gid) else { return };
         let me = slot.live.as_ref().map(Group::me);
         for a in out.accepted {
-            let Ok(e) = Envelope::from_bytes(&a.bytes) else { continue };
-            if let Some(entry) = slot.log.append(a.sender, a.seq, a.last_seq, e.short_hash(), a.bytes) {
+            if let Some(entry) = slot.log.append(a.sender, a.seq, a.last_seq, a.hash, a.bytes) {
                 ch.log.push((gid, entry));
             }
         }
         for bytes in out.broadcast {
-            if let (Some(me), Ok(e)) = (me, Envelope::from_bytes(&bytes))
-                && let Some(entry) = slot.log.append(me, e.seq, e.last_seq(), e.short_hash(), bytes.clone())
+            if let (Some(me), Ok(p)) = (me, Group::peek(&bytes))
+                && let Some(entry) = slot.log.append(me, p.seq, p.last_seq, p.hash, bytes.clone())
             {
                 ch.log.push((gid, entry));
             }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use dcgka::crypto::IdentityKey;
+use dcgka::IdentityKey;
 use dcgka::ids::{MemberId, SeqNo};
 
 /// One logged envelope (a batch is one entry spanning `seq..=last_seq`).

@@ -1,6 +1,6 @@
 //! The outbox: what the device produced and the transport has not confirmed as sent.
 
-use dcgka::crypto::IdentityKey;
+use dcgka::IdentityKey;
 use dcgka::ids::GroupId;
 
 /// Where a [`Transmit`] goes.

@@ -9,11 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use dcgka::codec::{Decode, DecodeError, Reader, Writer, check_sorted_set};
-use dcgka::crypto::{IdentityKey, VerifyingKey};
+use dcgka::EnvelopeKind;
+use dcgka::IdentityKey;
+use dcgka::codec::{DecodeError, Reader, Writer, check_sorted_set};
+use dcgka::group::Group;
 use dcgka::group::GroupError;
 use dcgka::ids::{GroupId, MemberId, SeqNo};
-use dcgka::wire::{ControlBody, Envelope, EnvelopeKind};
 use rand_core::CryptoRng;
 
 use crate::consts::{
@@ -106,7 +107,7 @@ impl SyncRequest {
         if r.u8()? != REQUEST_TAG {
             return Err(DecodeError::InvalidField("not a sync request").into());
         }
-        let identity = VerifyingKey(r.array()?);
+        let identity: IdentityKey = dcgka::VerifyingKey(r.array()?);
         let groups = r.list(34, |r| {
             let gid = GroupId(r.array()?);
             let heads = r.list(33, |r| Ok((MemberId(r.array()?), SeqNo(r.var()?))))?;
@@ -241,11 +242,8 @@ impl<S: Storage> Device<S> {
                 Err(_) if req.known.binary_search(gid).is_err() => {
                     // The requester never held this group: offer the create if it lists it.
                     entries.extend(slot.log.senders().filter_map(|s| slot.log.get(s, SeqNo(1))).filter(|e| {
-                        Envelope::from_bytes(&e.bytes).is_ok_and(|env| {
-                            env.kind == EnvelopeKind::Create
-                                && matches!(ControlBody::from_bytes(env.kind, &env.body),
-                                    Ok(ControlBody::Create { members, .. }) if members.contains(&req.identity))
-                        })
+                        Group::peek(&e.bytes)
+                            .is_ok_and(|p| p.kind == EnvelopeKind::Create && p.invites.contains(&req.identity))
                     }));
                 }
                 Err(_) => {}

@@ -18,7 +18,7 @@ pub const MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 /// Largest number of items in any decoded list (members, ciphertexts, forwards).
 pub const MAX_LIST_LEN: usize = 65_536;
 
-/// Largest application plaintext accepted by [`crate::ratchet`] and the group API.
+/// Largest application plaintext accepted by the sender ratchet and the group API.
 pub const MAX_PLAINTEXT_SIZE: usize = 1024 * 1024;
 
 /// Largest group size at creation (V1, §5.6).

@@ -216,13 +216,15 @@ pub struct Accepted {
     pub seq: SeqNo,
     /// The sequence number of its last item: `seq`, except for a batch.
     pub last_seq: SeqNo,
+    /// Its short hash (what acks reference).
+    pub hash: [u8; 16],
     /// The envelope, in its wire encoding.
     pub bytes: Vec<u8>,
 }
 
 impl Accepted {
     fn of(sender: MemberId, env: &Envelope) -> Self {
-        Accepted { sender, seq: env.seq, last_seq: env.last_seq(), bytes: env.to_bytes() }
+        Accepted { sender, seq: env.seq, last_seq: env.last_seq(), hash: env.short_hash(), bytes: env.to_bytes() }
     }
 }
 
@@ -252,6 +254,13 @@ pub struct Peek {
     /// sequence number of the operation it acknowledges, which names the group it
     /// belongs to.
     pub acknowledges: Option<(MemberTag, SeqNo)>,
+    /// The kind of the last item: `kind`, except for a batch, which stands for the
+    /// operation or message its held acks travel with.
+    pub last_kind: EnvelopeKind,
+    /// For a create: the identity keys of the other initial members it invites.
+    pub invites: Vec<IdentityKey>,
+    /// The envelope's short hash (what acks reference, §7.1).
+    pub hash: [u8; 16],
 }
 
 /// The group and the member instance a Welcome would make this device, read without
@@ -451,11 +460,29 @@ impl Group {
     /// Reads routing information without verifying anything.
     pub fn peek(bytes: &[u8]) -> Result<Peek, GroupError> {
         let e = Envelope::from_bytes(bytes)?;
-        let acknowledges = match (e.sender, ControlBody::from_bytes(e.kind, &e.body)) {
-            (SenderRef::Identity(_), Ok(ControlBody::Ack { of, .. })) => Some((of.of_sender, of.of_seq)),
-            _ => None,
+        let (mut acknowledges, mut invites) = (None, Vec::new());
+        if let SenderRef::Identity(_) = e.sender {
+            match ControlBody::from_bytes(e.kind, &e.body) {
+                Ok(ControlBody::Ack { of, .. }) => acknowledges = Some((of.of_sender, of.of_seq)),
+                Ok(ControlBody::Create { members, .. }) => invites = members,
+                _ => {}
+            }
+        }
+        let last_kind = match e.kind {
+            EnvelopeKind::Batch => e.items()?.last().map_or(e.kind, |i| i.kind),
+            k => k,
         };
-        Ok(Peek { gid: e.gid, kind: e.kind, sender: e.sender, seq: e.seq, last_seq: e.last_seq(), acknowledges })
+        Ok(Peek {
+            gid: e.gid,
+            kind: e.kind,
+            sender: e.sender,
+            seq: e.seq,
+            last_seq: e.last_seq(),
+            acknowledges,
+            last_kind,
+            invites,
+            hash: e.short_hash(),
+        })
     }
 
     /// Test hook: from now on, keep processing after this member's own removal (the status

@@ -14,21 +14,27 @@
 //!
 //! | Module | Spec | What it owns |
 //! |---|---|---|
-//! | [`crypto`] | §2 | Primitives behind project types; every KDF label |
+//! | `crypto`* | §2 | Primitives behind project types; every KDF label |
 //! | [`ids`] | §2.2 | Group IDs, member (instance) IDs and tags, sequence numbers, epochs |
 //! | [`codec`] | §0 | Canonical varint encoding, total decoding |
 //! | [`prekeys`] | §3 | Identities, signed and one-time prekeys, the PKI trait |
-//! | [`two_party`] | §4 | 2SM, the two-party channel carrying seeds and ratchet states |
-//! | [`dgm`] | §6 | SR-DGM: strong-remove membership, `member-view`, the reference evaluator |
-//! | [`dcgka`] | §5 | The state γ: `create`, `update`, `remove`, `add`, `process-*`, the outer ratchet |
-//! | [`ordering`] | §7 | ACB: per-sender FIFO, ack-after-acked, signing keys, the bounded buffer |
-//! | [`welcome`] | §7.4 | The Welcome and its compact history log |
-//! | [`ratchet`] | §8 | The per-sender message ratchet (FS-AEAD) |
-//! | [`wire`] | §5.2, §7.1 | Envelopes and control-message bodies |
+//! | `two_party`* | §4 | 2SM, the two-party channel carrying seeds and ratchet states |
+//! | `dgm`* | §6 | SR-DGM: strong-remove membership, `member-view`, the reference evaluator |
+//! | `dcgka`* | §5 | The state γ: `create`, `update`, `remove`, `add`, `process-*`, the outer ratchet |
+//! | `ordering`* | §7 | ACB: per-sender FIFO, ack-after-acked, signing keys, the bounded buffer |
+//! | `welcome`* | §7.4 | The Welcome and its compact history log |
+//! | `ratchet`* | §8 | The per-sender message ratchet (FS-AEAD) |
+//! | `wire`* | §5.2, §7.1 | Envelopes and control-message bodies |
 //! | [`group`] | §9 | The application-facing [`group::Group`]: bytes in, events and bytes out |
 //! | [`events`] | §9 | Events and the reasons for rejected, dropped or undecryptable envelopes |
 //! | [`snapshot`] | — | The versioned, canonical state snapshot of one member's group state |
 //! | [`consts`] | — | Every limit, each with its own error variant |
+//!
+//! \* A low-level layer, public only with the `internals` feature (see Features below).
+//!
+//! The application API is re-exported at the crate root: [`Group`], [`GroupConfig`],
+//! [`Context`], [`Output`], [`Received`], [`Event`], [`Identity`], the identifiers and
+//! the errors.
 //!
 //! ## Example: a two-member group
 //!
@@ -86,21 +92,50 @@
 //! when it has had nothing to send for a while (a timer), so that others learn the acks;
 //! until they do, they keep the member secrets those acks would let them delete.
 
+//! ## Features
+//!
+//! - `internals`: makes the low-level layers public (`crypto`, `two_party`, `dcgka`,
+//!   `dgm`, `ordering`, `ratchet`, `welcome`, `wire`), for the test suites, the
+//!   known-answer vectors and the simulator. An application needs none of them: the
+//!   crate root re-exports the application API.
+//! - `test-hooks`: the adversarial copy of a group and oracle-only getters, for the
+//!   simulator's oracles. Never enable it in an application.
+//! - `cross-checks`: expensive internal consistency checks (also run by unit tests).
+
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod codec;
 pub mod consts;
-pub mod crypto;
-pub mod dcgka;
-pub mod dgm;
 pub mod events;
 pub mod group;
 pub mod ids;
-pub mod ordering;
 pub mod prekeys;
-pub mod ratchet;
 pub mod snapshot;
-pub mod two_party;
-pub mod welcome;
-pub mod wire;
+
+/// Declares a low-level layer: public with the `internals` feature, private otherwise.
+macro_rules! layer {
+    ($($(#[$m:meta])* $name:ident),* $(,)?) => {$(
+        $(#[$m])*
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        $(#[$m])*
+        #[cfg(not(feature = "internals"))]
+        #[allow(dead_code, unreachable_pub, unused_imports)]
+        mod $name;
+    )*};
+}
+
+layer!(crypto, dcgka, dgm, ordering, ratchet, two_party, welcome, wire);
+
+pub use crate::crypto::{IdentityKey, VerifyingKey};
+pub use crate::events::{DropReason, Event, RejectReason};
+pub use crate::group::{
+    Accepted, Context, Group, GroupConfig, GroupError, JoinError, Output, Peek, Received, Status, WelcomeMessage,
+    welcome_target,
+};
+pub use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, SeqNo};
+pub use crate::prekeys::{Identity, InMemoryPrekeyDirectory, PrekeyBundle, PrekeyError, PrekeyProvider};
+pub use crate::ratchet::RatchetError;
+pub use crate::snapshot::SnapshotError;
+pub use crate::wire::{EnvelopeKind, SenderRef};

@@ -30,7 +30,7 @@
 //! Decoding is total: any input gives a group or a [`SnapshotError`], never a panic.
 //!
 //! **Rebuilt on restore, not stored**: the SR-DGM indexes of `H` (every table of
-//! [`crate::dgm::History`], by re-applying the operation log, which reproduces an equal
+//! `History`, by re-applying the operation log, which reproduces an equal
 //! history), the member-tag table (from the IK table), each buffered envelope's size and
 //! the buffer counters, the decompressed signing keys (a cache), and the parts of each 2SM
 //! session and sender ratchet that the enclosing state determines (group, own and peer
