@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod lean;
 pub mod oracle;
 pub mod random;
 

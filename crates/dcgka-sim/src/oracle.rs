@@ -95,7 +95,7 @@ pub fn delivery_violations(sim: &Sim) -> Vec<String> {
 }
 
 /// No live instance, and no adversarial shadow (a removed instance's state, kept
-/// processing past its removal with the full transcript; see [`crate::Device::shadows`]),
+/// processing past its removal with the full transcript; see [`crate::SimDevice::shadows`]),
 /// decrypts a message whose sender's view did not contain that instance when it was sent
 /// (§11.1, §11.2). Call [`Sim::feed_transcript_to_shadows`] first.
 pub fn confidentiality_violations(sim: &Sim) -> Vec<String> {

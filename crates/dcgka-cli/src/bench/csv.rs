@@ -1,0 +1,41 @@
+//! The CSV output of `dcgka bench`: one row per (operation, size). Scripts and tests read
+//! these columns; keep them exactly as they are.
+
+use std::path::Path;
+
+use super::measure::Row;
+
+/// The CSV header (issue 4).
+const CSV_HEADER: &str = "op,n,iterations,traffic_bytes,sender_cpu_ms_median,sender_cpu_ms_sd,\
+recipient_cpu_ms_median,recipient_cpu_ms_sd,newcomer_cpu_ms_median";
+
+impl Row {
+    fn csv(&self) -> String {
+        format!(
+            "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{}",
+            self.op,
+            self.n,
+            self.iterations,
+            self.traffic,
+            self.sender_median,
+            self.sender_sd,
+            self.recipient_median,
+            self.recipient_sd,
+            self.newcomer_median.map(|x| format!("{x:.3}")).unwrap_or_default()
+        )
+    }
+}
+
+/// Writes `rows` as CSV to `path` ("-": standard output).
+pub(super) fn write_csv(path: &Path, rows: &[Row]) -> Result<(), String> {
+    let mut text = format!("{CSV_HEADER}\n");
+    for r in rows {
+        text.push_str(&r.csv());
+        text.push('\n');
+    }
+    if path == Path::new("-") {
+        print!("{text}");
+        return Ok(());
+    }
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
