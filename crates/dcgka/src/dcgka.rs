@@ -66,6 +66,28 @@ fn malformed(what: impl Into<String>) -> ProcessError {
     ProcessError::Reject(RejectReason::Malformed(what.into()))
 }
 
+impl crate::ordering::Roster for Dcgka {
+    fn gid(&self) -> GroupId {
+        self.gid
+    }
+
+    fn me(&self) -> MemberId {
+        self.me
+    }
+
+    fn resolve(&self, tag: &MemberTag) -> Option<MemberId> {
+        Dcgka::resolve(self, tag)
+    }
+
+    fn identity(&self, id: &MemberId) -> Option<IdentityKey> {
+        self.ik.get(id).copied()
+    }
+
+    fn introduced_by(&self, id: &MemberId) -> Option<OpId<MemberId>> {
+        self.h.addop(id).cloned()
+    }
+}
+
 /// What the ordering layer knows about an acknowledged envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AckTarget {

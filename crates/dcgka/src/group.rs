@@ -20,7 +20,7 @@ use crate::crypto::{IdentityKey, KEY_LEN, SigningSecret, VerifyingKey};
 use crate::dcgka::{Dcgka, Env, ProcessError, Processed, UpdateSecret};
 use crate::events::{DropReason, Event, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, Origin, SeqNo};
-use crate::ordering::{BufferError, Ordering, Ready, SenderState};
+use crate::ordering::{Arrival, Body, BufferError, Ordering, SenderState, Step, Verified};
 use crate::prekeys::{Identity, PrekeyProvider};
 use crate::ratchet::{RatchetError, SenderRatchet};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
@@ -507,6 +507,12 @@ impl Group {
         return self.adversarial;
         #[cfg(not(any(test, feature = "test-hooks")))]
         false
+    }
+
+    /// Whether signature checks are skipped: an adversarial test copy after its removal
+    /// reads a recorded transcript.
+    fn trusting(&self) -> bool {
+        self.adversarial() && self.status != Status::Active
     }
 
     /// Whether processing continues: while active, or, for an adversarial test copy, also
@@ -1025,107 +1031,22 @@ impl Group {
             self.require_active()?;
         }
         let env = Envelope::from_bytes(bytes)?;
-        let mut verified = false;
-        // The incoming envelope's sender and last sequence number, to tell processed from
-        // buffered at the end.
-        let mut taken_at = None;
-        if let SenderRef::Tag(t) = env.sender {
-            // §7.3 lines 6-7, §7.5: only members ever added here may send tagged envelopes.
-            let Some(id) = self.d.resolve(&t) else {
-                return Err(GroupError::Dropped(DropReason::NotAMember));
-            };
-            taken_at = Some((id, env.last_seq().0));
-            if id == self.d.me {
-                return Err(GroupError::OwnEnvelope);
-            }
-            // The next envelope of a sender can be verified at once (its key is current);
-            // a forgery then never takes its place in the buffer. A batch is next when its
-            // items span the next sequence number (a newcomer's horizon may fall inside it).
-            let next = self.ord.hwm(&id) + 1;
-            let last = env.last_seq().0;
-            if env.seq.0 <= next
-                && next <= last
-                && !(self.adversarial() && self.status != Status::Active)
-                && let Some(st) = self.ord.sender(&id, &self.d)
-            {
-                if !self.ord.verify(&self.d.gid, &id, &st.key, &env) {
-                    return Err(GroupError::Dropped(DropReason::BadSignature));
-                }
-                verified = true;
-            }
-            if last <= self.ord.hwm(&id) {
-                // A different envelope under an already used sequence number, authentic under
-                // the key that was current then, is equivocation (§7.6).
-                if let Some((hash, key)) = self.ord.retained(&id, last)
-                    && hash != env.short_hash()
-                    && env.verify(&self.d.gid, &id, &key).is_ok()
-                {
-                    return Ok(Output {
-                        received: Some(Received::Duplicate),
-                        events: vec![Event::Equivocation { sender: id, seq: SeqNo(last) }],
-                        ..Default::default()
-                    });
-                }
-                return Err(GroupError::Dropped(DropReason::Duplicate));
-            }
-        }
-        if let SenderRef::Identity(ik) = env.sender {
-            // A first envelope names an instance through the operation it acknowledges;
-            // another instance of my own identity is another member (§6.6).
-            if env.kind == EnvelopeKind::Create {
-                if ik == self.my_ik
-                    && env.gid == Some(self.d.gid)
-                    && self.d.me == MemberId::derive(&self.d.gid, &ik, Origin::Creator)
-                {
-                    return Err(GroupError::OwnEnvelope);
-                }
-                // Only the first envelope of a group is a create; this group already has it.
-                let creator = env.gid.map(|g| MemberId::derive(&g, &ik, Origin::Creator));
-                let reason = match creator {
-                    Some(c) if env.gid == Some(self.d.gid) && self.ord.hwm(&c) >= 1 => DropReason::Duplicate,
-                    _ => DropReason::NotAMember,
-                };
-                return Err(GroupError::Dropped(reason));
-            }
-            // A first envelope is an ack of the create or of its sender's own add (§7.3 line
-            // 7). The acknowledged operation's sender names the instance, so the envelope can
-            // be verified under the identity key it carries before it is buffered.
-            let Ok(ControlBody::Ack { of, .. }) = ControlBody::from_bytes(env.kind, &env.body) else {
-                return Err(GroupError::Dropped(DropReason::NotAMember));
-            };
-            let Some(by) = self.d.resolve(&of.of_sender) else {
-                // Added by someone this member does not know yet: sync brings it again later.
-                return Err(GroupError::Dropped(DropReason::NotAMember));
-            };
-            let id = MemberId::derive(&self.d.gid, &ik, Origin::Operation(by, of.of_seq));
-            if id == self.d.me {
-                return Err(GroupError::OwnEnvelope);
-            }
-            if self.ord.hwm(&id) >= 1 {
-                return Err(GroupError::Dropped(DropReason::Duplicate));
-            }
-            if env.verify(&self.d.gid, &id, &ik).is_err() {
-                return Err(GroupError::Dropped(DropReason::BadSignature));
-            }
-            verified = true;
-            taken_at = Some((id, 1));
-        }
         let incoming = (env.sender, env.seq);
-        let skip_verify = self.adversarial() && self.status != Status::Active;
-        let mut unrolled = None;
-        if env.kind == EnvelopeKind::Batch && (verified || skip_verify) {
-            self.ord.unroll(&self.d, &env, verified);
-            if let SenderRef::Tag(t) = env.sender
-                && let Some(id) = self.d.resolve(&t)
-            {
-                unrolled = Some(Accepted::of(id, &env));
+        let (sender, last, unrolled) = match self.ord.arrive(&self.d, env, self.trusting())? {
+            Arrival::Dropped(reason) => return Err(GroupError::Dropped(reason)),
+            Arrival::Own => return Err(GroupError::OwnEnvelope),
+            Arrival::Equivocation { sender, seq } => {
+                return Ok(Output {
+                    received: Some(Received::Duplicate),
+                    events: vec![Event::Equivocation { sender, seq }],
+                    ..Default::default()
+                });
             }
-        } else {
-            self.ord.buffer(&self.d, env, verified)?;
-        }
+            Arrival::Taken { sender, last, unrolled } => (sender, last, unrolled),
+        };
         let (mut out, dropped) = self.drain(ctx, Some(incoming));
-        if let Some(a) = unrolled {
-            out.accepted.insert(0, a);
+        if let Some(batch) = unrolled {
+            out.accepted.insert(0, Accepted::of(sender, &batch));
         }
         if let Some(reason) = &dropped
             && out.broadcast.is_empty()
@@ -1135,7 +1056,7 @@ impl Group {
         }
         out.received = Some(match dropped {
             Some(reason) => Received::Dropped(reason),
-            None if taken_at.is_some_and(|(id, last)| self.ord.hwm(&id) >= last) => Received::Processed,
+            None if self.ord.hwm(&sender) >= last => Received::Processed,
             None => Received::Buffered,
         });
         Ok(out)
@@ -1163,10 +1084,9 @@ impl Group {
         // A removal ends the call, as for a real member; an adversarial copy goes on only in
         // later calls (and its output is never sent).
         while self.processing() && (!was_active || self.status == Status::Active) {
-            let Some(ready) = self.ord.next_ready(&self.d) else { break };
-            let (sender, candidates) = match ready {
-                Ready::Envelope { sender, candidates } => (sender, candidates),
-                Ready::Discard { candidates, reason } => {
+            let Some(step) = self.ord.next(&self.d, self.trusting()) else { break };
+            let (sender, chosen, forged) = match step {
+                Step::Discarded { candidates, reason } => {
                     for b in candidates {
                         if incoming == Some((b.env.sender, b.env.seq)) {
                             incoming_dropped = Some(reason.clone());
@@ -1174,47 +1094,26 @@ impl Group {
                     }
                     continue;
                 }
-            };
-            let Some(state) = self.ord.sender(&sender, &self.d) else { continue };
-            let mut chosen = None;
-            let mut rest = Vec::new();
-            for b in candidates {
-                // An adversarial test copy reads a recorded transcript and need not verify.
-                let authentic = b.verified
-                    || (self.adversarial() && self.status != Status::Active)
-                    || self.ord.verify(&self.d.gid, &sender, &state.key, &b.env);
-                if chosen.is_none() && authentic {
-                    chosen = Some(b);
-                } else {
-                    rest.push(b);
+                Step::Unrolled { sender, batch } => {
+                    out.accepted.push(Accepted::of(sender, &batch));
+                    continue;
                 }
-            }
-            if let Some(batch) = chosen.as_ref().filter(|b| b.env.kind == EnvelopeKind::Batch) {
-                // Authentic now that it is next: file its items; the other candidates wait
-                // beside the item of their own sequence number.
-                let env = batch.env.clone();
-                self.ord.unbuffer_back(rest);
-                self.ord.unroll(&self.d, &env, true);
-                out.accepted.push(Accepted::of(sender, &env));
-                continue;
-            }
-            for b in &rest {
+                Step::Next { sender, chosen, forged } => (sender, chosen, forged),
+            };
+            for b in &forged {
                 if incoming == Some((b.env.sender, b.env.seq)) && chosen.is_none() {
                     incoming_dropped = Some(DropReason::BadSignature);
                 } else {
                     out.events.push(Event::Dropped { sender, seq: b.env.seq, reason: DropReason::BadSignature });
                 }
             }
-            let Some(b) = chosen else { continue };
-            match self.process_one(ctx, sender, state, &b.env, b.hash, &mut out) {
-                Ok(()) => {
-                    // An item of a batch was logged with its batch.
-                    if b.hash.is_none() {
-                        out.accepted.push(Accepted::of(sender, &b.env));
-                    }
-                }
+            let Some(v) = chosen else { continue };
+            match self.process_one(ctx, &v, &mut out) {
+                // An item of a batch was logged with its batch.
+                Ok(()) if v.buffered.hash.is_none() => out.accepted.push(Accepted::of(sender, v.env())),
+                Ok(()) => {}
                 Err(ik) => {
-                    self.ord.unbuffer_back(vec![b]);
+                    self.ord.unbuffer_back(vec![v.buffered.clone()]);
                     out.events.push(Event::PrekeyBundleNeeded { identity: ik });
                     break;
                 }
@@ -1242,33 +1141,32 @@ impl Group {
     fn process_one<R: CryptoRng>(
         &mut self,
         ctx: &mut Context<'_, R>,
-        sender: MemberId,
-        state: SenderState,
-        env: &Envelope,
-        batch_hash: Option<[u8; 16]>,
+        v: &Verified,
         out: &mut Output,
     ) -> Result<(), IdentityKey> {
+        let (sender, env) = (v.sender, v.env());
         let seq = env.seq.0;
         // An item of a batch is acknowledged under the batch's hash.
-        let hash = batch_hash.unwrap_or_else(|| env.short_hash());
-        if state.cut_off {
+        let hash = v.buffered.hash.unwrap_or_else(|| env.short_hash());
+        if v.state.cut_off {
             self.reject(sender, env, RejectReason::CutOff, out, false);
             return Ok(());
         }
-        if env.kind == EnvelopeKind::Application {
-            self.process_application(sender, env, out);
-            return Ok(());
-        }
-        let body = match ControlBody::from_bytes(env.kind, &env.body) {
-            Ok(b) => b,
-            Err(e) => {
-                self.reject(sender, env, RejectReason::Malformed(e.to_string()), out, true);
+        let body = match &v.body {
+            Body::Application(body) => {
+                self.process_application(sender, env, body, out);
                 return Ok(());
             }
+            Body::Malformed(e) => {
+                let control = env.kind != EnvelopeKind::Application;
+                self.reject(sender, env, RejectReason::Malformed(e.to_string()), out, control);
+                return Ok(());
+            }
+            Body::Control(body) => body,
         };
         let ord = &self.ord;
         let lookup = |s: &MemberId, q: u64| ord.lookup(s, q);
-        let result = self.d.process(&mut env!(ctx), sender, seq, &body, &lookup);
+        let result = self.d.process(&mut env!(ctx), sender, seq, body, &lookup);
         match result {
             Ok(p) => {
                 let retain = matches!(env.kind, EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
@@ -1283,8 +1181,7 @@ impl Group {
                 let equivocation = r == RejectReason::HashMismatch;
                 self.reject(sender, env, r, out, true);
                 if equivocation
-                    && let Ok(ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. }) =
-                        ControlBody::from_bytes(env.kind, &env.body)
+                    && let ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. } = body
                     && let Some(s) = self.d.resolve(&of.of_sender)
                 {
                     out.events.push(Event::Equivocation { sender: s, seq: of.of_seq });
@@ -1354,12 +1251,8 @@ impl Group {
         out.events.push(Event::Rejected { sender, seq: env.seq, reason });
     }
 
-    fn process_application(&mut self, sender: MemberId, env: &Envelope, out: &mut Output) {
+    fn process_application(&mut self, sender: MemberId, env: &Envelope, body: &ApplicationBody, out: &mut Output) {
         let seq = env.seq;
-        let body = match ApplicationBody::from_bytes(&env.body) {
-            Ok(b) => b,
-            Err(e) => return self.reject(sender, env, RejectReason::Malformed(e.to_string()), out, false),
-        };
         let Some(epoch) = seq.0.checked_sub(body.epoch_delta).map(Epoch) else {
             return self.reject(sender, env, RejectReason::Malformed("epoch after sequence number".into()), out, false);
         };

@@ -2,8 +2,12 @@
 //! only after what they acknowledge, signature checks under each sender's current
 //! signing key, and the bounded buffer of envelopes that are not ready yet.
 //!
-//! This module keeps the tables; the group layer ([`crate::group`]) runs the drain loop,
-//! because processing an envelope needs the whole group state.
+//! This module owns the ordering layer whole: the tables, the arrival checks of a received
+//! envelope ([`Ordering::arrive`]), and the choice of the next envelope to process
+//! ([`Ordering::next`]), which verifies candidates, unrolls batches and hands the group
+//! layer a [`Verified`] envelope whose body was parsed once. It knows the group only
+//! through a [`Roster`]; the group layer ([`crate::group`]) runs the drain loop, because
+//! processing an envelope needs the whole group state.
 
 use std::collections::BTreeMap;
 
@@ -13,12 +17,27 @@ use crate::consts::{
     MAX_CANDIDATES_PER_SLOT,
 };
 use crate::crypto::{IdentityKey, KEY_LEN, PreparedKey, VerifyingKey};
-use crate::dcgka::{AckTarget, Dcgka};
+use crate::dcgka::AckTarget;
 use crate::dgm::OpId;
 use crate::events::DropReason;
 use crate::ids::{GroupId, MemberId, MemberTag, Origin, SeqNo};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
-use crate::wire::{AckRef, ControlBody, Envelope, EnvelopeKind, SenderRef};
+use crate::wire::{AckRef, ApplicationBody, ControlBody, Envelope, EnvelopeKind, SenderRef};
+
+/// What the ordering layer needs to know about the group: who its members are, by tag and
+/// by the operation that introduced them, and their identity keys.
+pub(crate) trait Roster {
+    /// The group.
+    fn gid(&self) -> GroupId;
+    /// This member.
+    fn me(&self) -> MemberId;
+    /// The member ever added here whose tag is `tag`.
+    fn resolve(&self, tag: &MemberTag) -> Option<MemberId>;
+    /// The identity key behind a member ever added here.
+    fn identity(&self, id: &MemberId) -> Option<IdentityKey>;
+    /// The operation that introduced `id` (the create for initial members).
+    fn introduced_by(&self, id: &MemberId) -> Option<OpId<MemberId>>;
+}
 
 /// Why an envelope could not be buffered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -108,6 +127,99 @@ pub(crate) struct Ordering {
     buffer: BTreeMap<BufKey, BTreeMap<u64, Vec<Buffered>>>,
     buffered: usize,
     buffered_bytes: usize,
+}
+
+/// What became of a received envelope on arrival (§7.3, §7.6).
+pub(crate) enum Arrival {
+    /// Discarded without consuming anything.
+    Dropped(DropReason),
+    /// This member's own envelope came back.
+    Own,
+    /// An authentic envelope that conflicts with the processed one of that sequence number.
+    Equivocation {
+        /// The equivocating sender.
+        sender: MemberId,
+        /// The sequence number used twice.
+        seq: SeqNo,
+    },
+    /// Taken: buffered until ready, or (an authentic batch that is next) unrolled.
+    Taken {
+        /// Its sender.
+        sender: MemberId,
+        /// Its last sequence number: once the sender's high-water mark reaches it, it was
+        /// processed.
+        last: u64,
+        /// The batch, if it was authenticated and unrolled on arrival.
+        unrolled: Option<Envelope>,
+    },
+}
+
+/// An envelope's body, parsed once when it becomes the next to process.
+pub(crate) enum Body {
+    /// An application message.
+    Application(ApplicationBody),
+    /// A control message.
+    Control(ControlBody),
+    /// Not a well-formed body of its kind (§5.6 REJECT).
+    Malformed(DecodeError),
+}
+
+/// The next envelope of a sender, authenticated, with its body parsed: what the ordering
+/// layer hands to the DCGKA and ratchet layers.
+pub(crate) struct Verified {
+    /// Its sender.
+    pub(crate) sender: MemberId,
+    /// The sender's ordering state before it.
+    pub(crate) state: SenderState,
+    /// The envelope as it was buffered (its batch's hash, for an item of a batch).
+    pub(crate) buffered: Buffered,
+    /// Its body.
+    pub(crate) body: Body,
+}
+
+impl Verified {
+    fn new(sender: MemberId, state: SenderState, buffered: Buffered) -> Self {
+        let env = &buffered.env;
+        let body = match env.kind {
+            EnvelopeKind::Application => ApplicationBody::from_bytes(&env.body).map(Body::Application),
+            kind => ControlBody::from_bytes(kind, &env.body).map(Body::Control),
+        }
+        .unwrap_or_else(Body::Malformed);
+        Verified { sender, state, buffered, body }
+    }
+
+    /// The envelope.
+    pub(crate) fn env(&self) -> &Envelope {
+        &self.buffered.env
+    }
+}
+
+/// One step of the drain loop ([`Ordering::next`]).
+pub(crate) enum Step {
+    /// Buffered envelopes discarded when they became ready.
+    Discarded {
+        /// What was discarded.
+        candidates: Vec<Buffered>,
+        /// Why.
+        reason: DropReason,
+    },
+    /// An authentic batch became its sender's next envelope: its items are filed.
+    Unrolled {
+        /// Its sender.
+        sender: MemberId,
+        /// The batch.
+        batch: Envelope,
+    },
+    /// The next envelope of `sender`: the authentic candidate, if any, and the candidates
+    /// whose signature does not verify.
+    Next {
+        /// The sender.
+        sender: MemberId,
+        /// The authentic candidate.
+        chosen: Option<Box<Verified>>,
+        /// Forgeries.
+        forged: Vec<Buffered>,
+    },
 }
 
 /// The outcome of looking for the next ready envelope.
@@ -223,11 +335,11 @@ impl Ordering {
     }
 
     /// The state of `id`, created on first use with the identity key as signing key.
-    pub(crate) fn sender(&self, id: &MemberId, d: &Dcgka) -> Option<SenderState> {
+    pub(crate) fn sender(&self, id: &MemberId, d: &impl Roster) -> Option<SenderState> {
         self.senders
             .get(id)
             .cloned()
-            .or_else(|| d.ik.get(id).map(|ik| SenderState { hwm: 0, key: *ik, cut_off: false }))
+            .or_else(|| d.identity(id).map(|ik| SenderState { hwm: 0, key: ik, cut_off: false }))
     }
 
     pub(crate) fn hwm(&self, id: &MemberId) -> u64 {
@@ -249,7 +361,7 @@ impl Ordering {
     /// the hash of acknowledgeable kinds.
     pub(crate) fn advance(
         &mut self,
-        d: &Dcgka,
+        d: &impl Roster,
         id: MemberId,
         seq: u64,
         new_key: Option<VerifyingKey>,
@@ -291,7 +403,7 @@ impl Ordering {
     }
 
     /// Marks a sender cut off (§7.5).
-    pub(crate) fn cut_off(&mut self, d: &Dcgka, id: MemberId) {
+    pub(crate) fn cut_off(&mut self, d: &impl Roster, id: MemberId) {
         if let Some(mut st) = self.sender(&id, d) {
             st.cut_off = true;
             self.senders.insert(id, st);
@@ -317,7 +429,7 @@ impl Ordering {
 
     /// Every buffered candidate of a known sender as `(sender, seq, short hash)`; a
     /// batch's items carry the batch's hash.
-    pub(crate) fn buffered_candidates(&self, d: &Dcgka) -> Vec<(MemberId, SeqNo, [u8; 16])> {
+    pub(crate) fn buffered_candidates(&self, d: &impl Roster) -> Vec<(MemberId, SeqNo, [u8; 16])> {
         let mut v = Vec::new();
         for (key, slots) in &self.buffer {
             let BufKey::Tag(t) = key else { continue };
@@ -337,7 +449,7 @@ impl Ordering {
     }
 
     /// Files an envelope until it is ready, enforcing every buffer bound.
-    pub(crate) fn buffer(&mut self, d: &Dcgka, env: Envelope, verified: bool) -> Result<(), BufferError> {
+    pub(crate) fn buffer(&mut self, d: &impl Roster, env: Envelope, verified: bool) -> Result<(), BufferError> {
         let key = BufKey::of(&env);
         let seq = env.seq.0;
         let known = match key {
@@ -391,7 +503,7 @@ impl Ordering {
     /// mark, each as an envelope of its own that needs no further signature check, carrying
     /// the batch's hash. The batch's own size bounds them, so the buffer bounds are not
     /// checked again.
-    pub(crate) fn unroll(&mut self, d: &Dcgka, batch: &Envelope, verified: bool) {
+    pub(crate) fn unroll(&mut self, d: &impl Roster, batch: &Envelope, verified: bool) {
         let Ok(items) = batch.items() else { return };
         let hash = batch.short_hash();
         let key = BufKey::of(batch);
@@ -442,12 +554,12 @@ impl Ordering {
     }
 
     /// Whether an ack's dependency holds (§7.3 rule 2).
-    fn ack_ready(&self, d: &Dcgka, of: &AckRef) -> bool {
+    fn ack_ready(&self, d: &impl Roster, of: &AckRef) -> bool {
         d.resolve(&of.of_sender)
             .is_some_and(|s| of.of_seq.0 <= self.hwm(&s) || self.horizon.get(&s).is_some_and(|h| of.of_seq.0 <= *h))
     }
 
-    fn dependency_ready(&self, d: &Dcgka, env: &Envelope) -> bool {
+    fn dependency_ready(&self, d: &impl Roster, env: &Envelope) -> bool {
         if !matches!(env.kind, EnvelopeKind::Ack | EnvelopeKind::AddAck) {
             return true;
         }
@@ -461,7 +573,7 @@ impl Ordering {
     /// The MID behind a first envelope (`seq = 1`, full identity key), once the operation
     /// it acknowledges has been processed: `Some(Ok(id))` if that operation introduced
     /// `ik`'s instance, `Some(Err(()))` if it did not, `None` while not ready.
-    fn first_sender(&self, d: &Dcgka, ik: &IdentityKey, env: &Envelope) -> Option<Result<MemberId, ()>> {
+    fn first_sender(&self, d: &impl Roster, ik: &IdentityKey, env: &Envelope) -> Option<Result<MemberId, ()>> {
         let Ok(ControlBody::Ack { of, .. }) = ControlBody::from_bytes(env.kind, &env.body) else {
             return Some(Err(()));
         };
@@ -469,14 +581,137 @@ impl Ordering {
             return None;
         }
         let s = d.resolve(&of.of_sender)?;
-        let id = MemberId::derive(&d.gid, ik, Origin::Operation(s, SeqNo(of.of_seq.0)));
-        let op = OpId::new(s, of.of_seq.0);
-        let introduced = d.h.target(&op) == Some(id) || (d.h.is_create(&op) && d.h.addop(&id) == Some(&op));
+        let id = MemberId::derive(&d.gid(), ik, Origin::Operation(s, SeqNo(of.of_seq.0)));
+        let introduced = d.introduced_by(&id) == Some(OpId::new(s, of.of_seq.0));
         Some(if introduced { Ok(id) } else { Err(()) })
     }
 
+    /// Takes a received envelope (§7.3): drops what a non-member, a replay or a forgery
+    /// sends, reports an authentic conflict as equivocation, verifies a sender's next
+    /// envelope at once (so a forgery never takes its place) and a first envelope under
+    /// the identity key it carries, then buffers it, or unrolls an authentic batch.
+    /// `trusting` skips every signature check (an adversarial test copy reading a recorded
+    /// transcript). Nothing changes unless the envelope is taken.
+    pub(crate) fn arrive(&mut self, r: &impl Roster, env: Envelope, trusting: bool) -> Result<Arrival, BufferError> {
+        let gid = r.gid();
+        let mut verified = false;
+        let (sender, last) = match env.sender {
+            SenderRef::Tag(t) => {
+                // §7.3 lines 6-7, §7.5: only members ever added here may send tagged envelopes.
+                let Some(id) = r.resolve(&t) else { return Ok(Arrival::Dropped(DropReason::NotAMember)) };
+                if id == r.me() {
+                    return Ok(Arrival::Own);
+                }
+                // The next envelope of a sender can be verified at once (its key is
+                // current). A batch is next when its items span the next sequence number (a
+                // newcomer's horizon may fall inside it).
+                let next = self.hwm(&id) + 1;
+                let last = env.last_seq().0;
+                if env.seq.0 <= next
+                    && next <= last
+                    && !trusting
+                    && let Some(st) = self.sender(&id, r)
+                {
+                    if !self.verify(&gid, &id, &st.key, &env) {
+                        return Ok(Arrival::Dropped(DropReason::BadSignature));
+                    }
+                    verified = true;
+                }
+                if last <= self.hwm(&id) {
+                    // A different envelope under an already used sequence number, authentic
+                    // under the key that was current then, is equivocation (§7.6).
+                    if let Some((hash, key)) = self.retained(&id, last)
+                        && hash != env.short_hash()
+                        && env.verify(&gid, &id, &key).is_ok()
+                    {
+                        return Ok(Arrival::Equivocation { sender: id, seq: SeqNo(last) });
+                    }
+                    return Ok(Arrival::Dropped(DropReason::Duplicate));
+                }
+                (id, last)
+            }
+            SenderRef::Identity(ik) => {
+                if env.kind == EnvelopeKind::Create {
+                    // Only the first envelope of a group is a create; this group has it.
+                    let creator = env.gid.map(|g| MemberId::derive(&g, &ik, Origin::Creator));
+                    if env.gid == Some(gid) && creator == Some(r.me()) {
+                        return Ok(Arrival::Own);
+                    }
+                    let reason = match creator {
+                        Some(c) if env.gid == Some(gid) && self.hwm(&c) >= 1 => DropReason::Duplicate,
+                        _ => DropReason::NotAMember,
+                    };
+                    return Ok(Arrival::Dropped(reason));
+                }
+                // A first envelope is an ack of the create or of its sender's own add (§7.3
+                // line 7). The acknowledged operation's sender names the instance (another
+                // instance of my own identity is another member, §6.6), so the envelope is
+                // verified under the identity key it carries before it is buffered.
+                let Ok(ControlBody::Ack { of, .. }) = ControlBody::from_bytes(env.kind, &env.body) else {
+                    return Ok(Arrival::Dropped(DropReason::NotAMember));
+                };
+                let Some(by) = r.resolve(&of.of_sender) else {
+                    // Added by someone this member does not know yet: sync brings it later.
+                    return Ok(Arrival::Dropped(DropReason::NotAMember));
+                };
+                let id = MemberId::derive(&gid, &ik, Origin::Operation(by, of.of_seq));
+                if id == r.me() {
+                    return Ok(Arrival::Own);
+                }
+                if self.hwm(&id) >= 1 {
+                    return Ok(Arrival::Dropped(DropReason::Duplicate));
+                }
+                if env.verify(&gid, &id, &ik).is_err() {
+                    return Ok(Arrival::Dropped(DropReason::BadSignature));
+                }
+                verified = true;
+                (id, 1)
+            }
+        };
+        if env.kind == EnvelopeKind::Batch && (verified || trusting) {
+            self.unroll(r, &env, verified);
+            return Ok(Arrival::Taken { sender, last, unrolled: Some(env) });
+        }
+        self.buffer(r, env, verified)?;
+        Ok(Arrival::Taken { sender, last, unrolled: None })
+    }
+
+    /// The next step of the drain loop: discards what became stale, or takes the
+    /// candidates for a sender's next envelope and verifies them (each on its own, so an
+    /// unauthenticated candidate never blocks the genuine one); an authentic batch is
+    /// unrolled, anything else is returned with its body parsed. `trusting` skips
+    /// signature checks (an adversarial test copy).
+    pub(crate) fn next(&mut self, r: &impl Roster, trusting: bool) -> Option<Step> {
+        let (sender, candidates) = match self.next_ready(r)? {
+            Ready::Envelope { sender, candidates } => (sender, candidates),
+            Ready::Discard { candidates, reason } => return Some(Step::Discarded { candidates, reason }),
+        };
+        let Some(state) = self.sender(&sender, r) else {
+            return Some(Step::Next { sender, chosen: None, forged: Vec::new() });
+        };
+        let mut chosen = None;
+        let mut forged = Vec::new();
+        for b in candidates {
+            let authentic = b.verified || trusting || self.verify(&r.gid(), &sender, &state.key, &b.env);
+            if chosen.is_none() && authentic {
+                chosen = Some(b);
+            } else {
+                forged.push(b);
+            }
+        }
+        if let Some(batch) = chosen.as_ref().filter(|b| b.env.kind == EnvelopeKind::Batch) {
+            // Authentic now that it is next: file its items; the other candidates wait
+            // beside the item of their own sequence number.
+            let batch = batch.env.clone();
+            self.unbuffer_back(forged);
+            self.unroll(r, &batch, true);
+            return Some(Step::Unrolled { sender, batch });
+        }
+        Some(Step::Next { sender, chosen: chosen.map(|b| Box::new(Verified::new(sender, state, b))), forged })
+    }
+
     /// Finds the next envelope that is ready to be verified and processed.
-    pub(crate) fn next_ready(&mut self, d: &Dcgka) -> Option<Ready> {
+    fn next_ready(&mut self, d: &impl Roster) -> Option<Ready> {
         let keys: Vec<BufKey> = self.buffer.keys().copied().collect();
         for key in keys {
             match key {
@@ -496,13 +731,13 @@ impl Ordering {
                         .get(&key)
                         .and_then(|m| m.get(&(hwm + 1)))
                         .is_some_and(|c| c.iter().any(|b| self.dependency_ready(d, &b.env)));
-                    if ready && id != d.me {
+                    if ready && id != d.me() {
                         let (ready, waiting): (Vec<Buffered>, Vec<Buffered>) =
                             self.take(&key, hwm + 1).into_iter().partition(|b| self.dependency_ready(d, &b.env));
                         self.unbuffer_back(waiting);
                         return Some(Ready::Envelope { sender: id, candidates: ready });
                     }
-                    if id == d.me {
+                    if id == d.me() {
                         // Echoes of my own envelopes.
                         let all: Vec<u64> =
                             self.buffer.get(&key).map(|m| m.keys().copied().collect()).unwrap_or_default();
@@ -525,7 +760,7 @@ impl Ordering {
                         }
                         Some(Ok(id)) => {
                             let candidates = self.take(&key, 1);
-                            if id == d.me || self.hwm(&id) >= 1 {
+                            if id == d.me() || self.hwm(&id) >= 1 {
                                 return Some(Ready::Discard { candidates, reason: DropReason::Duplicate });
                             }
                             return Some(Ready::Envelope { sender: id, candidates });
