@@ -88,6 +88,26 @@ impl crate::ordering::Roster for Dcgka {
     }
 }
 
+/// A validated create with the prekey bundles it needs ([`Dcgka::stage_create`]).
+pub(crate) struct StagedCreate {
+    iks: Vec<IdentityKey>,
+    members: Vec<(MemberId, IdentityKey)>,
+    bundles: Bundles,
+}
+
+/// A validated add with the newcomer's prekey bundle ([`Dcgka::stage_add`]).
+pub(crate) struct StagedAdd {
+    ik: IdentityKey,
+    bundle: VerifiedBundle,
+}
+
+impl StagedAdd {
+    /// The newcomer's identity key.
+    pub(crate) fn identity(&self) -> IdentityKey {
+        self.ik
+    }
+}
+
 /// What the ordering layer knows about an acknowledged envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum AckTarget {
@@ -345,12 +365,25 @@ impl Dcgka {
         env: &mut Env<'_, R>,
         peers: impl IntoIterator<Item = MemberId>,
     ) -> Result<Bundles, ProcessError> {
-        let mut out = Bundles::new();
+        let mut known = Vec::new();
         for p in peers {
+            let ik = *self.ik.get(&p).ok_or_else(|| fatal("first contact with a member of unknown identity"))?;
+            known.push((p, ik));
+        }
+        self.prefetch_identities(env, known)
+    }
+
+    /// [`Self::prefetch`] for members whose identity keys are given (not learnt yet).
+    fn prefetch_identities<R: CryptoRng>(
+        &self,
+        env: &mut Env<'_, R>,
+        peers: impl IntoIterator<Item = (MemberId, IdentityKey)>,
+    ) -> Result<Bundles, ProcessError> {
+        let mut out = Bundles::new();
+        for (p, ik) in peers {
             if self.sm.get(&p).is_some_and(|s| !s.needs_bundle()) {
                 continue;
             }
-            let ik = *self.ik.get(&p).ok_or_else(|| fatal("first contact with a member of unknown identity"))?;
             if out.contains_key(&ik) {
                 continue;
             }
@@ -417,12 +450,14 @@ impl Dcgka {
     // Local operations (§5.4)
     // ------------------------------------------------------------------------------------
 
-    /// `create(γ, IDs)`: `others` are the other initial members' identity keys.
-    pub(crate) fn create<R: CryptoRng>(
-        &mut self,
+    /// `create(γ, IDs)`, staged: validates `others` (the other initial members' identity
+    /// keys) and fetches every prekey bundle the create needs. Changes nothing; commit the
+    /// result with [`Self::commit_create`].
+    pub(crate) fn stage_create<R: CryptoRng>(
+        &self,
         env: &mut Env<'_, R>,
         others: &[IdentityKey],
-    ) -> Result<(ControlBody, SeqNo, Processed), ProcessError> {
+    ) -> Result<StagedCreate, ProcessError> {
         let my_ik = self.ik.get(&self.me).copied().ok_or_else(|| fatal("own identity unknown"))?;
         let mut iks: Vec<IdentityKey> = others.to_vec();
         iks.sort();
@@ -430,22 +465,26 @@ impl Dcgka {
         if self.seq != 0 || iks.len() != others.len() || iks.contains(&my_ik) || iks.len() + 1 > MAX_GROUP {
             return Err(RejectReason::InvalidCreate("duplicates, self, size, or not the first message").into());
         }
-        let ids: BTreeSet<MemberId> =
-            iks.iter().map(|ik| MemberId::derive(&self.gid, ik, Origin::Operation(self.me, SeqNo(1)))).collect();
-        for ik in &iks {
-            self.learn(MemberId::derive(&self.gid, ik, Origin::Operation(self.me, SeqNo(1))), *ik);
+        let members: Vec<(MemberId, IdentityKey)> = iks
+            .iter()
+            .map(|ik| (MemberId::derive(&self.gid, ik, Origin::Operation(self.me, SeqNo(1))), *ik))
+            .collect();
+        let bundles = self.prefetch_identities(env, members.iter().copied())?;
+        Ok(StagedCreate { iks, members, bundles })
+    }
+
+    /// `create(γ, IDs)`, committed: learns the initial members, numbers the create and
+    /// processes it locally. Only a FATAL failure is left.
+    pub(crate) fn commit_create<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        staged: StagedCreate,
+    ) -> Result<(ControlBody, SeqNo, Processed), ProcessError> {
+        let StagedCreate { iks, members, bundles } = staged;
+        for (id, ik) in &members {
+            self.learn(*id, *ik);
         }
-        let bundles = match self.prefetch(env, ids.iter().copied()) {
-            Ok(b) => b,
-            Err(e) => {
-                // Forget the identities learnt above: nothing may change on failure.
-                for id in &ids {
-                    self.ik.remove(id);
-                    self.tags.remove(&id.tag());
-                }
-                return Err(e);
-            }
-        };
+        let ids: BTreeSet<MemberId> = members.iter().map(|(id, _)| *id).collect();
         let q = 1;
         self.seq = q;
         let blk = self.generate_seed(env, &bundles, &ids)?;
@@ -496,44 +535,49 @@ impl Dcgka {
         MemberId::derive(&self.gid, ik, Origin::Operation(self.me, SeqNo(self.seq + 1)))
     }
 
-    /// `add(γ, t)`, first half: checks, and the Welcome ratchet ciphertext (my ratchet
-    /// before the add). Returns the new MID and that ciphertext; the caller builds the
-    /// Welcome from the state **before** [`add_commit`](Self::add_commit).
-    pub(crate) fn add_prepare<R: CryptoRng>(
-        &mut self,
-        env: &mut Env<'_, R>,
-        ik: IdentityKey,
-    ) -> Result<(MemberId, TwoSmCiphertext), ProcessError> {
+    /// `add(γ, ID)`, staged: checks that the holder of `ik` is not a member (nor myself)
+    /// and fetches its prekey bundle. Changes nothing; a heal update may run between this
+    /// and [`Self::commit_add`].
+    pub(crate) fn stage_add<R: CryptoRng>(&self, env: &mut Env<'_, R>, ik: IdentityKey) -> Result<StagedAdd, ProcessError> {
         let my_ik = self.ik.get(&self.me).copied().ok_or_else(|| fatal("own identity unknown"))?;
         if ik == my_ik || self.view_me().iter().any(|m| self.ik.get(m) == Some(&ik)) {
             return Err(RejectReason::InvalidAdd("already a member, or myself").into());
         }
-        let t = self.next_add_target(&ik);
+        let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
+        let bundle = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
+        Ok(StagedAdd { ik, bundle })
+    }
+
+    /// The member instance the staged add introduces now (it depends on my next sequence
+    /// number). Changes nothing.
+    pub(crate) fn add_target(&self, staged: &StagedAdd) -> Result<MemberId, ProcessError> {
+        let t = self.next_add_target(&staged.ik);
         if self.tags.contains_key(&t.tag()) {
             return Err(RejectReason::InvalidAdd("member tag collision").into());
         }
-        let rt_me = self.rt.get(&self.me).cloned().ok_or_else(|| fatal("no ratchet state of my own"))?;
-        // Prefetch without learning t yet, so that a failure changes nothing.
-        let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
-        let v = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
-        let mut bundles = Bundles::new();
-        bundles.insert(ik, v);
-        self.learn(t, ik);
-        let c = self.encrypt_to(env, &bundles, &t, rt_me.expose())?;
-        Ok((t, c))
+        Ok(t)
     }
 
-    /// `add(γ, t)`, second half: numbers the add and processes it locally.
-    pub(crate) fn add_commit<R: CryptoRng>(
+    /// `add(γ, ID)`, committed: learns the target `t` (from [`Self::add_target`]), seals my
+    /// ratchet state to it for the Welcome, numbers the add and processes it locally.
+    /// Returns the Welcome's ratchet ciphertext. Only a FATAL failure is left; the caller
+    /// builds the Welcome's history from the state before this call.
+    pub(crate) fn commit_add<R: CryptoRng>(
         &mut self,
         env: &mut Env<'_, R>,
+        staged: StagedAdd,
         t: MemberId,
-    ) -> Result<(ControlBody, SeqNo, Processed), ProcessError> {
-        let ik = *self.ik.get(&t).ok_or_else(|| fatal("add target unknown"))?;
+    ) -> Result<(TwoSmCiphertext, ControlBody, SeqNo, Processed), ProcessError> {
+        let StagedAdd { ik, bundle } = staged;
+        let rt_me = self.rt.get(&self.me).cloned().ok_or_else(|| fatal("no ratchet state of my own"))?;
+        let mut bundles = Bundles::new();
+        bundles.insert(ik, bundle);
+        self.learn(t, ik);
+        let c = self.encrypt_to(env, &bundles, &t, rt_me.expose())?;
         self.seq += 1;
         let q = self.seq;
         let out = self.process_add(env, self.me, q, t, &Bundles::new())?;
-        Ok((ControlBody::Add { target: ik }, SeqNo(q), out))
+        Ok((c, ControlBody::Add { target: ik }, SeqNo(q), out))
     }
 
     // ------------------------------------------------------------------------------------

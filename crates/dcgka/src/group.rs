@@ -17,7 +17,7 @@ use zeroize::Zeroizing;
 use crate::codec::{Decode, DecodeError, Encode};
 use crate::consts::MAX_BATCH_ITEMS;
 use crate::crypto::{IdentityKey, KEY_LEN, SigningSecret, VerifyingKey};
-use crate::dcgka::{Dcgka, Env, ProcessError, Processed, UpdateSecret};
+use crate::dcgka::{Dcgka, Env, ProcessError, Processed, StagedAdd, UpdateSecret};
 use crate::events::{DropReason, Event, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, Origin, SeqNo};
 use crate::ordering::{Arrival, Body, BufferError, Ordering, SenderState, Step, Verified};
@@ -785,7 +785,8 @@ impl Group {
         let gid = GroupId(raw);
         let me = MemberId::derive(&gid, &ctx.identity.public_key(), Origin::Creator);
         let mut g = Group::blank(config, ctx.identity, Dcgka::new(me, gid, ctx.identity.public_key()));
-        let (body, q, p) = g.d.create(&mut env!(ctx), others).map_err(map_process_error)?;
+        let staged = g.d.stage_create(&mut env!(ctx), others).map_err(map_process_error)?;
+        let (body, q, p) = g.d.commit_create(&mut env!(ctx), staged).map_err(map_process_error)?;
         let mut out = Output::default();
         let (bytes, _) = g.emit(ctx.rng, EnvelopeKind::Create, q, body.to_bytes());
         out.broadcast.push(bytes);
@@ -926,41 +927,56 @@ impl Group {
 
     /// Adds the person with identity key `ik` as a new member instance. `direct` holds the
     /// Welcome for it. With a heal pending, an update goes first (§5.8).
+    ///
+    /// One transaction: the add is staged first (validated, the newcomer's prekey bundle
+    /// fetched), so that every refusal happens before anything changes, then the heal
+    /// update (atomic on its own) and the add are committed. Only a FATAL failure (§5.6)
+    /// can occur after that; it corrupts the group, as FATAL does.
     pub fn add<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, ik: IdentityKey) -> Result<Output, GroupError> {
         self.require_active()?;
-        let saved = self.clone();
+        let staged = self.d.stage_add(&mut env!(ctx), ik).map_err(map_process_error)?;
         let mut out = Output::default();
-        let result = self.add_inner(ctx, ik, &mut out);
-        match result {
+        self.heal_if_pending(ctx, &mut out)?;
+        let healed = !out.broadcast.is_empty();
+        match self.add_staged(ctx, staged, &mut out) {
             Ok(()) => Ok(out),
-            Err(e) => {
-                *self = saved;
+            // Nothing changed: the add was refused before its commit and no heal ran.
+            Err((e, false)) if !healed => Err(e),
+            Err((e, _)) => {
+                let mut lost = Output::default();
+                self.corrupt("a committed add failed".to_string(), &mut lost);
                 Err(e)
             }
         }
     }
 
-    fn add_inner<R: CryptoRng>(
+    /// The add after staging (and any heal update). The flag in an error says whether the
+    /// group changed before it.
+    fn add_staged<R: CryptoRng>(
         &mut self,
         ctx: &mut Context<'_, R>,
-        ik: IdentityKey,
+        staged: StagedAdd,
         out: &mut Output,
-    ) -> Result<(), GroupError> {
-        self.heal_if_pending(ctx, out)?;
-        let (t, ratchet_ct) = self.d.add_prepare(&mut env!(ctx), ik).map_err(map_process_error)?;
-        let (history, num) = encode_history(&self.d.h, &self.d.ik).ok_or(GroupError::Internal("history encoding"))?;
+    ) -> Result<(), (GroupError, bool)> {
+        let unchanged = |e| (e, false);
+        let ik = staged.identity();
+        let t = self.d.add_target(&staged).map_err(|e| unchanged(map_process_error(e)))?;
+        // The Welcome carries the history and sender table from before the add.
+        let (history, num) =
+            encode_history(&self.d.h, &self.d.ik).ok_or(unchanged(GroupError::Internal("history encoding")))?;
         let mut senders = Vec::new();
         for id in self.d.h.ever_added() {
             let Some(n) = num.get(&id) else { continue };
             let st = if id == self.d.me {
                 SenderState { hwm: self.d.seq, key: self.signing.verifying_key(), cut_off: false }
             } else {
-                self.ord.sender(&id, &self.d).ok_or(GroupError::Internal("sender state"))?
+                self.ord.sender(&id, &self.d).ok_or(unchanged(GroupError::Internal("sender state")))?
             };
             senders.push(SenderEntry { id: *n, hwm: st.hwm, signing_key: st.key, cut_off: st.cut_off });
         }
-        let adder = *num.get(&self.d.me).ok_or(GroupError::Internal("adder number"))?;
-        let (body, q, p) = self.d.add_commit(&mut env!(ctx), t).map_err(map_process_error)?;
+        let adder = *num.get(&self.d.me).ok_or(unchanged(GroupError::Internal("adder number")))?;
+        let (ratchet_ct, body, q, p) =
+            self.d.commit_add(&mut env!(ctx), staged, t).map_err(|e| (map_process_error(e), true))?;
         let (add_bytes, _) = self.emit(ctx.rng, EnvelopeKind::Add, q, body.to_bytes());
         let mut w = Welcome {
             gid: self.d.gid,
@@ -974,7 +990,7 @@ impl Group {
         w.sign(ctx.identity.signing_key());
         out.broadcast.push(add_bytes);
         out.direct.push(WelcomeMessage { member: t, identity: ik, bytes: w.to_bytes() });
-        self.absorb(p, out)
+        self.absorb(p, out).map_err(|e| (e, true))
     }
 
     /// Encrypts and sends an application message. With a heal pending, an update goes

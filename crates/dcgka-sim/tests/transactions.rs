@@ -1,0 +1,49 @@
+//! Local operations are transactions: an add is staged (validated, the newcomer's prekey
+//! bundle fetched) before a pending heal update runs, so a refused add changes nothing,
+//! not even the heal.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::{A, B, C, D, observe};
+use dcgka::group::{Context, GroupError};
+use dcgka::prekeys::InMemoryPrekeyDirectory;
+use dcgka_sim::{NOW, Sim};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+const E: usize = 4;
+
+#[test]
+fn a_refused_add_with_a_heal_pending_changes_nothing() {
+    let mut sim = Sim::new(5, 1001);
+    sim.create(A, &[B, C]).unwrap();
+    sim.deliver_all();
+    // B removes C while A adds D; D joins from A's Welcome, then processes B's removal,
+    // whose seed it did not receive: a heal is pending at D (§5.8).
+    let b2 = *sim.remove(B, C).unwrap().last().unwrap();
+    let ids = sim.add(A, D).unwrap();
+    assert!(sim.deliver_id(D, ids[1]), "D's Welcome");
+    assert!(sim.deliver_id(D, b2), "B's removal");
+    let g = sim.devices[D].group().unwrap();
+    assert!(g.heal_pending());
+    let before = observe(g);
+    // D adds E without E's prekey bundle: refused, and neither the heal update nor the add
+    // happened.
+    let e_ik = sim.ik(E);
+    let (g, identity) = sim.devices[D].group_mut().unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let mut empty = InMemoryPrekeyDirectory::new();
+    let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut empty, identity };
+    assert_eq!(g.add(&mut ctx, e_ik), Err(GroupError::MissingPrekeyBundle(e_ik)));
+    assert!(g.heal_pending());
+    assert_eq!(observe(g), before);
+    // With the bundle, the same add performs the heal update first, then the add.
+    let ids = sim.add(D, E).unwrap();
+    assert_eq!(ids.len(), 3, "heal update, add, Welcome");
+    assert!(!sim.devices[D].group().unwrap().heal_pending());
+    sim.deliver_all();
+    assert!(sim.devices[E].active());
+    assert_eq!(sim.member_names(E), sim.member_names(A));
+}
