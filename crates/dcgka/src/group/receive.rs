@@ -1,0 +1,310 @@
+//! Receiving: arrival, the drain loop, and processing one verified envelope (§5.5, §7.3, §8).
+
+use super::*;
+
+impl Group {
+    /// Feeds one envelope of this group. Returns the acks to broadcast and the events of
+    /// every envelope this made ready (one call may release many buffered ones).
+    ///
+    /// [`Output::received`] says what became of it: processed, buffered for later, a
+    /// duplicate, an echo of my own, or dropped (a forgery or a non-member's envelope).
+    /// Those are not errors; an error means the envelope could not be taken at all
+    /// (malformed, the group is not active, or a buffer bound is reached).
+    pub fn receive<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, bytes: &[u8]) -> Result<Output, GroupError> {
+        let harmless = |r| Ok(Output { received: Some(r), ..Output::default() });
+        match self.receive_inner(ctx, bytes) {
+            Ok(out) => Ok(out),
+            Err(GroupError::Dropped(DropReason::Duplicate)) => harmless(Received::Duplicate),
+            Err(GroupError::Dropped(r)) => harmless(Received::Dropped(r)),
+            Err(GroupError::OwnEnvelope) => harmless(Received::OwnEnvelope),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) fn receive_inner<R: CryptoRng>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        bytes: &[u8],
+    ) -> Result<Output, GroupError> {
+        if !self.processing() {
+            self.require_active()?;
+        }
+        let env = Envelope::from_bytes(bytes)?;
+        let incoming = (env.sender, env.seq);
+        let (sender, last, unrolled) = match self.ord.arrive(&self.d, env, self.trusting())? {
+            Arrival::Dropped(reason) => return Err(GroupError::Dropped(reason)),
+            Arrival::Own => return Err(GroupError::OwnEnvelope),
+            Arrival::Equivocation { sender, seq } => {
+                return Ok(Output {
+                    received: Some(Received::Duplicate),
+                    events: vec![Event::Equivocation { sender, seq }],
+                    ..Default::default()
+                });
+            }
+            Arrival::Taken { sender, last, unrolled } => (sender, last, unrolled),
+        };
+        let (mut out, dropped) = self.drain(ctx, Some(incoming));
+        if let Some(batch) = unrolled {
+            out.accepted.insert(0, Accepted::of(sender, &batch));
+        }
+        if let Some(reason) = &dropped
+            && out.broadcast.is_empty()
+            && out.events.iter().all(|e| matches!(e, Event::Dropped { .. }))
+        {
+            return Err(GroupError::Dropped(reason.clone()));
+        }
+        out.received = Some(match dropped {
+            Some(reason) => Received::Dropped(reason),
+            None if self.ord.hwm(&sender) >= last => Received::Processed,
+            None => Received::Buffered,
+        });
+        Ok(out)
+    }
+
+    /// Retries processing of buffered envelopes (after a missing prekey bundle was supplied).
+    pub fn process_pending<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>) -> Result<Output, GroupError> {
+        self.require_active()?;
+        Ok(self.drain(ctx, None).0)
+    }
+
+    /// Processes every ready envelope. Returns the output and, if the envelope identified
+    /// by `incoming` was discarded, why.
+    pub(super) fn drain<R: CryptoRng>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        incoming: Option<(SenderRef, SeqNo)>,
+    ) -> (Output, Option<DropReason>) {
+        let mut out = Output::default();
+        let mut incoming_dropped = None;
+        if let Some(t) = self.pending_removal.take() {
+            self.remove_duplicate(ctx, t, &mut out);
+        }
+        let was_active = self.status == Status::Active;
+        // A removal ends the call, as for a real member; an adversarial copy goes on only in
+        // later calls (and its output is never sent).
+        while self.processing() && (!was_active || self.status == Status::Active) {
+            let Some(step) = self.ord.next(&self.d, self.trusting()) else { break };
+            let (sender, chosen, forged) = match step {
+                Step::Discarded { candidates, reason } => {
+                    for b in candidates {
+                        if incoming == Some((b.env.sender, b.env.seq)) {
+                            incoming_dropped = Some(reason.clone());
+                        }
+                    }
+                    continue;
+                }
+                Step::Unrolled { sender, batch } => {
+                    out.accepted.push(Accepted::of(sender, &batch));
+                    continue;
+                }
+                Step::Next { sender, chosen, forged } => (sender, chosen, forged),
+            };
+            for b in &forged {
+                if incoming == Some((b.env.sender, b.env.seq)) && chosen.is_none() {
+                    incoming_dropped = Some(DropReason::BadSignature);
+                } else {
+                    out.events.push(Event::Dropped { sender, seq: b.env.seq, reason: DropReason::BadSignature });
+                }
+            }
+            let Some(v) = chosen else { continue };
+            match self.process_one(ctx, &v, &mut out) {
+                // An item of a batch was logged with its batch.
+                Ok(()) if v.buffered.hash.is_none() => out.accepted.push(Accepted::of(sender, v.env())),
+                Ok(()) => {}
+                Err(ik) => {
+                    self.ord.unbuffer_back(vec![v.buffered.clone()]);
+                    out.events.push(Event::PrekeyBundleNeeded { identity: ik });
+                    break;
+                }
+            }
+        }
+        (out, incoming_dropped)
+    }
+
+    pub(super) fn remove_duplicate<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, t: MemberId, out: &mut Output) {
+        if !self.d.is_member(&t) {
+            return;
+        }
+        match self.remove(ctx, t) {
+            Ok(o) => out.extend(o),
+            Err(GroupError::MissingPrekeyBundle(ik)) => {
+                self.pending_removal = Some(t);
+                out.events.push(Event::PrekeyBundleNeeded { identity: ik });
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Processes one verified envelope as one transaction. `Err(ik)` means a first contact
+    /// needs `ik`'s bundle and nothing changed.
+    pub(super) fn process_one<R: CryptoRng>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        v: &Verified,
+        out: &mut Output,
+    ) -> Result<(), IdentityKey> {
+        let (sender, env) = (v.sender, v.env());
+        let seq = env.seq.0;
+        // An item of a batch is acknowledged under the batch's hash.
+        let hash = v.buffered.hash.unwrap_or_else(|| env.short_hash());
+        if v.state.cut_off {
+            self.reject(sender, env, RejectReason::CutOff, out, false);
+            return Ok(());
+        }
+        let body = match &v.body {
+            Body::Application(body) => {
+                self.process_application(sender, env, body, out);
+                return Ok(());
+            }
+            Body::Malformed(e) => {
+                let control = env.kind != EnvelopeKind::Application;
+                self.reject(sender, env, RejectReason::Malformed(e.to_string()), out, control);
+                return Ok(());
+            }
+            Body::Control(body) => body,
+        };
+        let ord = &self.ord;
+        let lookup = |s: &MemberId, q: u64| ord.lookup(s, q);
+        let result = self.d.process(&mut env!(ctx), sender, seq, body, &lookup);
+        match result {
+            Ok(p) => {
+                let retain = matches!(env.kind, EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
+                    .then_some((env.kind, hash));
+                self.ord.advance(&self.d, sender, seq, env.new_signing_key, retain);
+                if let Err(e) = self.finish_processed(ctx, p, hash, out) {
+                    self.corrupt(e.to_string(), out);
+                }
+                Ok(())
+            }
+            Err(ProcessError::Reject(r)) => {
+                let equivocation = r == RejectReason::HashMismatch;
+                self.reject(sender, env, r, out, true);
+                if equivocation
+                    && let ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. } = body
+                    && let Some(s) = self.d.resolve(&of.of_sender)
+                {
+                    out.events.push(Event::Equivocation { sender: s, seq: of.of_seq });
+                }
+                Ok(())
+            }
+            Err(ProcessError::NeedBundle(ik)) => Err(ik),
+            Err(ProcessError::Fatal(reason)) => {
+                self.ord.advance(&self.d, sender, seq, env.new_signing_key, None);
+                self.corrupt(reason.to_string(), out);
+                Ok(())
+            }
+        }
+    }
+
+    /// After processing: the reply, re-keying, TERMINATE, the duplicate-instance removal.
+    pub(super) fn finish_processed<R: CryptoRng>(
+        &mut self,
+        ctx: &mut Context<'_, R>,
+        p: Processed,
+        hash: [u8; 16],
+        out: &mut Output,
+    ) -> Result<(), GroupError> {
+        let reply = p.reply;
+        let terminated = p.terminated_by;
+        let duplicate = p.duplicate_instance;
+        self.apply_secrets(p.secrets)?;
+        out.events.extend(p.events);
+        if let Some(by) = terminated {
+            out.events.push(Event::RemovedFromGroup { by });
+            self.status = Status::Removed { by };
+            if self.adversarial() {
+                // A test copy of an attacker holding this state: keep everything.
+                return Ok(());
+            }
+            self.d.erase_secrets();
+            self.fs.clear();
+            self.held.clear();
+            self.ord.clear_buffer();
+            return Ok(());
+        }
+        if let Some(r) = reply
+            && let Some(bytes) = self.emit_reply(ctx.rng, r, hash)
+        {
+            out.broadcast.push(bytes);
+        }
+        if let Some(t) = duplicate {
+            self.remove_duplicate(ctx, t, out);
+        }
+        Ok(())
+    }
+
+    pub(super) fn corrupt(&mut self, reason: String, out: &mut Output) {
+        out.events.push(Event::GroupStateCorrupted { reason: reason.clone() });
+        self.status = Status::Corrupted { reason };
+        self.held.clear();
+        self.ord.clear_buffer();
+    }
+
+    /// §5.6 REJECT: consume the sequence number, rotate the key, and for a control
+    /// envelope cut the sender off.
+    pub(super) fn reject(
+        &mut self,
+        sender: MemberId,
+        env: &Envelope,
+        reason: RejectReason,
+        out: &mut Output,
+        control: bool,
+    ) {
+        self.ord.advance(&self.d, sender, env.seq.0, env.new_signing_key, None);
+        if control {
+            self.ord.cut_off(&self.d, sender);
+        }
+        out.events.push(Event::Rejected { sender, seq: env.seq, reason });
+    }
+
+    pub(super) fn process_application(
+        &mut self,
+        sender: MemberId,
+        env: &Envelope,
+        body: &ApplicationBody,
+        out: &mut Output,
+    ) {
+        let seq = env.seq;
+        let Some(epoch) = seq.0.checked_sub(body.epoch_delta).map(Epoch) else {
+            return self.reject(sender, env, RejectReason::Malformed("epoch after sequence number".into()), out, false);
+        };
+        let index = match self.app_index.get(&sender) {
+            Some((e, n)) if *e == epoch => *n,
+            _ => 0,
+        };
+        self.app_index.insert(sender, (epoch, index.saturating_add(1)));
+        self.ord.advance(&self.d, sender, seq.0, None, None);
+        let result = match self.fs.get_mut(&sender) {
+            None => Err(RatchetError::NotForUs { epoch, held: None }),
+            Some(r) => r.decrypt(epoch, MessageIndex(index), seq, &body.ct),
+        };
+        match result {
+            Ok(pt) => out.events.push(Event::Message {
+                sender,
+                seq,
+                epoch,
+                index: MessageIndex(index),
+                plaintext: pt.to_vec(),
+                sender_removed: !self.d.is_member(&sender),
+            }),
+            Err(reason @ RatchetError::NotForUs { .. }) => {
+                out.events.push(Event::Undecryptable { sender, seq, reason })
+            }
+            Err(e) => out.events.push(Event::Rejected { sender, seq, reason: RejectReason::Application(e) }),
+        }
+    }
+
+    /// Test hook: whether this state could decrypt the application envelope `bytes`
+    /// (from a member it knows), without changing anything. Only the ratchet is consulted:
+    /// the caller feeds the transcript before it first.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn can_decrypt(&self, bytes: &[u8], index: MessageIndex) -> Option<Vec<u8>> {
+        let env = Envelope::from_bytes(bytes).ok()?;
+        let SenderRef::Tag(t) = env.sender else { return None };
+        let sender = self.d.resolve(&t)?;
+        let body = ApplicationBody::from_bytes(&env.body).ok()?;
+        let epoch = Epoch(env.seq.0.checked_sub(body.epoch_delta)?);
+        let mut r = self.fs.get(&sender)?.clone();
+        r.decrypt(epoch, index, env.seq, &body.ct).ok().map(|p| p.to_vec())
+    }
+}

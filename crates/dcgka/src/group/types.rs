@@ -1,0 +1,245 @@
+//! The group API's types: the call context and configuration, what a call produced, the
+//! group's status and the errors.
+
+use super::*;
+
+/// What every call needs from the caller: randomness, time, prekey bundles and the
+/// device's identity (whose key store first messages consume).
+pub struct Context<'a, R: CryptoRng> {
+    /// The CSPRNG.
+    pub rng: &'a mut R,
+    /// Unix seconds, used only for prekey validity.
+    pub now: u64,
+    /// Where bundles of other identities come from.
+    pub prekeys: &'a mut dyn PrekeyProvider,
+    /// This device's identity and key store.
+    pub identity: &'a mut Identity,
+}
+
+/// Options of a group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// Perform an update before sending or adding when a concurrent or missed removal may
+    /// have left a removed member able to compute this member's keys (§5.8). Default on.
+    pub auto_heal: bool,
+    /// Coalesced acknowledgments (CCS §8.1, spec §12): hold acks and add-acks instead of
+    /// sending each at once, and send them with this member's next envelope as one batch
+    /// under one signature. The application must then call [`Group::flush_acks`] when it
+    /// has nothing else to send for a while (a timer), so that the others learn the acks.
+    /// Default off.
+    pub coalesce_acks: bool,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig { auto_heal: true, coalesce_acks: false }
+    }
+}
+
+/// The state of a group at this device.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// Usable.
+    Active,
+    /// This member was removed; its secrets are erased.
+    Removed {
+        /// The remover.
+        by: MemberId,
+    },
+    /// Local state diverged (§5.6 FATAL); the group is unusable.
+    Corrupted {
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Why a create or Welcome cannot make this device a member.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    /// The envelope is not a create (or its body is not a create body).
+    #[error("not a create envelope")]
+    NotACreate,
+    /// The Welcome's add envelope does not hold an add.
+    #[error("the Welcome does not carry an add")]
+    NotAnAdd,
+    /// The add (or the create) does not name this device's identity.
+    #[error("the add envelope does not add this device")]
+    NotForMe,
+    /// The adder is not in the Welcome's member table.
+    #[error("unknown adder")]
+    UnknownAdder,
+    /// The Welcome's history or sender table is inconsistent.
+    #[error("invalid Welcome history: {0}")]
+    InvalidHistory(&'static str),
+    /// The add does not directly follow the adder's horizon in the sender table.
+    #[error("the add does not follow the adder's horizon")]
+    HorizonMismatch,
+    /// The create or Welcome is invalid as the protocol defines it (§5.6).
+    #[error("rejected: {0}")]
+    Rejected(RejectReason),
+    /// The Welcome's ratchet state could not be decrypted or used.
+    #[error("the Welcome's ratchet state cannot be used")]
+    Undecryptable,
+}
+
+/// Why a call failed. The group is unchanged in every case.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GroupError {
+    /// The bytes are not a well-formed envelope or Welcome.
+    #[error("malformed input: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The group is not active.
+    #[error("group is not active: {0:?}")]
+    NotActive(Status),
+    /// The envelope was discarded: a forgery, a replay, or a non-member's.
+    #[error("envelope dropped: {0}")]
+    Dropped(DropReason),
+    /// My own envelope came back.
+    #[error("own envelope echoed back")]
+    OwnEnvelope,
+    /// The envelope could not be buffered.
+    #[error(transparent)]
+    Buffer(#[from] BufferError),
+    /// A first contact needs this identity's prekey bundle: put one in the provider and retry.
+    #[error("prekey bundle needed for {0:?}")]
+    MissingPrekeyBundle(IdentityKey),
+    /// The requested operation is not allowed (removing a non-member, adding a member...).
+    #[error("operation refused: {0}")]
+    InvalidOperation(RejectReason),
+    /// The create or Welcome is invalid or not for this device.
+    #[error("cannot join: {0}")]
+    CannotJoin(JoinError),
+    /// The plaintext is too large.
+    #[error("plaintext of {size} bytes exceeds the maximum {max}")]
+    PlaintextTooLarge {
+        /// Its size.
+        size: usize,
+        /// [`crate::consts::MAX_PLAINTEXT_SIZE`].
+        max: usize,
+    },
+    /// An internal invariant failed, or a local operation met state that can no longer
+    /// stay consistent (§5.6 FATAL): a bug or corrupted state. The group is unchanged.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// A Welcome to deliver to one new member (§7.4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WelcomeMessage {
+    /// The member instance the Welcome makes its recipient.
+    pub member: MemberId,
+    /// The recipient's identity key (where to deliver it).
+    pub identity: IdentityKey,
+    /// The Welcome.
+    pub bytes: Vec<u8>,
+}
+
+/// What became of the envelope passed to [`Group::receive`]. Harmless outcomes are not
+/// errors: a duplicate, one's own envelope coming back, or an envelope kept for later.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Processed in this call (with whatever it made ready).
+    Processed,
+    /// Authentic or not yet verifiable, and kept until it is ready (§7.3).
+    Buffered,
+    /// Already processed: a duplicate or a replay.
+    Duplicate,
+    /// This member's own envelope came back.
+    OwnEnvelope,
+    /// Discarded: a forgery, a non-member's envelope, or an envelope of another group.
+    Dropped(DropReason),
+}
+
+/// What a call produced.
+#[must_use = "an Output holds envelopes to transmit and events to show"]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Output {
+    /// For [`Group::receive`]: what became of the envelope passed in. `None` for every
+    /// other call.
+    pub received: Option<Received>,
+    /// Envelopes to broadcast to the group, in order. With [`GroupConfig::coalesce_acks`],
+    /// acks are held instead and leave with the next envelope or [`Group::flush_acks`].
+    pub broadcast: Vec<Vec<u8>>,
+    /// Welcomes to deliver, one per new member.
+    pub direct: Vec<WelcomeMessage>,
+    /// Events, in order.
+    pub events: Vec<Event>,
+    /// Every envelope of another member that this call authenticated and took into its
+    /// sender's sequence, in the order taken (a device's envelope log, from which it serves
+    /// peers that missed them, §7.7). A batch appears once, whole.
+    pub accepted: Vec<Accepted>,
+}
+
+/// An authentic envelope of another member, taken into its sender's sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its sender.
+    pub sender: MemberId,
+    /// Its sequence number (the first item's, for a batch).
+    pub seq: SeqNo,
+    /// The sequence number of its last item: `seq`, except for a batch.
+    pub last_seq: SeqNo,
+    /// Its short hash (what acks reference).
+    pub hash: [u8; 16],
+    /// The envelope, in its wire encoding.
+    pub bytes: Vec<u8>,
+}
+
+impl Accepted {
+    pub(super) fn of(sender: MemberId, env: &Envelope) -> Self {
+        Accepted { sender, seq: env.seq, last_seq: env.last_seq(), hash: env.short_hash(), bytes: env.to_bytes() }
+    }
+}
+
+impl Output {
+    pub(super) fn extend(&mut self, other: Output) {
+        self.broadcast.extend(other.broadcast);
+        self.direct.extend(other.direct);
+        self.events.extend(other.events);
+        self.accepted.extend(other.accepted);
+    }
+}
+
+/// Routing information read from an envelope without verifying anything (§9 `peek`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peek {
+    /// The group ID, present only in a create.
+    pub gid: Option<GroupId>,
+    /// The kind.
+    pub kind: EnvelopeKind,
+    /// The sender reference (a tag, or the identity key of a first envelope).
+    pub sender: SenderRef,
+    /// The sequence number (of the first item, for a batch).
+    pub seq: SeqNo,
+    /// The sequence number of the last item: `seq`, except for a batch.
+    pub last_seq: SeqNo,
+    /// For a first envelope (an ack carrying its sender's identity key): the tag and
+    /// sequence number of the operation it acknowledges, which names the group it
+    /// belongs to.
+    pub acknowledges: Option<(MemberTag, SeqNo)>,
+    /// The kind of the last item: `kind`, except for a batch, which stands for the
+    /// operation or message its held acks travel with.
+    pub last_kind: EnvelopeKind,
+    /// For a create: the identity keys of the other initial members it invites.
+    pub invites: Vec<IdentityKey>,
+    /// The envelope's short hash (what acks reference, §7.1).
+    pub hash: [u8; 16],
+}
+
+/// The group and the member instance a Welcome would make this device, read without
+/// verifying anything (for routing, and for the device-level rules of §6.6).
+pub fn welcome_target(welcome: &[u8], identity: &IdentityKey) -> Result<(GroupId, MemberId), GroupError> {
+    let w = Welcome::from_bytes(welcome)?;
+    let table = member_table(&w.gid, &w.history).map_err(|s| GroupError::CannotJoin(JoinError::InvalidHistory(s)))?;
+    let adder = usize::try_from(w.adder)
+        .ok()
+        .and_then(|i| table.get(i))
+        .copied()
+        .ok_or(GroupError::CannotJoin(JoinError::UnknownAdder))?;
+    let e = Envelope::from_bytes(&w.add_envelope)?;
+    Ok((w.gid, MemberId::derive(&w.gid, identity, Origin::Operation(adder, e.last_seq()))))
+}
