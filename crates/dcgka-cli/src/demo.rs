@@ -8,6 +8,7 @@ use clap::Args;
 use dcgka::events::Event;
 use dcgka::group::Status;
 use dcgka::ids::MemberId;
+use dcgka_sim::names::{A, B, C, D, E, F, G};
 use dcgka_sim::{Dev, Sim, oracle};
 
 /// Options of `dcgka demo`.
@@ -18,13 +19,6 @@ pub(crate) struct DemoArgs {
     seed: u64,
 }
 
-const A: Dev = 0;
-const B: Dev = 1;
-const C: Dev = 2;
-const D: Dev = 3;
-const E: Dev = 4;
-const F: Dev = 5;
-const G: Dev = 6;
 const DEVICES: usize = 7;
 
 struct Demo {

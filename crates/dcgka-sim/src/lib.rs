@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod lean;
+pub mod names;
 pub mod oracle;
 pub mod random;
 

@@ -10,43 +10,29 @@
 
 mod common;
 
-use common::{A, B, C, D, create_recorded, observe, outcome, parse, recv, signing_key_for};
+use common::{assert_clean, create_recorded, created_with, group, observe, outcome, parse, recv, signing_key_for};
 use dcgka::codec::{Decode, Encode};
 use dcgka::consts::MAX_BATCH_ITEMS;
 use dcgka::crypto::SigningSecret;
 use dcgka::events::{DropReason, Event};
-use dcgka::group::{Group, GroupError, Received, Status};
+use dcgka::group::{GroupError, Received, Status};
 use dcgka::ids::SeqNo;
 use dcgka::wire::{BatchItem, Envelope, EnvelopeKind, encode_batch};
-use dcgka_sim::{Dev, Sim, oracle};
-
-const E: Dev = 4;
+use dcgka_sim::names::{A, B, C, D, E};
+use dcgka_sim::{Dev, Sim};
 
 /// `n` devices with coalescing on; A creates the group with `others` and every first ack
 /// (never held: it carries the sender's identity key) is processed everywhere.
 fn setup(n: usize, others: &[Dev], seed: u64) -> Sim {
-    let mut sim = Sim::new(n, seed);
-    sim.config.coalesce_acks = true;
-    sim.create(A, others).unwrap();
-    sim.deliver_all();
+    let sim = created_with(n, others, seed, |sim| sim.config.coalesce_acks = true);
     for d in std::iter::once(A).chain(others.iter().copied()) {
-        assert_eq!(sim.devices[d].group().unwrap().held_acks(), 0);
+        assert_eq!(group(&sim, d).held_acks(), 0);
     }
     sim
 }
 
-fn group(sim: &Sim, d: Dev) -> &Group {
-    sim.devices[d].group().unwrap()
-}
-
 fn kind_of(bytes: &[u8]) -> EnvelopeKind {
     parse(bytes).kind
-}
-
-fn assert_clean(sim: &Sim) {
-    assert!(oracle::global_oracles(sim).is_empty(), "{:#?}", oracle::global_oracles(sim));
-    assert!(oracle::delivery_violations(sim).is_empty(), "{:#?}", oracle::delivery_violations(sim));
-    assert!(sim.errors().is_empty(), "{:#?}", sim.errors());
 }
 
 #[test]

@@ -14,20 +14,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeSet;
 
+use common::{created_with, none};
 use dcgka::events::Event;
 use dcgka::group::Group;
 use dcgka::ids::MemberId;
 use dcgka::wire::EnvelopeKind;
+use dcgka_sim::names::{A, B, C, D};
 use dcgka_sim::{Dev, Sim, oracle};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-
-const A: Dev = 0;
-const B: Dev = 1;
-const C: Dev = 2;
-const D: Dev = 3;
 
 /// Random schedules per scenario.
 const RUNS: u64 = 48;
@@ -44,13 +43,12 @@ struct Expect {
 /// everything; then `warm` updates and the update is delivered without any flush, so
 /// every other member holds one ack.
 fn setup(n: usize, others: &[Dev], seed: u64, warm: Dev) -> Sim {
-    let mut sim = Sim::new(n, seed);
-    sim.config.coalesce_acks = true;
-    // Every instance also runs as an adversarial copy that keeps its secrets past its
-    // removal: the confidentiality oracle checks what those copies can read.
-    sim.shadows = true;
-    sim.create(A, others).unwrap();
-    sim.deliver_all();
+    let mut sim = created_with(n, others, seed, |sim| {
+        sim.config.coalesce_acks = true;
+        // Every instance also runs as an adversarial copy that keeps its secrets past its
+        // removal: the confidentiality oracle checks what those copies can read.
+        sim.shadows = true;
+    });
     sim.update(warm).unwrap();
     sim.deliver_queued();
     sim
@@ -153,10 +151,6 @@ fn check(name: &str, build: impl Fn(u64) -> Sim, expect: Expect, extra: impl Fn(
             .count();
     }
     assert!(batches >= RUNS as usize, "{name}: the concurrent operations travelled in batches ({batches})");
-}
-
-fn none(_: &Sim) -> Vec<String> {
-    Vec::new()
 }
 
 #[test]

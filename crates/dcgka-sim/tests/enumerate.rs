@@ -72,22 +72,21 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{Hash, Hasher};
 use std::time::Instant;
 
+use common::{control_body, created, none};
 use dcgka::codec::Decode;
 use dcgka::events::Event;
 use dcgka::group::Status;
 use dcgka::ids::{MemberId, Origin};
 use dcgka::wire::{ControlBody, Envelope, EnvelopeKind, SenderRef};
+use dcgka_sim::names::{A, B, C, D};
 use dcgka_sim::{Dev, PacketKind, Sim, oracle};
-
-const A: Dev = 0;
-const B: Dev = 1;
-const C: Dev = 2;
-const D: Dev = 3;
 
 /// Canonical packet name: (sender device, kind tag or 255 for a Welcome, seq, generation).
 type Name = (Dev, u8, u64, u32);
@@ -617,19 +616,8 @@ fn enumerate(name: &str, sim: Sim, mid_senders: &[Dev], expect: Expect, extra: f
     );
 }
 
-fn setup(n: usize, others: &[Dev], seed: u64) -> Sim {
-    let mut sim = Sim::new(n, seed);
-    sim.create(A, others).unwrap();
-    sim.deliver_all();
-    sim
-}
-
 fn same(devs: &[Dev], members: &[Dev], n: usize) -> Vec<Option<Vec<Dev>>> {
     (0..n).map(|d| devs.contains(&d).then(|| members.to_vec())).collect()
-}
-
-fn none(_: &Sim) -> Vec<String> {
-    Vec::new()
 }
 
 fn no_cancelled_ratchet(sim: &Sim) -> Vec<String> {
@@ -638,8 +626,7 @@ fn no_cancelled_ratchet(sim: &Sim) -> Vec<String> {
     let mut v = Vec::new();
     for p in sim.transcript.iter().filter(|p| p.from == A) {
         let PacketKind::Envelope(EnvelopeKind::AddAck, _) = p.kind else { continue };
-        let env = Envelope::from_bytes(&p.bytes).unwrap();
-        if let ControlBody::AddAck { ratchet_ct: Some(_), .. } = ControlBody::from_bytes(env.kind, &env.body).unwrap() {
+        if let ControlBody::AddAck { ratchet_ct: Some(_), .. } = control_body(sim, p.id) {
             v.push("A sent a ratchet to the cancelled E".into());
         }
     }
@@ -651,7 +638,7 @@ fn no_cancelled_ratchet(sim: &Sim) -> Vec<String> {
 /// S2: A update ∥ C add(D), group {A, B, C}; B sends a message mid-flight.
 #[test]
 fn enumerate_s2_update_concurrent_with_add() {
-    let mut sim = setup(4, &[B, C], 2);
+    let mut sim = created(4, &[B, C], 2);
     sim.update(A).unwrap();
     sim.send(A, b"mA@A2").unwrap();
     sim.add(C, D).unwrap();
@@ -662,7 +649,7 @@ fn enumerate_s2_update_concurrent_with_add() {
 /// S3: A add(C) ∥ B add(D), group {A, B}; C sends mid-flight.
 #[test]
 fn enumerate_s3_concurrent_adds() {
-    let mut sim = setup(4, &[B], 3);
+    let mut sim = created(4, &[B], 3);
     sim.add(A, C).unwrap();
     sim.add(B, D).unwrap();
     let all = [A, B, C, D];
@@ -672,7 +659,7 @@ fn enumerate_s3_concurrent_adds() {
 /// S4: A update ∥ B update, group {A, B, C}; C sends mid-flight.
 #[test]
 fn enumerate_s4_concurrent_updates() {
-    let mut sim = setup(3, &[B, C], 4);
+    let mut sim = created(3, &[B, C], 4);
     sim.update(A).unwrap();
     sim.update(B).unwrap();
     let all = [A, B, C];
@@ -682,7 +669,7 @@ fn enumerate_s4_concurrent_updates() {
 /// S5: A remove(C) ∥ C update (both send right after), group {A, B, C}.
 #[test]
 fn enumerate_s5_remove_concurrent_with_update() {
-    let mut sim = setup(3, &[B, C], 5);
+    let mut sim = created(3, &[B, C], 5);
     sim.remove(A, C).unwrap();
     sim.send(A, b"mA@A2").unwrap();
     sim.update(C).unwrap();
@@ -693,7 +680,7 @@ fn enumerate_s5_remove_concurrent_with_update() {
 /// S6: A remove(B) ∥ B remove(A), group {A, B, C, D}.
 #[test]
 fn enumerate_s6_mutual_removes() {
-    let mut sim = setup(4, &[B, C, D], 6);
+    let mut sim = created(4, &[B, C, D], 6);
     sim.remove(A, B).unwrap();
     sim.remove(B, A).unwrap();
     enumerate("S6", sim, &[], Expect { outcomes: vec![same(&[C, D], &[C, D], 4)], removed: vec![A, B] }, none);
@@ -702,7 +689,7 @@ fn enumerate_s6_mutual_removes() {
 /// §6.5 mutual removes at the smallest size: A remove(B) ∥ B remove(A), group {A, B, C}.
 #[test]
 fn enumerate_conflict_mutual_removes_three() {
-    let mut sim = setup(3, &[B, C], 61);
+    let mut sim = created(3, &[B, C], 61);
     sim.remove(A, B).unwrap();
     sim.remove(B, A).unwrap();
     enumerate("mutual-3", sim, &[C], Expect { outcomes: vec![same(&[C], &[C], 3)], removed: vec![A, B] }, none);
@@ -711,7 +698,7 @@ fn enumerate_conflict_mutual_removes_three() {
 /// S7: A remove(C) ∥ B remove(D), group {A, B, C, D}.
 #[test]
 fn enumerate_s7_concurrent_removes() {
-    let mut sim = setup(4, &[B, C, D], 7);
+    let mut sim = created(4, &[B, C, D], 7);
     sim.remove(A, C).unwrap();
     sim.remove(B, D).unwrap();
     enumerate("S7", sim, &[], Expect { outcomes: vec![same(&[A, B], &[A, B], 4)], removed: vec![C, D] }, none);
@@ -721,7 +708,7 @@ fn enumerate_s7_concurrent_removes() {
 /// {A, B, C}; E is device 3 here. C sends mid-flight.
 #[test]
 fn enumerate_s8_remove_concurrent_with_add_by_removed() {
-    let mut sim = setup(4, &[B, C], 8);
+    let mut sim = created(4, &[B, C], 8);
     sim.remove(A, B).unwrap();
     sim.add(B, D).unwrap();
     enumerate("S8", sim, &[C], Expect { outcomes: vec![same(&[A, C], &[A, C], 4)], removed: vec![B] }, |sim| {
@@ -740,7 +727,7 @@ fn enumerate_s8_remove_concurrent_with_add_by_removed() {
 /// §6.5 "same member removed twice": A remove(C) ∥ B remove(C), group {A, B, C}.
 #[test]
 fn enumerate_conflict_same_member_removed_twice() {
-    let mut sim = setup(3, &[B, C], 9);
+    let mut sim = created(3, &[B, C], 9);
     sim.remove(A, C).unwrap();
     sim.remove(B, C).unwrap();
     enumerate("removed-twice", sim, &[], Expect { outcomes: vec![same(&[A, B], &[A, B], 3)], removed: vec![C] }, none);
@@ -749,7 +736,7 @@ fn enumerate_conflict_same_member_removed_twice() {
 /// §6.5 "unrelated add": A remove(B) ∥ C add(D), group {A, B, C}.
 #[test]
 fn enumerate_conflict_unrelated_add() {
-    let mut sim = setup(4, &[B, C], 10);
+    let mut sim = created(4, &[B, C], 10);
     sim.remove(A, B).unwrap();
     sim.add(C, D).unwrap();
     enumerate(
@@ -765,7 +752,7 @@ fn enumerate_conflict_unrelated_add() {
 /// C, X (device 2 is X here, C is device 3) and B process everything in any order.
 #[test]
 fn enumerate_conflict_acknowledged_add_survives() {
-    let mut sim = setup(4, &[B, C], 11);
+    let mut sim = created(4, &[B, C], 11);
     let ids = sim.add(B, D).unwrap();
     assert!(sim.deliver_id(A, ids[0]));
     sim.remove(A, B).unwrap();
@@ -783,7 +770,7 @@ fn enumerate_conflict_acknowledged_add_survives() {
 /// the enumeration takes over a minute: 8,936 distinct final histories, all correct).
 #[test]
 fn enumerate_conflict_transitively_cancelled() {
-    let mut sim = setup(4, &[B], 12);
+    let mut sim = created(4, &[B], 12);
     let ids = sim.add(B, C).unwrap();
     assert!(sim.deliver_id(C, ids[1]), "C joins through B's Welcome");
     sim.add(C, D).unwrap();
@@ -803,7 +790,7 @@ fn enumerate_conflict_transitively_cancelled() {
 /// through whichever Welcome it processes first; the other instance is removed by it.
 #[test]
 fn enumerate_s11_duplicate_concurrent_adds() {
-    let mut sim = setup(3, &[B], 13);
+    let mut sim = created(3, &[B], 13);
     sim.add(A, C).unwrap();
     sim.add(B, C).unwrap();
     enumerate(

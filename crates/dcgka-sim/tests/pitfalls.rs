@@ -21,32 +21,17 @@ use dcgka::ratchet::{RatchetError, SenderRatchet};
 use dcgka::two_party::{KeyRef, TwoPartySession};
 use dcgka::welcome::Welcome;
 use dcgka::wire::{ControlBody, Envelope, EnvelopeKind, SenderRef};
-use dcgka_sim::{Dev, NOW, Packet, PacketKind, Sim, oracle};
+use dcgka_sim::names::{A, B, C, D, E};
+use dcgka_sim::{Dev, NOW, Packet, PacketKind, Sim};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-
-const E: Dev = 4;
 
 // ------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------
 
-// ------------------------------------------------------------------------------------
-// More helpers
-// ------------------------------------------------------------------------------------
-
-fn group(sim: &Sim, d: Dev) -> &Group {
-    sim.devices[d].group().unwrap()
-}
-
 fn last(ids: Vec<usize>) -> usize {
     *ids.last().unwrap()
-}
-
-/// The control body of transcript packet `id`.
-fn body_of(sim: &Sim, id: usize) -> ControlBody {
-    let env = parse(&envelope_bytes(sim, id));
-    ControlBody::from_bytes(env.kind, &env.body).unwrap()
 }
 
 /// The id of the latest envelope of kind `kind` sent by `d`.
@@ -61,17 +46,6 @@ fn last_of_kind(sim: &Sim, d: Dev, kind: EnvelopeKind) -> usize {
 
 fn welcome_of(sim: &Sim, ids: &[usize]) -> usize {
     *ids.iter().find(|i| sim.transcript[**i].kind == PacketKind::Welcome).unwrap()
-}
-
-fn no_errors(sim: &Sim) {
-    assert!(sim.errors().is_empty(), "{:?}", sim.errors());
-}
-
-fn oracles(sim: &Sim) {
-    let v = oracle::global_oracles(sim);
-    assert!(v.is_empty(), "{v:#?}");
-    let v = oracle::delivery_violations(sim);
-    assert!(v.is_empty(), "{v:#?}");
 }
 
 fn names(sim: &Sim, d: Dev) -> Vec<String> {
@@ -89,9 +63,7 @@ struct S2 {
 }
 
 fn s2(seed: u64) -> S2 {
-    let mut sim = Sim::new(4, seed);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C], seed);
     let a2 = sim.update(A).unwrap()[0];
     let m_a2 = last(sim.send(A, b"mA@A2").unwrap());
     let c2 = sim.add(C, D).unwrap()[0];
@@ -115,9 +87,7 @@ fn s2(seed: u64) -> S2 {
 /// whose signature is replaced fails verification too.
 #[test]
 fn p01_forged_signatures_never_verify() {
-    let mut sim = Sim::new(3, 101);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(3, &[B, C], 101);
     let m = last(sim.send(A, b"m").unwrap());
     let genuine = parse(&envelope_bytes(&sim, m));
     let gid = group(&sim, A).gid();
@@ -156,7 +126,7 @@ fn p01_forged_signatures_never_verify() {
 #[test]
 fn p02_update_concurrent_with_add_newcomer_processes_acks() {
     let S2 { sim, a2, .. } = s2(102);
-    no_errors(&sim);
+    assert_no_errors(&sim);
     let PacketKind::Envelope(_, q) = sim.transcript[a2].kind else { panic!() };
     let a_mid = sim.mid(A).unwrap();
     let g = group(&sim, D);
@@ -167,7 +137,7 @@ fn p02_update_concurrent_with_add_newcomer_processes_acks() {
     for d in 0..4 {
         assert_eq!(names(&sim, d), ["A", "B", "C", "D"]);
     }
-    oracles(&sim);
+    assert_oracles(&sim);
 }
 
 /// #3 (J): "Add ∥ add: the new members reject each other's first ack ('No PPRF') … they can
@@ -175,13 +145,11 @@ fn p02_update_concurrent_with_add_newcomer_processes_acks() {
 /// first ack, and after full delivery each decrypts the other's messages.
 #[test]
 fn p03_concurrent_adds_newcomers_accept_each_others_first_ack() {
-    let mut sim = Sim::new(4, 103);
-    sim.create(A, &[B]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B], 103);
     sim.add(A, C).unwrap();
     sim.add(B, D).unwrap();
     sim.deliver_all();
-    no_errors(&sim);
+    assert_no_errors(&sim);
     let c_mid = sim.mid(C).unwrap();
     let d_mid = sim.mid(D).unwrap();
     assert!(group(&sim, C).sync_state().get(&d_mid).is_some_and(|s| s.0 >= 1), "C processed D's first ack");
@@ -190,7 +158,7 @@ fn p03_concurrent_adds_newcomers_accept_each_others_first_ack() {
     let md = last(sim.send(D, b"from D").unwrap());
     sim.deliver_all();
     assert!(sim.decrypted(D, mc) && sim.decrypted(C, md));
-    oracles(&sim);
+    assert_oracles(&sim);
 }
 
 /// #4 (J): "Two concurrent removes of different members: the members being removed throw
@@ -198,22 +166,20 @@ fn p03_concurrent_adds_newcomers_accept_each_others_first_ack() {
 /// and D A's; both terminate without any error, and {A, B} remain.
 #[test]
 fn p04_two_concurrent_removes_of_different_members() {
-    let mut sim = Sim::new(4, 104);
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C, D], 104);
     let a2 = sim.remove(A, C).unwrap()[0];
     let b2 = sim.remove(B, D).unwrap()[0];
     assert!(sim.deliver_id(C, b2));
     assert!(sim.deliver_id(D, a2));
     sim.deliver_all();
-    no_errors(&sim);
+    assert_no_errors(&sim);
     for d in [C, D] {
         assert!(sim.devices[d].group().is_none());
         assert!(matches!(sim.devices[d].retired[0].status(), Status::Removed { .. }), "{d}");
     }
     assert_eq!(names(&sim, A), ["A", "B"]);
     assert_eq!(names(&sim, B), ["A", "B"]);
-    oracles(&sim);
+    assert_oracles(&sim);
 }
 
 /// #5 (J): "The forwarded-secret branch of processAck is unreachable." Here (S2): B's ack of
@@ -222,7 +188,7 @@ fn p04_two_concurrent_removes_of_different_members() {
 #[test]
 fn p05_forwarded_member_secret_is_used() {
     let S2 { sim, b_ack, m_b, .. } = s2(105);
-    let ControlBody::Ack { forwards, .. } = body_of(&sim, b_ack) else { panic!("not an ack") };
+    let ControlBody::Ack { forwards, .. } = control_body(&sim, b_ack) else { panic!("not an ack") };
     let d_mid = sim.mid(D).unwrap();
     assert_eq!(forwards.iter().map(|f| f.recipient).collect::<Vec<_>>(), vec![d_mid.tag()]);
     assert!(sim.decrypted(D, m_b), "D decrypted mB@B3 through the forwarded secret");
@@ -234,9 +200,7 @@ fn p05_forwarded_member_secret_is_used() {
 /// full delivery, nor after one update with full delivery.
 #[test]
 fn p06_member_secrets_deleted_after_create_and_update() {
-    let mut sim = Sim::new(3, 106);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(3, &[B, C], 106);
     for d in [A, B, C] {
         assert_eq!(group(&sim, d).member_secret_count(), 0, "after create at {d}");
     }
@@ -254,7 +218,7 @@ fn p06_member_secrets_deleted_after_create_and_update() {
 fn p07_consumed_one_time_prekey_is_deleted() {
     let mut sim = Sim::new(4, 107);
     let create = sim.create(A, &[B, C]).unwrap()[0];
-    let ControlBody::Create { seeds, .. } = body_of(&sim, create) else { panic!() };
+    let ControlBody::Create { seeds, .. } = control_body(&sim, create) else { panic!() };
     let gid = group(&sim, A).gid();
     let a_mid = sim.mid(A).unwrap();
     let mut r: Vec<(MemberId, Dev)> =
@@ -323,10 +287,7 @@ fn p08_application_aead_binds_epoch_and_index_and_handles_reordering() {
 /// prekey bundle available) leaves the DGM exactly as before.
 #[test]
 fn p09_failed_operations_roll_back_the_dgm() {
-    let mut sim = Sim::new(5, 109);
-    let (ids, draws) = create_recorded(&mut sim, A, &[B, C], 1091);
-    sim.deliver_all();
-    let k1 = signing_key_for(&draws, &parse(&envelope_bytes(&sim, ids[0])).new_signing_key.unwrap());
+    let (mut sim, k1) = created_recorded(5, &[B, C], 109, 1091);
     let g = group(&sim, A);
     let (gid, a_mid) = (g.gid(), g.me());
     let self_remove = ControlBody::Remove {
@@ -373,13 +334,10 @@ fn p09_failed_operations_roll_back_the_dgm() {
 /// cut off at that receiver.
 #[test]
 fn p10_recipient_set_disagreement_is_rejected() {
-    let mut sim = Sim::new(3, 110);
-    let (ids, draws) = create_recorded(&mut sim, A, &[B, C], 1101);
-    sim.deliver_all();
-    let k1 = signing_key_for(&draws, &parse(&envelope_bytes(&sim, ids[0])).new_signing_key.unwrap());
+    let (mut sim, k1) = created_recorded(3, &[B, C], 110, 1101);
     let u = sim.update(A).unwrap()[0];
     let genuine = parse(&envelope_bytes(&sim, u));
-    let ControlBody::Update { seeds } = body_of(&sim, u) else { panic!() };
+    let ControlBody::Update { seeds } = control_body(&sim, u) else { panic!() };
     let g = group(&sim, A);
     let (gid, a_mid) = (g.gid(), g.me());
     let mut wrong_digest = seeds.clone();
@@ -413,7 +371,7 @@ fn p10_recipient_set_disagreement_is_rejected() {
         );
     }
     sim.deliver_all();
-    no_errors(&sim);
+    assert_no_errors(&sim);
 }
 
 /// #11 (J): "queryView counts a tombstoned user as in a viewer's view without checking that
@@ -422,9 +380,7 @@ fn p10_recipient_set_disagreement_is_rejected() {
 /// equal the §6.4 (a) reference evaluator, before and after full delivery.
 #[test]
 fn p11_tombstoned_member_not_in_view_of_viewer_that_never_saw_its_add() {
-    let mut sim = Sim::new(4, 111);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C], 111);
     let add = sim.add(A, D).unwrap();
     let w = welcome_of(&sim, &add);
     // D joins (its copy of the add envelope is then an old duplicate); nobody else hears yet.
@@ -444,7 +400,7 @@ fn p11_tombstoned_member_not_in_view_of_viewer_that_never_saw_its_add() {
     assert!(!group(&sim, A).member_view(&b_mid).contains(&d_mid));
     check(&sim, A);
     sim.deliver_all();
-    no_errors(&sim);
+    assert_no_errors(&sim);
     for d in [A, B, C] {
         check(&sim, d);
         assert!(!group(&sim, d).members().contains(&d_mid));
@@ -474,7 +430,7 @@ fn p12_keys_and_derivations_are_separated() {
         assert_ne!(env.new_signing_key, Some(sim.ik(d)), "rotated away from IK");
         assert!(env.new_signing_key.is_some());
     }
-    let ControlBody::Create { seeds, .. } = body_of(&sim, ids[0]) else { panic!() };
+    let ControlBody::Create { seeds, .. } = control_body(&sim, ids[0]) else { panic!() };
     for ct in &seeds.cts {
         assert!(matches!(ct.key_ref, KeyRef::Prekey { .. }));
         assert_ne!(ct.enc, sim.ik(B).0);
@@ -501,7 +457,7 @@ fn p13_concurrent_random_delivery_with_assertions() {
         sim.deliver_random(15, 15);
         sim.send(C, b"3").unwrap();
         sim.deliver_random(15, 15);
-        oracles(&sim);
+        assert_oracles(&sim);
         assert_eq!(names(&sim, B), ["B", "C", "D", "E", "F"], "seed {seed}");
     }
 }
@@ -514,9 +470,7 @@ fn p13_concurrent_random_delivery_with_assertions() {
 #[test]
 fn p14_no_ratchet_sent_to_cancelled_add() {
     for remove_first in [true, false] {
-        let mut sim = Sim::new(5, 114);
-        sim.create(A, &[B, C]).unwrap();
-        sim.deliver_all();
+        let mut sim = created(5, &[B, C], 114);
         let a2 = sim.remove(A, B).unwrap()[0];
         let b2 = sim.add(B, E).unwrap()[0];
         let order = if remove_first { [a2, b2] } else { [b2, a2] };
@@ -524,14 +478,14 @@ fn p14_no_ratchet_sent_to_cancelled_add() {
             assert!(sim.deliver_id(C, id));
         }
         let c_ack = last_of_kind(&sim, C, EnvelopeKind::AddAck);
-        let ControlBody::AddAck { ratchet_ct, .. } = body_of(&sim, c_ack) else { panic!() };
+        let ControlBody::AddAck { ratchet_ct, .. } = control_body(&sim, c_ack) else { panic!() };
         assert_eq!(ratchet_ct.is_some(), !remove_first, "C's add-ack (remove first: {remove_first})");
         assert!(sim.deliver_id(A, b2));
         let a_ack = last_of_kind(&sim, A, EnvelopeKind::AddAck);
-        let ControlBody::AddAck { ratchet_ct, .. } = body_of(&sim, a_ack) else { panic!() };
+        let ControlBody::AddAck { ratchet_ct, .. } = control_body(&sim, a_ack) else { panic!() };
         assert!(ratchet_ct.is_none(), "A's add-ack to a cancelled add");
         sim.deliver_all();
-        no_errors(&sim);
+        assert_no_errors(&sim);
         assert_eq!(names(&sim, A), ["A", "C"]);
         assert_eq!(names(&sim, C), ["A", "C"]);
         assert!(!sim.devices[E].active());
@@ -547,9 +501,7 @@ fn p14_no_ratchet_sent_to_cancelled_add() {
 /// view drops the removed member once its ack is processed.
 #[test]
 fn p15_acks_of_create_add_remove_are_recorded() {
-    let mut sim = Sim::new(4, 115);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C], 115);
     let (a, b, c) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(C).unwrap());
     let create = OpId::new(a, 1);
     for d in [A, B, C] {
@@ -583,9 +535,7 @@ fn p15_acks_of_create_add_remove_are_recorded() {
 /// is active, and decrypts the next message.
 #[test]
 fn p16_newcomer_is_in_its_own_member_set_and_processes_traffic() {
-    let mut sim = Sim::new(4, 116);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C], 116);
     sim.add(B, D).unwrap();
     sim.deliver_all();
     let g = group(&sim, D);
@@ -603,9 +553,7 @@ fn p16_newcomer_is_in_its_own_member_set_and_processes_traffic() {
 /// every member's ratchet state equal to the member's own.
 #[test]
 fn p17_receive_path_fetches_no_prekeys() {
-    let mut sim = Sim::new(4, 117);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C], 117);
     sim.add(A, D).unwrap();
     deliver_all_except(&mut sim, &[D]);
     let inbox: Vec<Packet> = sim.devices[D].inbox.drain(..).collect();
@@ -667,9 +615,7 @@ fn p18_prekey_signatures_cover_lifetime_and_one_time_key() {
 /// an error, changes nothing, and does not panic.
 #[test]
 fn p19_echoed_own_envelope_is_an_error_not_a_panic() {
-    let mut sim = Sim::new(4, 119);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C], 119);
     sim.update(A).unwrap();
     sim.send(A, b"x").unwrap();
     sim.add(A, D).unwrap();
@@ -723,10 +669,7 @@ fn p20_application_aead_has_associated_data_and_advances_after_authentication() 
     assert_eq!(rx.next_index(), MessageIndex(0));
     assert_eq!(&rx.decrypt(Epoch(1), MessageIndex(0), SeqNo(2), &ct).unwrap()[..], b"m");
     // In a group.
-    let mut sim = Sim::new(3, 120);
-    let (ids, draws) = create_recorded(&mut sim, A, &[B, C], 1201);
-    sim.deliver_all();
-    let k1 = signing_key_for(&draws, &parse(&envelope_bytes(&sim, ids[0])).new_signing_key.unwrap());
+    let (mut sim, k1) = created_recorded(3, &[B, C], 120, 1201);
     let m = last(sim.send(A, b"genuine").unwrap());
     assert!(sim.deliver_id(C, m));
     let idx = index_at(&sim, C, m);
@@ -792,9 +735,7 @@ fn p21_derivations_are_domain_separated() {
 fn p22_state_survives_errors_time_does_not_select_keys_and_format_is_versioned() {
     fn assert_clone<T: Clone>() {}
     assert_clone::<Group>();
-    let mut sim = Sim::new(3, 122);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(3, &[B, C], 122);
     let u = sim.update(A).unwrap()[0];
     let m = last(sim.send(A, &[7u8; 100]).unwrap());
     let envelope = envelope_bytes(&sim, m);
@@ -830,9 +771,7 @@ fn p22_state_survives_errors_time_does_not_select_keys_and_format_is_versioned()
 /// is then re-added as a new instance that reads new messages but nothing from before.
 #[test]
 fn p23_member_secrets_bounded_and_re_add_creates_new_instance() {
-    let mut sim = Sim::new(3, 123);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(3, &[B, C], 123);
     let old_c = sim.mid(C).unwrap();
     sim.update(A).unwrap();
     sim.remove(A, C).unwrap();
@@ -854,7 +793,7 @@ fn p23_member_secrets_bounded_and_re_add_creates_new_instance() {
     let before = last(sim.send(B, b"while C is out").unwrap());
     sim.add(A, C).unwrap();
     sim.deliver_all();
-    no_errors(&sim);
+    assert_no_errors(&sim);
     let new_c = sim.mid(C).unwrap();
     assert_ne!(new_c, old_c);
     assert!(group(&sim, A).members().contains(&new_c) && !group(&sim, A).members().contains(&old_c));
@@ -918,14 +857,12 @@ fn p24_two_party_key_reference_is_named_from_the_receiver() {
 /// asserted by `p14_no_ratchet_sent_to_cancelled_add`.)
 #[test]
 fn p25_removed_member_does_not_ack_its_own_removal() {
-    let mut sim = Sim::new(3, 125);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(3, &[B, C], 125);
     let sent_by_c = |sim: &Sim| sim.transcript.iter().filter(|p| p.from == C).count();
     let before = sent_by_c(&sim);
     sim.remove(A, C).unwrap();
     sim.deliver_all();
-    no_errors(&sim);
+    assert_no_errors(&sim);
     assert_eq!(sent_by_c(&sim), before, "C sent something after its removal");
     let g = &sim.devices[C].retired[0];
     assert!(matches!(g.status(), Status::Removed { .. }));
@@ -944,20 +881,18 @@ fn p25_removed_member_does_not_ack_its_own_removal() {
 /// whom the remove being processed has just removed.
 #[test]
 fn p26_no_forward_to_a_just_removed_member() {
-    let mut sim = Sim::new(5, 126);
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(5, &[B, C, D], 126);
     let add = sim.add(D, E).unwrap()[0];
     let rm = sim.remove(A, C).unwrap()[0];
     assert!(sim.deliver_id(B, add));
     assert!(sim.deliver_id(B, rm));
     let ack = last_of_kind(&sim, B, EnvelopeKind::Ack);
-    let ControlBody::Ack { of, forwards } = body_of(&sim, ack) else { panic!() };
+    let ControlBody::Ack { of, forwards } = control_body(&sim, ack) else { panic!() };
     assert_eq!(of.of_sender, sim.mid(A).unwrap().tag());
     sim.deliver_all();
-    no_errors(&sim);
+    assert_no_errors(&sim);
     let e = sim.mid(E).unwrap();
     assert_eq!(forwards.iter().map(|f| f.recipient).collect::<Vec<_>>(), vec![e.tag()]);
     assert_eq!(names(&sim, B), ["A", "B", "D", "E"]);
-    oracles(&sim);
+    assert_oracles(&sim);
 }

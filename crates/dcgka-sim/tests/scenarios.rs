@@ -2,8 +2,8 @@
 //! S6 and S7, and the "views before acks" row of §6.5), scripted step by step exactly as
 //! the spec's tables say.
 //!
-//! Device indices follow the spec's letters: A = 0, B = 1, C = 2, D = 3, E = 4, F = 5 (a
-//! simulation may hold devices that the scenario never uses, so that names match).
+//! Device indices follow the spec's letters ([`dcgka_sim::names`]: A = 0, B = 1, …, F = 5;
+//! a simulation may hold devices that the scenario never uses, so that names match).
 //!
 //! Every test asserts:
 //! - the final membership at **every** device, and the `Removed` status of terminated ones;
@@ -23,24 +23,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::BTreeSet;
 
-use dcgka::codec::Decode;
+use common::{assert_clean, control_body, created_with, group};
 use dcgka::events::Event;
 use dcgka::group::{Context, Group, Status};
 use dcgka::ids::MemberId;
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
-use dcgka::wire::{ControlBody, Envelope, EnvelopeKind};
+use dcgka::wire::{ControlBody, EnvelopeKind};
+use dcgka_sim::names::{A, B, C, D, E, F};
 use dcgka_sim::{Dev, NOW, PacketKind, Sim, oracle};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-
-const A: Dev = 0;
-const B: Dev = 1;
-const C: Dev = 2;
-const D: Dev = 3;
-const E: Dev = 4;
-const F: Dev = 5;
 
 // ------------------------------------------------------------------------------------
 // Helpers
@@ -53,11 +49,10 @@ fn names(v: &[&str]) -> BTreeSet<String> {
 /// `n` devices; A creates the group with `others`; every initial member's ack is
 /// processed everywhere (the spec's default starting point).
 fn setup(n: usize, others: &[Dev], seed: u64, shadows: bool, auto_heal: bool) -> Sim {
-    let mut sim = Sim::new(n, seed);
-    sim.shadows = shadows;
-    sim.config.auto_heal = auto_heal;
-    sim.create(A, others).unwrap();
-    sim.deliver_all();
+    let sim = created_with(n, others, seed, |sim| {
+        sim.shadows = shadows;
+        sim.config.auto_heal = auto_heal;
+    });
     let mut all = vec![A];
     all.extend_from_slice(others);
     let expect: BTreeSet<String> = all.iter().map(|d| sim.devices[*d].name.clone()).collect();
@@ -112,12 +107,6 @@ fn dl_silent(sim: &mut Sim, to: Dev, id: usize) {
     assert!(new.is_empty(), "{} must send nothing on #{id}, sent {new:?}", sim.devices[to].name);
 }
 
-fn control_body(sim: &Sim, id: usize) -> ControlBody {
-    let p = &sim.transcript[id];
-    let env = Envelope::from_bytes(&p.bytes).unwrap();
-    ControlBody::from_bytes(env.kind, &env.body).unwrap()
-}
-
 fn forwards(sim: &Sim, id: usize) -> usize {
     match control_body(sim, id) {
         ControlBody::Ack { forwards, .. } => forwards.len(),
@@ -166,7 +155,7 @@ fn sender_removed(sim: &Sim, d: Dev, id: usize) -> bool {
 }
 
 fn heal_pending(sim: &Sim, d: Dev) -> bool {
-    sim.devices[d].group().unwrap().heal_pending()
+    group(sim, d).heal_pending()
 }
 
 fn assert_members(sim: &Sim, devs: &[Dev], expect: &[&str]) {
@@ -201,13 +190,10 @@ fn assert_add_cancelled(sim: &Sim, at: Dev, by: Dev, target: MemberId) {
     );
 }
 
-/// Global oracles 1, 2, 4, 5, the delivery oracle, and no errors anywhere.
-fn assert_clean(sim: &Sim) {
-    let v = oracle::global_oracles(sim);
-    assert!(v.is_empty(), "global oracles: {v:#?}");
-    let v = oracle::delivery_violations(sim);
-    assert!(v.is_empty(), "delivery: {v:#?}");
-    assert!(sim.errors().is_empty(), "errors: {:?}", sim.errors());
+/// Global oracles 1, 2, 4, 5, the delivery oracle, no errors anywhere ([`assert_clean`]),
+/// and nothing buffered at any active device.
+fn assert_settled(sim: &Sim) {
+    assert_clean(sim);
     for (d, g) in oracle::active(sim) {
         assert_eq!(g.pending(), 0, "{} still buffers envelopes", sim.devices[d].name);
     }
@@ -399,9 +385,9 @@ fn s1_create_add_update_remove_with_concurrent_update_of_removed() {
     reads(&sim, m_c_c3, &[B], &[A]);
     reads(&sim, m_b_b5, &[C], &[A]);
     assert!(!heal_pending(&sim, B) && !heal_pending(&sim, C), "no heal pending at B or C");
-    assert_clean(&sim);
+    assert_settled(&sim);
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     for snap in [&snap_a_after_a3, &snap_a_before_removal] {
         assert_snapshot_confidential(&sim, snap, &[m_c_c3, m_b_b5]);
     }
@@ -457,9 +443,9 @@ fn s2_update_concurrent_with_add_forwards_to_newcomer() {
     reads(&sim, m_a_a3, &[B, C, D], &[]);
     reads(&sim, m_d_d1, &[A, B, C], &[]);
     assert!(sim.events_at(D, |e| matches!(e, Event::Undecryptable { .. })).len() == 1, "D: mA@A2 is NotForUs");
-    assert_clean(&sim);
+    assert_settled(&sim);
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, D]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_shadows_confidential(&mut sim);
     assert!(!shadow_reads(&sim, D, m_a_a2));
 }
@@ -499,9 +485,9 @@ fn s2b_update_then_add_at_b() {
     reads(&sim, m_a_a2, &[B, C], &[D]);
     reads(&sim, m_a_a3, &[B, C, D], &[]);
     reads(&sim, m_d_d1, &[A, B, C], &[]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, D]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_shadows_confidential(&mut sim);
 }
 
@@ -542,9 +528,9 @@ fn s3_concurrent_adds() {
     assert_members(&sim, &[A, B, C, D], &["A", "B", "C", "D"]);
     reads(&sim, m_c_c1, &[A, B], &[D]);
     reads(&sim, m_c_c2, &[A, B, D], &[]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, D]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_shadows_confidential(&mut sim);
 }
 
@@ -573,7 +559,7 @@ fn s4_concurrent_updates_both_orders_and_pcs() {
         assert_members(&sim, &[A, B, C], &["A", "B", "C"]);
         reads(&sim, m1, &[A, B], &[]);
         reads(&sim, m2, &[A, B], &[]);
-        assert_clean(&sim);
+        assert_settled(&sim);
         // Σ (A before A2) reads nothing C sent after processing A2.
         let after_a2: Vec<usize> = if first == a2 { vec![m1, m2] } else { vec![m2] };
         let got = assert_snapshot_confidential(&sim, &sigma, &after_a2);
@@ -585,7 +571,7 @@ fn s4_concurrent_updates_both_orders_and_pcs() {
         everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C]);
         let finals: Vec<usize> = sim.messages.iter().rev().take(3).map(|m| m.packet).collect();
         assert_snapshot_confidential(&sim, &sigma, &finals);
-        assert_clean(&sim);
+        assert_settled(&sim);
         assert_shadows_confidential(&mut sim);
     }
 }
@@ -629,10 +615,10 @@ fn s5_remove_concurrent_with_update_of_removed() {
         reads(&sim, m_a_a2, &[B], &[C]);
         reads(&sim, m_b, &[A], &[C]);
         assert!(!heal_pending(&sim, A) && !heal_pending(&sim, B), "no heal pending");
-        assert_clean(&sim);
+        assert_settled(&sim);
         assert_snapshot_confidential(&sim, &snap_c, &[m_a_a2, m_b]);
         everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C]);
-        assert_clean(&sim);
+        assert_settled(&sim);
         assert_shadows_confidential(&mut sim);
         assert!(!shadow_reads(&sim, C, m_a_a2) && !shadow_reads(&sim, C, m_b));
     }
@@ -677,7 +663,7 @@ fn s6(auto_heal: bool) {
     };
     sim.deliver_all();
     reads(&sim, m_c, &[D], &[A, B]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     // A alone ✗ and B alone ✗ (with or without the heal). The coalition A+B: ✗ after the
     // heal, ✓ without it (dom-safe caveat) — not expressible with the current hooks.
     assert_snapshot_confidential(&sim, &snap_a, &[m_c]);
@@ -685,7 +671,7 @@ fn s6(auto_heal: bool) {
     assert_shadows_confidential(&mut sim);
     assert!(!shadow_reads(&sim, A, m_c) && !shadow_reads(&sim, B, m_c));
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, D]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_shadows_confidential(&mut sim);
 }
 
@@ -734,14 +720,14 @@ fn s7(auto_heal: bool) {
     let m_a = if auto_heal { msg_healed(&mut sim, A, "mA after both").1 } else { msg(&mut sim, A, "mA after both") };
     sim.deliver_all();
     reads(&sim, m_a, &[B], &[C, D]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     for s in [&snap_c_early, &snap_d_early, &snap_c, &snap_d] {
         assert_snapshot_confidential(&sim, s, &[m_a]);
     }
     assert_shadows_confidential(&mut sim);
     assert!(!shadow_reads(&sim, C, m_a) && !shadow_reads(&sim, D, m_a));
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, D]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_shadows_confidential(&mut sim);
 }
 
@@ -830,7 +816,7 @@ fn s8_remove_concurrent_with_add_by_removed() {
         if let Some(m) = m_c_mid {
             reads(&sim, m, &[A, E], &[]);
         }
-        assert_clean(&sim);
+        assert_settled(&sim);
         assert_snapshot_confidential(&sim, &snap_b, &[m_c, m_a_a2]);
         if let Some(s) = &snap_e {
             assert_snapshot_confidential(&sim, s, &[m_c, m_a_a2]);
@@ -838,7 +824,7 @@ fn s8_remove_concurrent_with_add_by_removed() {
         assert_shadows_confidential(&mut sim);
         assert!(!shadow_reads(&sim, E, m_c) && !shadow_reads(&sim, B, m_c) && !shadow_reads(&sim, E, m_a_a2));
         everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, E]);
-        assert_clean(&sim);
+        assert_settled(&sim);
         assert_shadows_confidential(&mut sim);
     }
 }
@@ -885,13 +871,13 @@ fn s9_partition_then_heal() {
     reads(&sim, m_a, &[B, E, C], &[D]);
     reads(&sim, m_e, &[A, B, C], &[D]);
     reads(&sim, m_c, &[A, B], &[E, D]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     // E's first post-heal message is preceded by an update.
     let (_, m_e2) = msg_healed(&mut sim, E, "mE after the heal");
     sim.deliver_all();
     reads(&sim, m_e2, &[A, B, C], &[D]);
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, D, E]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_shadows_confidential(&mut sim);
     // "D ✓ under the snapshot + full transcript reading" for mA (D was in A's view).
     assert!(shadow_reads(&sim, D, m_a), "D's state with the transcript reads mA (legitimately)");
@@ -937,12 +923,12 @@ fn s10_heal_pending_at_adder() {
     assert_members(&sim, &[A, B, D, F], &["A", "B", "D", "F"]);
     assert_removed(&sim, C);
     reads(&sim, m_f, &[A, B, D], &[C]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_snapshot_confidential(&sim, &snap_c, &[m_f]);
     assert_shadows_confidential(&mut sim);
     assert!(!shadow_reads(&sim, C, m_f));
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, D, F]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_shadows_confidential(&mut sim);
 }
 
@@ -995,14 +981,14 @@ fn s11_readd_and_duplicate_concurrent_adds() {
     let expect: BTreeSet<MemberId> = [sim.mid(A).unwrap(), sim.mid(B).unwrap(), c_new, e1].into_iter().collect();
     for d in [A, B, C, E] {
         assert_eq!(sim.members_at(d), expect, "members at {}", sim.devices[d].name);
-        assert!(sim.devices[d].group().unwrap().ever_added().iter().any(|m| m.tag() == e2));
+        assert!(group(&sim, d).ever_added().iter().any(|m| m.tag() == e2));
     }
     assert_eq!(sim.mid(E), Some(e1), "E's device stays E₁");
     reads(&sim, m_b1, &[A], &[C]);
     reads(&sim, m_c2, &[A, B], &[]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     everyone_sends_then_exactly_members_read(&mut sim, &[A, B, C, D, E]);
-    assert_clean(&sim);
+    assert_settled(&sim);
     assert_shadows_confidential(&mut sim);
     assert!(!shadow_reads(&sim, C, m_b1), "neither C instance reads mB1");
 }
@@ -1019,16 +1005,16 @@ fn conflict_views_before_acks() {
     let (a, b, c) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(C).unwrap());
     let r = sim.remove(A, B);
     let a2 = one(&mut sim, A, r);
-    let g = sim.devices[A].group().unwrap();
+    let g = group(&sim, A);
     assert_eq!(g.members(), [a, c].into_iter().collect());
     assert!(g.member_view(&c).contains(&b), "C has not acked yet");
     let c_ack = dl_reply(&mut sim, C, a2);
-    assert!(!sim.devices[C].group().unwrap().member_view(&c).contains(&b));
-    assert!(sim.devices[A].group().unwrap().member_view(&c).contains(&b), "A has not processed C's ack");
+    assert!(!group(&sim, C).member_view(&c).contains(&b));
+    assert!(group(&sim, A).member_view(&c).contains(&b), "A has not processed C's ack");
     dl_silent(&mut sim, A, c_ack);
-    assert!(!sim.devices[A].group().unwrap().member_view(&c).contains(&b), "after C's ack");
+    assert!(!group(&sim, A).member_view(&c).contains(&b), "after C's ack");
     sim.deliver_all();
     assert_members(&sim, &[A, C], &["A", "C"]);
     assert_removed(&sim, B);
-    assert_clean(&sim);
+    assert_settled(&sim);
 }

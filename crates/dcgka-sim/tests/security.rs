@@ -16,6 +16,7 @@ use common::*;
 
 use std::collections::BTreeSet;
 
+use dcgka::codec::Encode;
 use dcgka::crypto::SigningSecret;
 use dcgka::events::{DropReason, Event, RejectReason};
 use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Received, Status};
@@ -24,11 +25,10 @@ use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
 use dcgka::ratchet::RatchetError;
 use dcgka::two_party::TwoPartySession;
 use dcgka::wire::{ControlBody, Envelope, EnvelopeKind, SenderRef};
+use dcgka_sim::names::{A, B, C, D};
 use dcgka_sim::{Dev, NOW, Packet, PacketKind, Sim, oracle};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-
-use dcgka::codec::Encode;
 
 // ------------------------------------------------------------------------------------
 // Helpers
@@ -106,10 +106,7 @@ fn update_recorded(sim: &mut Sim, d: Dev, seed: u64) -> (Vec<usize>, Vec<[u8; 32
 /// its view) may be read, which is legitimate (§11.1).
 #[test]
 fn removed_member_decrypts_nothing_sent_after_its_removal() {
-    let mut sim = Sim::new(4, 11);
-    sim.shadows = true;
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created_with(4, &[B, C, D], 11, |sim| sim.shadows = true);
     let before = *sim.send(B, b"before").unwrap().last().unwrap();
     sim.deliver_all();
     let r = sim.remove(A, D).unwrap()[0];
@@ -201,9 +198,7 @@ fn removed_members_random_schedules_confidentiality() {
 /// ratchet nor by receiving the envelope again); a snapshot taken before can (control).
 #[test]
 fn forward_secrecy_snapshot_after_decrypting_cannot_decrypt_again() {
-    let mut sim = Sim::new(3, 31);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(3, &[B, C], 31);
     let m1 = *sim.send(A, b"m1").unwrap().last().unwrap();
     let m2 = *sim.send(A, b"m2").unwrap().last().unwrap();
     // Only C receives them for now; B's copies stay queued.
@@ -242,9 +237,7 @@ fn forward_secrecy_snapshot_after_decrypting_cannot_decrypt_again() {
 /// left anywhere.
 #[test]
 fn forward_secrecy_member_secret_deleted_when_acked() {
-    let mut sim = Sim::new(3, 32);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(3, &[B, C], 32);
     let u = sim.update(B).unwrap()[0];
     let PacketKind::Envelope(EnvelopeKind::Update, q) = sim.transcript[u].kind else { panic!() };
     let b_mid = sim.mid(B).unwrap();
@@ -258,7 +251,7 @@ fn forward_secrecy_member_secret_deleted_when_acked() {
     assert!(snap.group.member_secrets_pending(&b_mid, q).contains(&c_mid), "control: C's secret waits for C's ack");
     sim.deliver_all();
     for d in [A, B, C] {
-        let g = sim.devices[d].group().unwrap();
+        let g = group(&sim, d);
         assert!(g.member_secrets_pending(&b_mid, q).is_empty(), "device {d}");
         assert_eq!(g.member_secret_count(), 0, "device {d}: {:?}", g.member_secret_keys());
     }
@@ -312,9 +305,7 @@ fn forward_secrecy_two_party_receive_and_one_time_prekey() {
 /// the `can_decrypt` checks test the key material itself, bypassing ordering.
 #[test]
 fn post_compromise_security_after_update() {
-    let mut sim = Sim::new(4, 41);
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C, D], 41);
     let mut sigma = Detached::of(&sim, A);
     let start = sim.transcript.len();
     sim.send(B, b"B before u").unwrap();
@@ -324,7 +315,7 @@ fn post_compromise_security_after_update() {
     sim.deliver_all();
     let a_mid = sim.mid(A).unwrap();
     let PacketKind::Envelope(_, q) = sim.transcript[u].kind else { panic!() };
-    assert!(sim.devices[A].group().unwrap().member_secrets_pending(&a_mid, q).is_empty(), "all acked u");
+    assert!(group(&sim, A).member_secrets_pending(&a_mid, q).is_empty(), "all acked u");
     let mut post = Vec::new();
     for d in [B, C, D, A] {
         post.push(*sim.send(d, format!("after u from {d}").as_bytes()).unwrap().last().unwrap());
@@ -372,11 +363,7 @@ fn post_compromise_security_after_update() {
 /// or with A's identity key (A's very first signing key), is dropped.
 #[test]
 fn stale_signing_key_cannot_sign_after_rotation() {
-    let mut sim = Sim::new(3, 42);
-    let (ids, draws_create) = create_recorded(&mut sim, A, &[B, C], 4201);
-    sim.deliver_all();
-    let create = parse(&envelope_bytes(&sim, ids[0]));
-    let k1 = signing_key_for(&draws_create, &create.new_signing_key.unwrap());
+    let (mut sim, k1) = created_recorded(3, &[B, C], 42, 4201);
     let (uids, draws_update) = update_recorded(&mut sim, A, 4202);
     let u = parse(&envelope_bytes(&sim, uids[0]));
     let k2 = signing_key_for(&draws_update, &u.new_signing_key.unwrap());
@@ -385,18 +372,18 @@ fn stale_signing_key_cannot_sign_after_rotation() {
     let m = *sim.send(A, b"after u").unwrap().last().unwrap();
     let genuine = envelope_bytes(&sim, m);
     let env = parse(&genuine);
-    let gid = sim.devices[A].group().unwrap().gid();
+    let gid = group(&sim, A).gid();
     let a_mid = sim.mid(A).unwrap();
     assert!(env.seq > u.seq);
     assert!(env.verify(&gid, &a_mid, &k2.verifying_key()).is_ok());
     assert_eq!(resign(&env, &gid, &a_mid, &k2), genuine, "re-signing with the current key is exact");
 
-    let before = observe(sim.devices[B].group().unwrap());
+    let before = observe(group(&sim, B));
     let stale = resign(&env, &gid, &a_mid, &k1);
     assert_eq!(outcome(&recv(&mut sim, B, &stale)), Ok(Received::Dropped(DropReason::BadSignature)));
     let by_ik = resign(&env, &gid, &a_mid, &sim.devices[A].identity().signing_key().clone());
     assert_eq!(outcome(&recv(&mut sim, B, &by_ik)), Ok(Received::Dropped(DropReason::BadSignature)));
-    assert_eq!(observe(sim.devices[B].group().unwrap()), before);
+    assert_eq!(observe(group(&sim, B)), before);
 
     // Contrast: a different body under the current key is authentic (REJECT, not DROP).
     let mut tampered = env.clone();
@@ -613,9 +600,7 @@ fn tampered_create_and_welcome_are_refused() {
 /// keeps working.
 #[test]
 fn replayed_envelopes_are_dropped() {
-    let mut sim = Sim::new(4, 53);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C], 53);
     sim.update(B).unwrap();
     sim.send(A, b"x").unwrap();
     sim.add(C, D).unwrap();
@@ -627,7 +612,7 @@ fn replayed_envelopes_are_dropped() {
         let envs: Vec<Packet> =
             sim.transcript.iter().filter(|p| matches!(p.kind, PacketKind::Envelope(..))).cloned().collect();
         for d in [A, C, D] {
-            let before = observe(sim.devices[d].group().unwrap());
+            let before = observe(group(sim, d));
             for p in &envs {
                 let r = recv(sim, d, &p.bytes);
                 if p.from == d {
@@ -648,7 +633,7 @@ fn replayed_envelopes_are_dropped() {
                     assert_eq!(outcome(&r), Ok(Received::Duplicate), "replay of #{} to {d}", p.id);
                 }
             }
-            assert_eq!(observe(sim.devices[d].group().unwrap()), before, "device {d}");
+            assert_eq!(observe(group(sim, d)), before, "device {d}");
         }
     };
     replay_all(&mut sim);
@@ -680,10 +665,10 @@ fn wrong_group_envelopes_are_dropped() {
     let _ = g2.rng.next_u64(); // another group ID, same identities
     g2.create(A, &[B, C]).unwrap();
     g2.deliver_all();
-    assert_ne!(g1.devices[A].group().unwrap().gid(), g2.devices[A].group().unwrap().gid());
+    assert_ne!(group(&g1, A).gid(), group(&g2, A).gid());
     let mut problems = Vec::new();
     for d in [A, B, C] {
-        let before = observe(g2.devices[d].group().unwrap());
+        let before = observe(group(&g2, d));
         for p in g1.transcript.clone() {
             // Including envelopes of this device's own identity in the other group.
             let r = recv(&mut g2, d, &p.bytes);
@@ -695,7 +680,7 @@ fn wrong_group_envelopes_are_dropped() {
                 problems.push(format!("#{} ({:?}) from group 1 at {d} in group 2: {r:?}", p.id, p.kind));
             }
         }
-        let after = observe(g2.devices[d].group().unwrap());
+        let after = observe(group(&g2, d));
         if after != before {
             problems.push(format!("device {d}: state changed (pending {} -> {})", before.pending, after.pending));
         }
@@ -752,7 +737,7 @@ fn non_member_and_re_attributed_envelopes_are_dropped() {
 
     let mut problems = Vec::new();
     for d in [B, C] {
-        let before = observe(sim.devices[d].group().unwrap());
+        let before = observe(group(&sim, d));
         let r = recv(&mut sim, d, &first);
         if outcome(&r) != Ok(Received::Dropped(DropReason::NotAMember)) {
             problems.push(format!("non-member first envelope at {d}: {r:?}"));
@@ -767,7 +752,7 @@ fn non_member_and_re_attributed_envelopes_are_dropped() {
                 problems.push(format!("re-attributed envelope at {d}: {r:?}"));
             }
         }
-        let after = observe(sim.devices[d].group().unwrap());
+        let after = observe(group(&sim, d));
         if after != before {
             problems.push(format!("device {d}: state changed (pending {} -> {})", before.pending, after.pending));
         }
@@ -788,9 +773,7 @@ fn non_member_and_re_attributed_envelopes_are_dropped() {
 /// send) with byte-identical outputs. Failing local operations are atomic too.
 #[test]
 fn receive_is_transactional() {
-    let mut sim = Sim::new(5, 61);
-    sim.create(A, &[B, C]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(5, &[B, C], 61);
     sim.update(A).unwrap();
     sim.deliver_all();
     // Pending traffic for C: an update, an add (D), a message.
@@ -933,18 +916,15 @@ fn garbage_and_truncations_never_panic() {
 /// variant is a plain `Dropped(Duplicate)` and frames nobody. Neither changes the state.
 #[test]
 fn equivocation_is_reported_only_for_authentic_conflicts() {
-    let mut sim = Sim::new(3, 56);
-    let (ids, draws) = create_recorded(&mut sim, A, &[B, C], 5601);
-    sim.deliver_all();
-    let k1 = signing_key_for(&draws, &parse(&envelope_bytes(&sim, ids[0])).new_signing_key.unwrap());
+    let (mut sim, k1) = created_recorded(3, &[B, C], 56, 5601);
     let u = sim.update(A).unwrap()[0];
     sim.deliver_all();
     let genuine = parse(&envelope_bytes(&sim, u));
-    let (gid, a_mid) = (sim.devices[A].group().unwrap().gid(), sim.mid(A).unwrap());
+    let (gid, a_mid) = (group(&sim, A).gid(), sim.mid(A).unwrap());
     let mut other = genuine.clone();
     let n = other.body.len();
     other.body[n - 1] ^= 1;
-    let before = observe(sim.devices[B].group().unwrap());
+    let before = observe(group(&sim, B));
     let unsigned = other.to_bytes();
     let r = recv(&mut sim, B, &unsigned);
     assert_eq!(outcome(&r), Ok(Received::Duplicate), "a forged conflict is a duplicate");
@@ -952,7 +932,7 @@ fn equivocation_is_reported_only_for_authentic_conflicts() {
     let out = recv(&mut sim, B, &authentic).unwrap();
     assert_eq!(out.events, vec![Event::Equivocation { sender: a_mid, seq: genuine.seq }]);
     assert!(out.broadcast.is_empty());
-    assert_eq!(observe(sim.devices[B].group().unwrap()), before);
+    assert_eq!(observe(group(&sim, B)), before);
     let m = *sim.send(A, b"still fine").unwrap().last().unwrap();
     sim.deliver_all();
     assert!(sim.decrypted(B, m));

@@ -9,17 +9,16 @@
 
 mod common;
 
-use common::{A, B, C, D, deliver_all_except, observe};
+use common::{created, created_with, deliver_all_except, group, observe};
 use dcgka::events::Event;
 use dcgka::group::{Context, Group, GroupError, Output, Status};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
 use dcgka::snapshot::{SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError};
+use dcgka_sim::names::{A, B, C, D, E};
 use dcgka_sim::{Dev, NOW, PacketKind, Sim};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-
-const E: Dev = 4;
 
 // ------------------------------------------------------------------------------------
 // Helpers
@@ -152,7 +151,7 @@ fn creator_before_and_after_the_acks() {
     let mut sim = Sim::new(4, 1);
     sim.create(A, &[B, C, D]).unwrap();
     // Right after create: no ack has arrived, every member secret is still held.
-    assert_eq!(sim.devices[A].group().unwrap().member_secret_count(), 3);
+    assert_eq!(group(&sim, A).member_secret_count(), 3);
     let (mut orig, mut restored) = copies_of(&sim, A, false);
     let start = 0;
     sim.deliver_all();
@@ -190,9 +189,7 @@ fn initial_member_straight_after_joining_from_the_create() {
 
 #[test]
 fn newcomer_joined_by_welcome_has_the_same_history_after_restore() {
-    let mut sim = Sim::new(5, 3);
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(5, &[B, C, D], 3);
     sim.remove(B, D).unwrap();
     sim.update(C).unwrap();
     sim.deliver_all();
@@ -201,7 +198,7 @@ fn newcomer_joined_by_welcome_has_the_same_history_after_restore() {
     assert!(sim.deliver_id(E, welcome));
     // The newcomer's history came from the Welcome's log (plus the add): replaying the
     // snapshot's operation log must rebuild exactly that history.
-    let g = sim.devices[E].group().unwrap();
+    let g = group(&sim, E);
     assert!(g.history().len() > 5);
     let (mut orig, mut restored) = copies_of(&sim, E, false);
     let start = sim.transcript.len();
@@ -219,9 +216,7 @@ fn newcomer_joined_by_welcome_has_the_same_history_after_restore() {
 
 #[test]
 fn member_with_buffered_envelopes() {
-    let mut sim = Sim::new(4, 4);
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created(4, &[B, C, D], 4);
     let first = sim.send(A, b"one").unwrap()[0];
     let upd = sim.update(B).unwrap()[0];
     let second = sim.send(A, b"two").unwrap()[0];
@@ -229,7 +224,7 @@ fn member_with_buffered_envelopes() {
     // C gets A's later envelopes first: they wait for A's first message.
     assert!(sim.deliver_id(C, third));
     assert!(sim.deliver_id(C, second));
-    assert_eq!(sim.devices[C].group().unwrap().pending(), 2, "two envelopes of A buffered at C");
+    assert_eq!(group(&sim, C).pending(), 2, "two envelopes of A buffered at C");
     let (mut orig, mut restored) = copies_of(&sim, C, false);
     assert_eq!(restored.group.pending(), 2);
     let env: Vec<Vec<u8>> = [first, upd].iter().map(|i| sim.transcript[*i].bytes.clone()).collect();
@@ -244,15 +239,12 @@ fn member_with_buffered_envelopes() {
 
 #[test]
 fn member_holding_coalesced_acks() {
-    let mut sim = Sim::new(5, 5);
-    sim.config.coalesce_acks = true;
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created_with(5, &[B, C, D], 5, |sim| sim.config.coalesce_acks = true);
     let start = sim.transcript.len();
     sim.update(A).unwrap();
     sim.add(C, E).unwrap();
     sim.deliver_queued();
-    let b = sim.devices[B].group().unwrap();
+    let b = group(&sim, B);
     assert_eq!(b.held_acks(), 2, "B holds its ack of the update and its add-ack");
     let (mut orig, mut restored) = copies_of(&sim, B, false);
     assert_eq!(restored.group.held_acks(), 2);
@@ -268,10 +260,7 @@ fn member_holding_coalesced_acks() {
 
 #[test]
 fn removed_member_and_its_adversarial_shadow() {
-    let mut sim = Sim::new(4, 6);
-    sim.shadows = true;
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created_with(4, &[B, C, D], 6, |sim| sim.shadows = true);
     sim.remove(A, D).unwrap();
     sim.deliver_all();
     let retired = sim.devices[D].retired.last().unwrap();
@@ -351,10 +340,7 @@ fn random_walks_round_trip_at_every_step() {
 /// A state with a bit of everything: buffered envelopes, held acks, a removed member,
 /// member secrets, skipped message keys.
 fn rich_snapshot() -> Vec<u8> {
-    let mut sim = Sim::new(5, 7);
-    sim.config.coalesce_acks = true;
-    sim.create(A, &[B, C, D]).unwrap();
-    sim.deliver_all();
+    let mut sim = created_with(5, &[B, C, D], 7, |sim| sim.config.coalesce_acks = true);
     sim.remove(A, D).unwrap();
     sim.add(B, E).unwrap();
     sim.deliver_all();
@@ -368,7 +354,7 @@ fn rich_snapshot() -> Vec<u8> {
     // its first: B holds an ack and buffers an envelope.
     assert!(sim.deliver_id(B, u));
     assert!(sim.deliver_id(B, m2));
-    let g = sim.devices[B].group().unwrap();
+    let g = group(&sim, B);
     assert_eq!((g.held_acks(), g.pending()), (1, 1));
     assert!(g.member_secret_count() > 0);
     round_trip(g).snapshot().to_vec()

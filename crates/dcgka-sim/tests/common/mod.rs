@@ -1,9 +1,11 @@
-//! Helpers shared by the security and pitfall tests: device constants, a CSPRNG that
-//! records its draws (to recover a device's signing keys, as a snapshot would), posting a
-//! call's output into the simulator, re-signing envelopes, and a record of every
-//! observable getter of a group ("change nothing" checks).
+//! Helpers shared by the simulator's test suites: building a group, looking at a device's
+//! group and at transcript packets, the oracle and error checks, a CSPRNG that records its
+//! draws (to recover a device's signing keys, as a snapshot would), posting a call's output
+//! into the simulator, re-signing envelopes, and a record of every observable getter of a
+//! group ("change nothing" checks). Devices are named by [`dcgka_sim::names`].
 
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Each suite uses some of these helpers; the lints come from the including crate's root.
+#![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -11,22 +13,64 @@ use std::convert::Infallible;
 use dcgka::codec::{Decode, Encode};
 use dcgka::crypto::{SigningSecret, VerifyingKey};
 use dcgka::dgm::History;
-use dcgka::events::{DropReason, Event, RejectReason};
-use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Received, Status};
-use dcgka::ids::{Epoch, GroupId, MemberId, MessageIndex, Origin, SeqNo};
+use dcgka::events::Event;
+use dcgka::group::{Context, Group, GroupError, Output, Received, Status};
+use dcgka::ids::{Epoch, GroupId, MemberId, MessageIndex, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
-use dcgka::wire::{ControlBody, Envelope, EnvelopeKind, SenderRef};
-use dcgka_sim::{Dev, NOW, Packet, PacketKind, Sim};
+use dcgka::wire::{ControlBody, Envelope, SenderRef};
+use dcgka_sim::names::A;
+use dcgka_sim::{Dev, NOW, Packet, PacketKind, Sim, oracle};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng, TryCryptoRng, TryRng};
 
-pub(crate) const A: Dev = 0;
+/// `n` devices; A creates the group with `others`, and everything is delivered.
+pub(crate) fn created(n: usize, others: &[Dev], seed: u64) -> Sim {
+    created_with(n, others, seed, |_| {})
+}
 
-pub(crate) const B: Dev = 1;
+/// [`created`], with the simulation's options set by `configure` before the create.
+pub(crate) fn created_with(n: usize, others: &[Dev], seed: u64, configure: impl FnOnce(&mut Sim)) -> Sim {
+    let mut sim = Sim::new(n, seed);
+    configure(&mut sim);
+    sim.create(A, others).unwrap();
+    sim.deliver_all();
+    sim
+}
 
-pub(crate) const C: Dev = 2;
+/// Device `d`'s live group.
+pub(crate) fn group(sim: &Sim, d: Dev) -> &Group {
+    sim.devices[d].group().unwrap()
+}
 
-pub(crate) const D: Dev = 3;
+/// The control body of transcript packet `id`.
+pub(crate) fn control_body(sim: &Sim, id: usize) -> ControlBody {
+    let env = parse(&sim.transcript[id].bytes);
+    ControlBody::from_bytes(env.kind, &env.body).unwrap()
+}
+
+/// The global oracles and the delivery oracle hold.
+pub(crate) fn assert_oracles(sim: &Sim) {
+    let v = oracle::global_oracles(sim);
+    assert!(v.is_empty(), "global oracles: {v:#?}");
+    let v = oracle::delivery_violations(sim);
+    assert!(v.is_empty(), "delivery: {v:#?}");
+}
+
+/// No device reported an error.
+pub(crate) fn assert_no_errors(sim: &Sim) {
+    assert!(sim.errors().is_empty(), "errors: {:#?}", sim.errors());
+}
+
+/// [`assert_oracles`] and [`assert_no_errors`].
+pub(crate) fn assert_clean(sim: &Sim) {
+    assert_oracles(sim);
+    assert_no_errors(sim);
+}
+
+/// No extra check, for the scenario runners that take one.
+pub(crate) fn none(_: &Sim) -> Vec<String> {
+    Vec::new()
+}
 
 /// Every observable getter of a group, for "nothing changed" comparisons.
 #[derive(Debug, PartialEq)]
@@ -228,6 +272,17 @@ pub(crate) fn create_recorded(sim: &mut Sim, d: Dev, others: &[Dev], seed: u64) 
     sim.devices[d].install(g);
     let ids = inject(sim, d, out);
     (ids, rec.draws)
+}
+
+/// [`created`], with A's create made under a recording CSPRNG seeded by `rng_seed` (see
+/// [`create_recorded`]). Returns the simulation and the signing key that A's create
+/// announces, as an adversary holding a snapshot of A would know it.
+pub(crate) fn created_recorded(n: usize, others: &[Dev], seed: u64, rng_seed: u64) -> (Sim, SigningSecret) {
+    let mut sim = Sim::new(n, seed);
+    let (ids, draws) = create_recorded(&mut sim, A, others, rng_seed);
+    sim.deliver_all();
+    let key = signing_key_for(&draws, &parse(&envelope_bytes(&sim, ids[0])).new_signing_key.unwrap());
+    (sim, key)
 }
 
 pub(crate) fn parse(bytes: &[u8]) -> Envelope {
