@@ -6,14 +6,13 @@
 
 mod common;
 
-use common::{A, B, C, D, observe};
+use common::{group, observe};
 use dcgka::group::{Context, GroupError};
 use dcgka::prekeys::InMemoryPrekeyDirectory;
+use dcgka_sim::names::{A, B, C, D, E};
 use dcgka_sim::{NOW, Sim};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-
-const E: usize = 4;
 
 #[test]
 fn a_refused_add_with_a_heal_pending_changes_nothing() {
@@ -26,7 +25,7 @@ fn a_refused_add_with_a_heal_pending_changes_nothing() {
     let ids = sim.add(A, D).unwrap();
     assert!(sim.deliver_id(D, ids[1]), "D's Welcome");
     assert!(sim.deliver_id(D, b2), "B's removal");
-    let g = sim.devices[D].group().unwrap();
+    let g = group(&sim, D);
     assert!(g.heal_pending());
     let before = observe(g);
     // D adds E without E's prekey bundle: refused, and neither the heal update nor the add
