@@ -8,7 +8,7 @@
 //! processed); every measured call runs on a fresh clone of the member's state (cloning is
 //! not measured).
 //!
-//! Run with `cargo bench -p dcgka-sim --bench operations`.
+//! Run with `cargo bench -p dcgka-cli --bench operations`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

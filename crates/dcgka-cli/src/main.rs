@@ -5,6 +5,8 @@
 //!   ending with a verification block.
 //! - `dcgka sim --members M --steps S --seed X [--partitions P] [--json]`: one randomized
 //!   schedule checked by the simulator's oracles.
+//! - `dcgka bench [--sizes …] [--ops …] [--iterations K] [--csv F] [--plot F.svg]`: the
+//!   paper's Figures 6 and 7 (traffic and per-member CPU per operation).
 //!
 //! The exit status is 0 exactly when every check holds.
 

@@ -480,3 +480,42 @@ fn a_received_message_commits_only_its_group() {
     let after = net.devs[2].store().commits();
     assert_eq!(after - before, 1);
 }
+
+#[test]
+fn hostile_bytes_change_nothing_a_member_holds() {
+    use rand_core::Rng;
+    let mut net = Net::group(3, 13);
+    let gid = net.gid(0);
+    let sent = net.call(1, |d, env| d.send(env, &gid, b"genuine"));
+    net.queue.clear();
+    let genuine = sent.transmit[0].bytes.clone();
+    let snapshot = net.devs[2].group(&gid).unwrap().snapshot();
+    let members = net.members(2);
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for i in 0..400 {
+        let mut v = vec![0u8; 1 + (rng.next_u32() % 300) as usize];
+        rng.fill_bytes(&mut v);
+        if i % 2 == 0 {
+            // Looks like an envelope of the group: version, kind, the sender's tag.
+            let k = genuine.len().min(v.len()).min(20);
+            v[..k].copy_from_slice(&genuine[..k]);
+        }
+        inputs.push(v);
+    }
+    inputs.extend((0..genuine.len()).map(|cut| genuine[..cut].to_vec()));
+    for (i, v) in inputs.iter().enumerate() {
+        let mut env = Env { rng: &mut net.rng, now: NOW, prekeys: &mut net.dir };
+        for r in [net.devs[2].receive(&mut env, v), net.devs[2].receive_welcome(&mut env, v)].into_iter().flatten() {
+            assert!(r.transmit.is_empty() && r.events.is_empty(), "input {i}: {r:?}");
+        }
+        assert!(SyncRequest::from_bytes(v).is_err() || v.first() == Some(&0x51), "input {i}");
+        let _ = SyncResponse::from_bytes(v);
+    }
+    // Nothing the member holds changed; the genuine message still decrypts.
+    assert_eq!(net.members(2), members);
+    assert_eq!(net.devs[2].group(&gid).unwrap().snapshot(), snapshot);
+    let r = net.call(2, |d, env| d.receive(env, &genuine));
+    assert_eq!(r.outcomes, vec![Outcome::Accepted(gid)]);
+    assert_eq!(net.plaintexts(2), vec![b"genuine".to_vec()]);
+}

@@ -19,13 +19,12 @@ pub mod random;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use dcgka::codec::Decode;
 use dcgka::crypto::IdentityKey;
 use dcgka::events::{DropReason, Event};
 use dcgka::group::{Context, Group, GroupConfig, GroupError, Status};
 use dcgka::ids::{GroupId, MemberId, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
-use dcgka::wire::{Envelope, EnvelopeKind};
+use dcgka::wire::EnvelopeKind;
 use dcgka_device::{Destination, DeviceError, Env, MemoryStore, Outcome, Report};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -387,11 +386,9 @@ impl Sim {
                 Destination::Group => {
                     // A batch (coalesced acks) stands for its last item: the operation or
                     // message its held acks travel with.
-                    let last =
-                        Envelope::from_bytes(&t.bytes).ok().and_then(|e| e.items().ok()).and_then(|mut v| v.pop());
-                    match last {
-                        Some(e) => PacketKind::Envelope(e.kind, e.seq),
-                        None => continue,
+                    match Group::peek(&t.bytes) {
+                        Ok(p) => PacketKind::Envelope(p.last_kind, p.last_seq),
+                        Err(_) => continue,
                     }
                 }
                 _ => PacketKind::Welcome,

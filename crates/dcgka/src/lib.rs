@@ -135,6 +135,7 @@ pub use crate::group::{
     welcome_target,
 };
 pub use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, SeqNo};
+pub use crate::ordering::BufferError;
 pub use crate::prekeys::{Identity, InMemoryPrekeyDirectory, PrekeyBundle, PrekeyError, PrekeyProvider};
 pub use crate::ratchet::RatchetError;
 pub use crate::snapshot::SnapshotError;

@@ -14,7 +14,7 @@
 //!          ‖ members:list<[32]>        every MID the state mentions, in order of first mention
 //!          ‖ group                     config, identity key, then the layers below, then the
 //!                                      signing secret, sender ratchets, message indices,
-//!                                      status, pending duplicate removal, test flag, held acks
+//!                                      status, pending duplicate removal, held acks
 //!              dcgka  (γ, §5.1)        me, gid, seq, IK table, H as its operation log,
 //!                                      next seed, 2SM sessions, member secrets, outer
 //!                                      ratchets, heal flag, processed update acks

@@ -84,7 +84,10 @@ pub enum JoinError {
     Undecryptable,
 }
 
-/// Why a call failed. The group is unchanged in every case.
+/// Why a call failed. The group is unchanged, except after a FATAL failure (§5.6) of a
+/// local operation that had already committed, which leaves the group
+/// [`Status::Corrupted`] (only an internal invariant breaking, or a peer's invalid prekey
+/// material, can cause one).
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GroupError {
