@@ -46,6 +46,10 @@ pub enum DeviceError {
     /// This device holds no active instance of the group.
     #[error("no active instance of group {0}")]
     NoActiveGroup(GroupId),
+    /// The library refused a call or an input that names no group of this device yet
+    /// (a create that fails, a Welcome that cannot be read).
+    #[error(transparent)]
+    Refused(GroupError),
     /// The group refused the call or the input.
     #[error("group {gid}: {error}")]
     Group {
@@ -116,8 +120,9 @@ pub struct Report {
     /// Groups this call joined (the application then syncs them with its peers, §7.7).
     pub joined: Vec<GroupId>,
     /// Secondary failures that did not fail the call: a held Welcome that could not be
-    /// used, a backlogged envelope a group refused.
-    pub errors: Vec<(GroupId, GroupError)>,
+    /// used, a backlogged envelope a group refused, an item of a sync answer (with the
+    /// group, when one is known).
+    pub errors: Vec<(Option<GroupId>, GroupError)>,
 }
 
 /// What one call changed, collected for the commit.
@@ -131,6 +136,18 @@ pub(crate) struct Changes {
     backlog: bool,
     identity: bool,
     pub(crate) report: Report,
+}
+
+impl Changes {
+    /// Records a failure that does not fail the call.
+    pub(crate) fn record(&mut self, e: DeviceError) {
+        match e {
+            DeviceError::Group { gid, error } => self.report.errors.push((Some(gid), error)),
+            DeviceError::Refused(error) => self.report.errors.push((None, error)),
+            DeviceError::Malformed(d) => self.report.errors.push((None, GroupError::Malformed(d))),
+            _ => {}
+        }
+    }
 }
 
 /// One device: its identity, its groups, the device rules, the envelope logs, the
@@ -313,8 +330,7 @@ impl<S: Storage> Device<S> {
         self.check_usable()?;
         let config = self.config;
         let mut ctx = ctx(env, &mut self.identity);
-        let (g, out) = Group::create(&mut ctx, others, config)
-            .map_err(|error| DeviceError::Group { gid: GroupId([0; 32]), error })?;
+        let (g, out) = Group::create(&mut ctx, others, config).map_err(DeviceError::Refused)?;
         let gid = g.gid();
         let mut ch = Changes::default();
         let g = self.instance(g);
@@ -448,7 +464,7 @@ impl<S: Storage> Device<S> {
     ) -> Result<Outcome, DeviceError> {
         let peek = Group::peek(bytes).map_err(|e| match e {
             GroupError::Malformed(d) => DeviceError::Malformed(d),
-            other => DeviceError::Group { gid: GroupId([0; 32]), error: other },
+            other => DeviceError::Refused(other),
         })?;
         let routed = match peek.gid {
             Some(gid) if peek.kind == dcgka::EnvelopeKind::Create => match self.slots.get(&gid) {
@@ -513,7 +529,7 @@ impl<S: Storage> Device<S> {
         let (gid, target) = match welcome_target(bytes, &self.identity.public_key()) {
             Ok(t) => t,
             Err(GroupError::Malformed(e)) => return Err(DeviceError::Malformed(e)),
-            Err(error) => return Err(DeviceError::Group { gid: GroupId([0; 32]), error }),
+            Err(error) => return Err(DeviceError::Refused(error)),
         };
         let slot = self.slots.entry(gid).or_default();
         slot.learn_instances();
@@ -565,8 +581,7 @@ impl<S: Storage> Device<S> {
         for bytes in backlog {
             match self.receive_envelope(env, &bytes, ch) {
                 Ok(_) => {}
-                Err(DeviceError::Group { gid, error }) => ch.report.errors.push((gid, error)),
-                Err(_) => {}
+                Err(e) => ch.record(e),
             }
         }
     }
@@ -671,8 +686,7 @@ impl<S: Storage> Device<S> {
                 let w = slot.pending.remove(0);
                 match self.receive_welcome_inner(env, &w, ch) {
                     Ok(_) => {}
-                    Err(DeviceError::Group { gid, error }) => ch.report.errors.push((gid, error)),
-                    Err(_) => {}
+                    Err(e) => ch.record(e),
                 }
             }
         }

@@ -13,7 +13,6 @@ use dcgka::EnvelopeKind;
 use dcgka::IdentityKey;
 use dcgka::codec::{DecodeError, Reader, Writer, check_sorted_set};
 use dcgka::group::Group;
-use dcgka::group::GroupError;
 use dcgka::ids::{GroupId, MemberId, SeqNo};
 use rand_core::CryptoRng;
 
@@ -272,23 +271,15 @@ impl<S: Storage> Device<S> {
         for w in &resp.welcomes {
             match self.receive_welcome_inner(env, w, &mut ch) {
                 Ok(o) => ch.report.outcomes.push(o),
-                Err(e) => record(&mut ch, e),
+                Err(e) => ch.record(e),
             }
         }
         for e in &resp.envelopes {
             match self.receive_envelope(env, e, &mut ch) {
                 Ok(o) => ch.report.outcomes.push(o),
-                Err(e) => record(&mut ch, e),
+                Err(e) => ch.record(e),
             }
         }
         self.finish_call(env, ch)
-    }
-}
-
-fn record(ch: &mut Changes, e: DeviceError) {
-    match e {
-        DeviceError::Group { gid, error } => ch.report.errors.push((gid, error)),
-        DeviceError::Malformed(d) => ch.report.errors.push((GroupId([0; 32]), GroupError::Malformed(d))),
-        _ => {}
     }
 }
