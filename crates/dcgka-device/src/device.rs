@@ -18,12 +18,13 @@ use dcgka::ids::{GroupId, MemberId};
 use dcgka::prekeys::{Identity, OneTimePrekey, PrekeyError, PrekeyProvider, Signed};
 use dcgka::snapshot::SnapshotError;
 use rand_core::CryptoRng;
+use zeroize::Zeroizing;
 
 use crate::consts::{MAX_BACKLOG_BYTES, MAX_BACKLOG_ENVELOPES};
 use crate::log::{LogEntry, SentWelcome};
 use crate::outbox::{Destination, Transmit};
 use crate::rules::Slot;
-use crate::storage::{Commit, MemoryStore, Record, StateKey, Storage};
+use crate::storage::{Commit, MemoryStore, StateKey, Storage};
 
 /// What every call that may run the protocol needs from the caller: randomness, time and
 /// the PKI. The device supplies its own identity.
@@ -168,6 +169,9 @@ pub struct Device<S: Storage = MemoryStore> {
     /// One-time prekeys held when the identity was last committed: a call that consumed
     /// one must commit the identity.
     committed_opks: usize,
+    /// The state records the store holds (identity aside), to write only those that
+    /// changed.
+    written: BTreeMap<StateKey, Zeroizing<Vec<u8>>>,
     #[cfg(feature = "test-hooks")]
     retired: Vec<(GroupId, Group)>,
     #[cfg(feature = "test-hooks")]
@@ -189,6 +193,7 @@ impl<S: Storage> Device<S> {
             store,
             poisoned: false,
             committed_opks: usize::MAX,
+            written: BTreeMap::new(),
             #[cfg(feature = "test-hooks")]
             retired: Vec::new(),
             #[cfg(feature = "test-hooks")]
@@ -207,12 +212,11 @@ impl<S: Storage> Device<S> {
         let identity = Identity::restore(id_bytes).map_err(|e| restore("identity", e))?;
         let mut slots: BTreeMap<GroupId, Slot> = BTreeMap::new();
         let mut backlog = VecDeque::new();
+        let mut parts: BTreeMap<GroupId, GroupParts<'_>> = BTreeMap::new();
         for (key, bytes) in &stored.state {
             match key {
-                StateKey::Group(gid) => {
-                    let g = Group::restore(bytes).map_err(|e| restore("group", e))?;
-                    slots.entry(*gid).or_default().live = Some(g);
-                }
+                StateKey::Group(gid) => parts.entry(*gid).or_default().0 = Some(bytes),
+                StateKey::Sender(gid, id) => parts.entry(*gid).or_default().1.push((*id, bytes)),
                 StateKey::Rules(gid) => {
                     slots.entry(*gid).or_default().decode_rules(bytes).map_err(|e| restore("rules", e.into()))?;
                 }
@@ -220,6 +224,16 @@ impl<S: Storage> Device<S> {
                 _ => {}
             }
         }
+        for (gid, (core, senders)) in parts {
+            let core = core.ok_or(DeviceError::Restore {
+                what: "group",
+                error: SnapshotError::Inconsistent("sender records without a core record"),
+            })?;
+            let g = Group::restore_records(core, senders).map_err(|e| restore("group", e))?;
+            slots.entry(gid).or_default().live = Some(g);
+        }
+        let written =
+            stored.state.iter().filter(|(k, _)| **k != StateKey::Identity).map(|(k, v)| (*k, v.clone())).collect();
         for (gid, entry) in stored.log {
             slots.entry(gid).or_default().log.restore(entry);
         }
@@ -242,6 +256,7 @@ impl<S: Storage> Device<S> {
             store,
             poisoned: false,
             committed_opks,
+            written,
             #[cfg(feature = "test-hooks")]
             retired: Vec::new(),
             #[cfg(feature = "test-hooks")]
@@ -711,16 +726,37 @@ impl<S: Storage> Device<S> {
     fn commit(&mut self, mut ch: Changes) -> Result<Report, DeviceError> {
         let mut c = Commit::default();
         let opks = self.identity.key_store().one_time_prekey_count();
-        if ch.identity || opks != self.committed_opks {
-            c.state.push((StateKey::Identity, Some(Record::Identity(&self.identity))));
-        }
-        for gid in &ch.touched {
-            let Some(slot) = self.slots.get(gid) else { continue };
-            c.state.push((StateKey::Group(*gid), slot.live.as_ref().map(Record::Group)));
-            c.state.push((StateKey::Rules(*gid), Some(Record::Bytes(slot.encode_rules()))));
-        }
-        if ch.backlog {
-            c.state.push((StateKey::Backlog, Some(Record::Backlog(&self.backlog))));
+        let mut written = Vec::new();
+        if self.store.keeps_state() {
+            if ch.identity || opks != self.committed_opks {
+                c.state.push((StateKey::Identity, Some(self.identity.snapshot())));
+            }
+            for gid in &ch.touched {
+                let Some(slot) = self.slots.get(gid) else { continue };
+                let mut fresh: BTreeMap<StateKey, Zeroizing<Vec<u8>>> = BTreeMap::new();
+                if let Some(g) = &slot.live {
+                    let records = g.records();
+                    fresh.insert(StateKey::Group(*gid), records.core);
+                    fresh.extend(records.senders.into_iter().map(|(id, r)| (StateKey::Sender(*gid, id), r)));
+                }
+                fresh.insert(StateKey::Rules(*gid), Zeroizing::new(slot.encode_rules()));
+                let of_group = |k: &StateKey| matches!(k, StateKey::Group(g) | StateKey::Sender(g, _) | StateKey::Rules(g) if g == gid);
+                for k in self.written.keys().filter(|k| of_group(k) && !fresh.contains_key(k)) {
+                    c.state.push((*k, None));
+                    written.push((*k, None));
+                }
+                for (k, v) in fresh {
+                    if self.written.get(&k) != Some(&v) {
+                        c.state.push((k, Some(v.clone())));
+                        written.push((k, Some(v)));
+                    }
+                }
+            }
+            if ch.backlog {
+                let v = Zeroizing::new(encode_backlog(&self.backlog));
+                c.state.push((StateKey::Backlog, Some(v.clone())));
+                written.push((StateKey::Backlog, Some(v)));
+            }
         }
         for t in &mut ch.report.transmit {
             t.id = self.next_transmit;
@@ -739,6 +775,12 @@ impl<S: Storage> Device<S> {
             return Err(DeviceError::Storage(Box::new(e)));
         }
         self.committed_opks = opks;
+        for (k, v) in written {
+            match v {
+                Some(v) => self.written.insert(k, v),
+                None => self.written.remove(&k),
+            };
+        }
         self.outbox.extend(c.outbox_added);
         Ok(ch.report)
     }
@@ -781,6 +823,9 @@ impl<S: Storage> Device<S> {
 fn ctx<'a, R: CryptoRng>(env: &'a mut Env<'_, R>, identity: &'a mut Identity) -> Context<'a, R> {
     Context { rng: &mut *env.rng, now: env.now, prekeys: &mut *env.prekeys, identity }
 }
+
+/// A group's stored records while reopening: the core record and the sender records.
+type GroupParts<'a> = (Option<&'a [u8]>, Vec<(MemberId, &'a [u8])>);
 
 /// A hash of an envelope, to recognise it in the backlog (a collision at worst evicts one
 /// envelope early; sync brings it again).

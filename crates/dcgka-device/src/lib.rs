@@ -32,5 +32,5 @@ pub mod sync;
 
 pub use device::{Device, DeviceError, Env, Outcome, Report};
 pub use outbox::{Destination, Transmit};
-pub use storage::{Commit, MemoryStore, Record, StateKey, Storage, Stored};
+pub use storage::{Commit, MemoryStore, StateKey, Storage, Stored};
 pub use sync::{GroupHeads, SyncError, SyncRequest, SyncResponse};

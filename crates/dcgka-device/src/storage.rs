@@ -11,13 +11,11 @@
 //!
 //! [`MemoryStore`] is the in-memory implementation, used by tests and the simulator.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 
 use dcgka::events::Event;
-use dcgka::group::Group;
 use dcgka::ids::{GroupId, MemberId};
-use dcgka::prekeys::Identity;
 use zeroize::Zeroizing;
 
 use crate::log::{LogEntry, SentWelcome};
@@ -29,8 +27,12 @@ use crate::outbox::Transmit;
 pub enum StateKey {
     /// The device's identity and prekey secrets ([`dcgka::prekeys::Identity::snapshot`]).
     Identity,
-    /// The live member instance of a group ([`dcgka::group::Group::snapshot`]).
+    /// The core of a group's live member instance: everything but the per-sender parts
+    /// ([`dcgka::group::Group::records`]).
     Group(GroupId),
+    /// One sender's part of a group's live instance: its ordering head, sender ratchet
+    /// and message index. A received in-order message changes only this record.
+    Sender(GroupId, MemberId),
     /// The device rules' record of a group: the instances it knows of and the Welcomes
     /// held for later (§6.6).
     Rules(GroupId),
@@ -38,37 +40,13 @@ pub enum StateKey {
     Backlog,
 }
 
-/// The value of a state record, encoded only when the store asks for its bytes (a store
-/// that keeps nothing, or writes records its own way, pays nothing for encoding).
-#[derive(Debug)]
-pub enum Record<'a> {
-    /// The identity ([`Identity::snapshot`]).
-    Identity(&'a Identity),
-    /// A group's live instance ([`Group::snapshot`]).
-    Group(&'a Group),
-    /// The backlog: `list<opaque>`.
-    Backlog(&'a VecDeque<Vec<u8>>),
-    /// Bytes encoded by the device (the rules record).
-    Bytes(Vec<u8>),
-}
-
-impl Record<'_> {
-    /// The record's bytes. They are secret: they zeroize on drop.
-    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
-        match self {
-            Record::Identity(i) => i.snapshot(),
-            Record::Group(g) => g.snapshot(),
-            Record::Backlog(b) => Zeroizing::new(crate::device::encode_backlog(b)),
-            Record::Bytes(b) => Zeroizing::new(b.clone()),
-        }
-    }
-}
-
 /// Everything one device call changed, to be stored atomically.
 #[derive(Debug, Default)]
-pub struct Commit<'a> {
-    /// State records written (`Some`) or deleted (`None`).
-    pub state: Vec<(StateKey, Option<Record<'a>>)>,
+pub struct Commit {
+    /// State records written (`Some`) or deleted (`None`): only those whose bytes changed.
+    /// Values are secret and zeroize on drop. Empty for a store that keeps no state
+    /// ([`Storage::keeps_state`]).
+    pub state: Vec<(StateKey, Option<Zeroizing<Vec<u8>>>)>,
     /// Envelopes appended to a group's log.
     pub log: Vec<(GroupId, LogEntry)>,
     /// Welcomes this device sent, kept to re-offer them.
@@ -83,7 +61,7 @@ pub struct Commit<'a> {
     pub events: Vec<(GroupId, Event)>,
 }
 
-impl Commit<'_> {
+impl Commit {
     /// Whether the commit changes nothing.
     pub fn is_empty(&self) -> bool {
         self.state.is_empty()
@@ -115,7 +93,13 @@ pub trait Storage {
     type Error: std::error::Error + Send + Sync + 'static;
 
     /// Applies `commit` atomically: all of it or nothing.
-    fn commit(&mut self, commit: &Commit<'_>) -> Result<(), Self::Error>;
+    fn commit(&mut self, commit: &Commit) -> Result<(), Self::Error>;
+
+    /// Whether the store keeps state records. A store that does not (a simulation's) spares
+    /// the device encoding them; [`Storage::load`] then cannot reopen the device.
+    fn keeps_state(&self) -> bool {
+        true
+    }
 
     /// Reads back everything committed.
     fn load(&self) -> Result<Stored, Self::Error>;
@@ -169,7 +153,11 @@ impl MemoryStore {
 impl Storage for MemoryStore {
     type Error = Infallible;
 
-    fn commit(&mut self, c: &Commit<'_>) -> Result<(), Infallible> {
+    fn keeps_state(&self) -> bool {
+        !self.volatile
+    }
+
+    fn commit(&mut self, c: &Commit) -> Result<(), Infallible> {
         self.commits += 1;
         if self.volatile {
             return Ok(());
@@ -178,9 +166,8 @@ impl Storage for MemoryStore {
         for (k, v) in &c.state {
             match v {
                 Some(v) => {
-                    let bytes = v.encode();
-                    self.state_bytes += bytes.len() as u64;
-                    s.state.insert(*k, bytes);
+                    self.state_bytes += v.len() as u64;
+                    s.state.insert(*k, v.clone());
                 }
                 None => {
                     s.state.remove(k);

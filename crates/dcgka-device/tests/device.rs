@@ -425,7 +425,7 @@ struct DiskFull;
 
 impl Storage for Flaky {
     type Error = DiskFull;
-    fn commit(&mut self, c: &Commit<'_>) -> Result<(), DiskFull> {
+    fn commit(&mut self, c: &Commit) -> Result<(), DiskFull> {
         if self.ok == 0 {
             return Err(DiskFull);
         }
@@ -463,22 +463,107 @@ fn a_failed_commit_returns_nothing_to_send_and_the_store_keeps_the_last_committe
     assert_eq!(g.seq(), SeqNo(1), "the failed send consumed nothing");
     assert_eq!(
         committed.state.get(&StateKey::Group(gid)).map(|v| v.to_vec()),
-        Some(g.snapshot().to_vec()),
+        Some(g.records().core.to_vec()),
         "the stored group is the committed one"
     );
     assert_eq!(reopened.outbox().len(), 1, "the create is still to be sent");
 }
 
 #[test]
-fn a_received_message_commits_only_its_group() {
+fn a_received_message_commits_once() {
     let mut net = Net::group(3, 12);
     let gid = net.gid(0);
     let before = net.devs[2].store().commits();
     net.run(1, |d, env| d.send(env, &gid, b"m"));
     net.pump();
-    // One commit for the receive, one for confirming C sent nothing.
+    // One commit for the receive (confirming that C sent nothing writes nothing).
     let after = net.devs[2].store().commits();
     assert_eq!(after - before, 1);
+}
+
+/// A store that remembers the last commit, to see what one call wrote.
+#[derive(Clone, Debug, Default)]
+struct Recording {
+    inner: MemoryStore,
+    last: Vec<(StateKey, usize)>,
+    log: usize,
+}
+
+impl Storage for Recording {
+    type Error = std::convert::Infallible;
+    fn commit(&mut self, c: &Commit) -> Result<(), Self::Error> {
+        self.last = c.state.iter().map(|(k, v)| (*k, v.as_ref().map_or(0, |v| v.len()))).collect();
+        self.log = c.log.iter().map(|(_, e)| e.bytes.len()).sum();
+        self.inner.commit(c)
+    }
+    fn load(&self) -> Result<Stored, Self::Error> {
+        self.inner.load()
+    }
+}
+
+#[test]
+fn a_received_message_writes_only_its_senders_record() {
+    for n in [3, 24] {
+        let mut net = Net::group(n, 12);
+        let gid = net.gid(0);
+        let b = net.me(1);
+        let sent = net.call(1, |d, env| d.send(env, &gid, b"m"));
+        net.queue.clear();
+        // C's device over a recording store: what does receiving the message write?
+        let stored = net.devs[2].store().clone();
+        let mut c = Device::open(GroupConfig::default(), Recording { inner: stored, ..Recording::default() }).unwrap();
+        let mut env = Env { rng: &mut net.rng, now: NOW, prekeys: &mut net.dir };
+        let r = c.receive(&mut env, &sent.transmit[0].bytes).unwrap();
+        assert!(r.events.iter().any(|(_, e)| matches!(e, Event::Message { .. })));
+        let written = &c.store().last;
+        assert_eq!(written.len(), 1, "n = {n}: {written:?}");
+        assert_eq!(written[0].0, StateKey::Sender(gid, b), "n = {n}");
+        let bytes: usize = written.iter().map(|(_, l)| l).sum::<usize>() + c.store().log;
+        assert!(bytes <= 2048, "n = {n}: {bytes} bytes written for one message");
+        // And the device reopened from those writes is the same device.
+        let again = Device::open(GroupConfig::default(), c.store().inner.clone()).unwrap();
+        assert_eq!(again.group(&gid).unwrap().snapshot(), c.group(&gid).unwrap().snapshot());
+    }
+}
+
+#[test]
+fn every_device_reopens_exactly_after_a_busy_history() {
+    let mut net = Net::new(5, 14);
+    let others: Vec<_> = (1..4).map(|d| net.devs[d].public_key()).collect();
+    let mut env = Env { rng: &mut net.rng, now: NOW, prekeys: &mut net.dir };
+    let (gid, r) = net.devs[0].create(&mut env, &others).unwrap();
+    net.post(0, &r);
+    net.pump();
+    let e_ik = net.devs[4].public_key();
+    net.run(1, |d, env| d.update(env, &gid));
+    net.run(2, |d, env| d.send(env, &gid, b"one"));
+    net.pump();
+    net.run(0, |d, env| d.add(env, &gid, e_ik));
+    net.pump();
+    let c = net.me(2);
+    net.run(3, |d, env| d.remove(env, &gid, c));
+    net.run(4, |d, env| d.send(env, &gid, b"two"));
+    net.pump();
+    net.run(1, |d, env| d.send(env, &gid, b"three"));
+    net.pump();
+    for d in 0..5 {
+        let again = Device::open(GroupConfig::default(), net.devs[d].store().clone()).unwrap();
+        assert_eq!(again.identity().snapshot(), net.devs[d].identity().snapshot(), "device {d}");
+        let snap = |dev: &Device| dev.group(&gid).map(|g| g.snapshot());
+        assert_eq!(snap(&again), snap(&net.devs[d]), "device {d}");
+        assert_eq!(again.log(&gid), net.devs[d].log(&gid), "device {d}");
+        assert_eq!(again.known_instances(&gid), net.devs[d].known_instances(&gid), "device {d}");
+        net.devs[d] = again;
+    }
+    // The reopened devices go on together.
+    net.run(4, |d, env| d.update(env, &gid));
+    net.run(0, |d, env| d.send(env, &gid, b"after"));
+    net.pump();
+    for d in [1, 3, 4] {
+        assert_eq!(net.plaintexts(d).last().unwrap(), b"after", "device {d}");
+        assert_eq!(net.members(d), net.members(0));
+    }
+    assert!(net.devs[2].group(&gid).is_none(), "C was removed");
 }
 
 #[test]

@@ -31,6 +31,13 @@ fn round_trip(g: &Group) -> Group {
     assert_eq!(bytes[0], SNAPSHOT_MAGIC);
     assert_eq!(bytes[1], SNAPSHOT_VERSION);
     assert_eq!(g.state_size(), bytes.len());
+    // The same state as records (a core and one record per sender) restores to the same
+    // group, and its records are canonical.
+    let records = g.records();
+    let from_records = Group::restore_records(&records.core, records.senders.iter().map(|(id, b)| (*id, &b[..])))
+        .unwrap_or_else(|e| panic!("restore from records failed: {e}"));
+    assert_eq!(from_records.snapshot(), bytes, "records and snapshot disagree");
+    assert_eq!(from_records.records(), records);
     let mut r = Group::restore(&bytes).unwrap_or_else(|e| panic!("restore failed: {e}"));
     // The adversarial flag is a test hook outside the format: an adversarial copy is made
     // one again after its restore.

@@ -81,8 +81,8 @@ mod state;
 mod types;
 
 pub use types::{
-    Accepted, Context, GroupConfig, GroupError, JoinError, Output, Peek, Received, Status, WelcomeMessage,
-    welcome_target,
+    Accepted, Context, GroupConfig, GroupError, GroupRecords, JoinError, Output, Peek, Received, Status,
+    WelcomeMessage, welcome_target,
 };
 
 impl Group {

@@ -131,8 +131,8 @@ layer!(crypto, dcgka, dgm, ordering, ratchet, two_party, welcome, wire);
 pub use crate::crypto::{IdentityKey, VerifyingKey};
 pub use crate::events::{DropReason, Event, RejectReason};
 pub use crate::group::{
-    Accepted, Context, Group, GroupConfig, GroupError, JoinError, Output, Peek, Received, Status, WelcomeMessage,
-    welcome_target,
+    Accepted, Context, Group, GroupConfig, GroupError, GroupRecords, JoinError, Output, Peek, Received, Status,
+    WelcomeMessage, welcome_target,
 };
 pub use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, SeqNo};
 pub use crate::ordering::BufferError;

@@ -239,8 +239,12 @@ impl Ordering {
     /// tag:[16]` or `1 ‖ ik:[32] ‖ of_sender:[16] ‖ of_seq:var`. Envelopes are in their wire
     /// encoding, candidates in their order. The decompressed keys and the buffer counters
     /// are rebuilt.
-    pub(crate) fn encode_state(&self, w: &mut StateWriter) {
-        w.map(&self.senders, |w, id, st| {
+    ///
+    /// With `senders` false the sender table is left empty (the group's core record; each
+    /// sender's entry goes to its own record).
+    pub(crate) fn encode_parts(&self, w: &mut StateWriter, senders: bool) {
+        let none = BTreeMap::new();
+        w.map(if senders { &self.senders } else { &none }, |w, id, st| {
             w.member(id);
             w.var(st.hwm);
             w.raw(&st.key.0);
@@ -348,6 +352,12 @@ impl Ordering {
 
     pub(crate) fn senders(&self) -> &BTreeMap<MemberId, SenderState> {
         &self.senders
+    }
+
+    /// Restores one sender's entry from its own record.
+    pub(crate) fn insert_sender(&mut self, id: MemberId, state: SenderState) {
+        self.cache_key(id, &state.key);
+        self.senders.insert(id, state);
     }
 
     /// Loads a Welcome's sender table and horizon.

@@ -87,6 +87,9 @@ pub const IDENTITY_SNAPSHOT_MAGIC: u8 = 0xD1;
 /// far); versioned independently of [`SNAPSHOT_VERSION`].
 pub const IDENTITY_SNAPSHOT_VERSION: u8 = 1;
 
+/// The first byte of one sender's record of a group ([`crate::group::Group::records`]).
+pub const SENDER_RECORD_MAGIC: u8 = 0xDD;
+
 /// What a snapshot holds; its header (magic and version) depends on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SnapshotKind {
@@ -96,6 +99,9 @@ pub(crate) enum SnapshotKind {
     /// A device's identity and key store: [`IDENTITY_SNAPSHOT_MAGIC`],
     /// [`IDENTITY_SNAPSHOT_VERSION`], no member table.
     Identity,
+    /// One sender's part of a group's state (its ordering head, sender ratchet and message
+    /// index): [`SENDER_RECORD_MAGIC`], [`SNAPSHOT_VERSION`], a member table.
+    Sender,
 }
 
 impl SnapshotKind {
@@ -104,20 +110,21 @@ impl SnapshotKind {
         match self {
             SnapshotKind::Group => SNAPSHOT_MAGIC,
             SnapshotKind::Identity => IDENTITY_SNAPSHOT_MAGIC,
+            SnapshotKind::Sender => SENDER_RECORD_MAGIC,
         }
     }
 
     /// The version written, and the only one read so far.
     const fn version(self) -> u8 {
         match self {
-            SnapshotKind::Group => SNAPSHOT_VERSION,
+            SnapshotKind::Group | SnapshotKind::Sender => SNAPSHOT_VERSION,
             SnapshotKind::Identity => IDENTITY_SNAPSHOT_VERSION,
         }
     }
 
     /// Whether a member table follows the header.
     const fn has_member_table(self) -> bool {
-        matches!(self, SnapshotKind::Group)
+        matches!(self, SnapshotKind::Group | SnapshotKind::Sender)
     }
 }
 

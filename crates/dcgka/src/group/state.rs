@@ -32,6 +32,85 @@ impl Group {
         Ok(g)
     }
 
+    /// This member's state as records, for a store that writes only what changed: a core
+    /// record (the [`snapshot`](Group::snapshot) format, with the per-sender parts left
+    /// empty) and one record per sender, holding its ordering head, its sender ratchet
+    /// and its message index. An in-order application message changes only its sender's
+    /// record. [`Group::restore_records`] turns them back into an equal group.
+    pub fn records(&self) -> GroupRecords {
+        let mut w = StateWriter::new();
+        self.encode_parts(&mut w, false);
+        let core = w.finish();
+        let mut ids: BTreeSet<MemberId> = self.ord.senders().keys().copied().collect();
+        ids.extend(self.fs.keys());
+        ids.extend(self.app_index.keys());
+        let senders = ids.into_iter().map(|id| (id, self.sender_record(&id))).collect();
+        GroupRecords { core, senders }
+    }
+
+    /// One sender's record: `magic 0xDD ‖ version ‖ member table ‖ member ‖
+    /// head:opt<(hwm:var, key:[32], cut_off:u8)> ‖ ratchet:opt<sender ratchet> ‖
+    /// index:opt<(epoch:var, next:var)>`.
+    fn sender_record(&self, id: &MemberId) -> Zeroizing<Vec<u8>> {
+        let mut w = StateWriter::of_kind(crate::snapshot::SnapshotKind::Sender);
+        w.member(id);
+        let head = self.ord.senders().get(id);
+        w.flag(head.is_some());
+        if let Some(st) = head {
+            w.var(st.hwm);
+            w.raw(&st.key.0);
+            w.flag(st.cut_off);
+        }
+        w.flag(self.fs.contains_key(id));
+        if let Some(r) = self.fs.get(id) {
+            r.encode_state(&mut w);
+        }
+        w.flag(self.app_index.contains_key(id));
+        if let Some((epoch, next)) = self.app_index.get(id) {
+            w.var(epoch.0);
+            w.var(u64::from(*next));
+        }
+        w.finish()
+    }
+
+    /// Rebuilds a group from [`Group::records`]: the core record and every sender record.
+    /// Canonical and total like [`Group::restore`]: a record under the wrong member, an
+    /// empty record, or a core record that holds per-sender parts is an error.
+    pub fn restore_records<'a>(
+        core: &[u8],
+        senders: impl IntoIterator<Item = (MemberId, &'a [u8])>,
+    ) -> Result<Group, SnapshotError> {
+        let mut g = Group::restore(core)?;
+        if !(g.ord.senders().is_empty() && g.fs.is_empty() && g.app_index.is_empty()) {
+            return Err(SnapshotError::Inconsistent("a core record holds per-sender parts"));
+        }
+        for (id, bytes) in senders {
+            let mut r = StateReader::open_kind(bytes, crate::snapshot::SnapshotKind::Sender)?;
+            if r.member()? != id {
+                return Err(SnapshotError::Inconsistent("a sender record filed under another member"));
+            }
+            let mut any = false;
+            if r.flag()? {
+                let st = SenderState { hwm: r.var()?, key: VerifyingKey(r.array()?), cut_off: r.flag()? };
+                g.ord.insert_sender(id, st);
+                any = true;
+            }
+            if r.flag()? {
+                g.fs.insert(id, SenderRatchet::decode_state(&mut r, g.d.gid, id)?);
+                any = true;
+            }
+            if r.flag()? {
+                g.app_index.insert(id, (Epoch(r.var()?), r.var_u32()?));
+                any = true;
+            }
+            r.finish()?;
+            if !any {
+                return Err(SnapshotError::Inconsistent("an empty sender record"));
+            }
+        }
+        Ok(g)
+    }
+
     /// The size of this member's [`snapshot`](Group::snapshot) in bytes.
     pub fn state_size(&self) -> usize {
         self.snapshot().len()
@@ -43,17 +122,25 @@ impl Group {
     /// held:list<(seq:var, kind:u8, body:opaque)>`; `status` is `0` (active), `1 ‖ by`
     /// (removed) or `2 ‖ reason:opaque` (corrupted).
     pub(super) fn encode_state(&self, w: &mut StateWriter) {
+        self.encode_parts(w, true);
+    }
+
+    /// [`Self::encode_state`]; without `senders`, the per-sender parts (ordering head,
+    /// sender ratchet, message index) are written as empty maps: the core record.
+    fn encode_parts(&self, w: &mut StateWriter, senders: bool) {
+        let (no_fs, no_index) = (BTreeMap::new(), BTreeMap::new());
+        let (fs, app_index) = if senders { (&self.fs, &self.app_index) } else { (&no_fs, &no_index) };
         w.flag(self.config.auto_heal);
         w.flag(self.config.coalesce_acks);
         w.raw(&self.my_ik.0);
         self.d.encode_state(w);
-        self.ord.encode_state(w);
+        self.ord.encode_parts(w, senders);
         w.raw(&self.signing.to_bytes()[..]);
-        w.map(&self.fs, |w, id, r| {
+        w.map(fs, |w, id, r| {
             w.member(id);
             r.encode_state(w);
         });
-        w.map(&self.app_index, |w, id, (epoch, next)| {
+        w.map(app_index, |w, id, (epoch, next)| {
             w.member(id);
             w.var(epoch.0);
             w.var(u64::from(*next));

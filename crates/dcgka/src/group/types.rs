@@ -129,6 +129,15 @@ pub enum GroupError {
     Internal(&'static str),
 }
 
+/// A group's state as records ([`Group::records`]): the core and one record per sender.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRecords {
+    /// Everything but the per-sender parts.
+    pub core: Zeroizing<Vec<u8>>,
+    /// Per sender: its ordering head, sender ratchet and message index.
+    pub senders: BTreeMap<MemberId, Zeroizing<Vec<u8>>>,
+}
+
 /// A Welcome to deliver to one new member (§7.4).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WelcomeMessage {
