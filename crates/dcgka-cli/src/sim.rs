@@ -117,6 +117,7 @@ fn to_json(cfg: &RunConfig, r: &RunReport) -> serde_json::Value {
         "violations": r.violations,
         "emptied": r.emptied,
         "steps_with_group": r.steps_with_group,
+        "links": r.links,
     })
 }
 

@@ -106,6 +106,8 @@ pub struct RunReport {
     pub updates: usize,
     /// Network splits performed.
     pub partitions: usize,
+    /// Links healed one at a time during a partition (the two devices then sync).
+    pub links: usize,
     /// Operations the library refused (allowed outcomes, not violations).
     pub refusals: usize,
     /// Refusals by reason.
@@ -251,8 +253,15 @@ impl Runner<'_> {
                 self.log(|s| format!("{}: flush held acks", s.devices[d].name));
             }
         } else if self.sim.partition.is_some() {
-            self.sim.heal();
-            self.log(|_| "heal".to_string());
+            // A partition heals either at once, or one link at a time: two devices on
+            // different sides reach each other again and sync (what the partition held
+            // for them stays held until the full heal).
+            if self.percent(50) {
+                self.link();
+            } else {
+                self.sim.heal();
+                self.log(|_| "heal".to_string());
+            }
         } else if self.report.partitions < self.cfg.partitions {
             self.split();
         } else if let Some(d) = self.pick(&actives) {
@@ -431,6 +440,19 @@ impl Runner<'_> {
         }
         self.log(|_| format!("retransmit {moved} packets"));
         moved
+    }
+
+    /// Two devices on different sides of the partition reach each other again and sync.
+    fn link(&mut self) {
+        let Some(side) = self.sim.partition.clone() else { return };
+        let n = self.sim.devices.len();
+        let pairs: Vec<(Dev, Dev)> =
+            (0..n).flat_map(|a| (a + 1..n).map(move |b| (a, b))).filter(|(a, b)| side[*a] != side[*b]).collect();
+        let Some(&(a, b)) = pairs.get(self.below(pairs.len())) else { return };
+        self.sim.link(a, b);
+        self.report.links += 1;
+        let moved = self.sim.sync_pair(a, b) | self.sim.sync_pair(b, a);
+        self.log(|s| format!("link {} and {} (sync moved something: {moved})", s.devices[a].name, s.devices[b].name));
     }
 
     fn split(&mut self) {

@@ -49,6 +49,7 @@ fn a_fixed_run_with_partitions_converges() {
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
     assert!(report.converged);
     assert!(report.partitions >= 1, "{report:?}");
+    assert!(report.links >= 1, "a partition healed link by link: {report:?}");
     assert!(report.deliveries_expected > 0);
     assert_eq!(report.deliveries_ok, report.deliveries_expected);
 }
@@ -58,7 +59,7 @@ fn a_fixed_run_with_partitions_converges() {
 /// then judge the new group).
 #[test]
 fn a_run_whose_group_empties_goes_on_with_a_new_group() {
-    let cfg = RunConfig { partitions: 3, ..RunConfig::new(4, 400, 2) };
+    let cfg = RunConfig { partitions: 3, ..RunConfig::new(4, 400, 17) };
     let report = run(&cfg, &mut |_, _| {});
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
     assert!(report.converged);
