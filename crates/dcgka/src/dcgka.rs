@@ -18,8 +18,8 @@ use rand_core::CryptoRng;
 
 use crate::consts::MAX_GROUP;
 use crate::crypto::{self, IdentityKey, KEY_LEN, Secret32, VerifyingKey, labels};
-use crate::dgm::{History, Op, OpId};
-use crate::events::{Event, RejectReason};
+use crate::dgm::{DgmError, History, Op, OpId};
+use crate::events::{Event, MalformedBody, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
 use crate::prekeys::{KeyStore, PrekeyProvider, VerifiedBundle};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
@@ -62,8 +62,12 @@ fn fatal(what: &'static str) -> ProcessError {
     ProcessError::Fatal(what)
 }
 
-fn malformed(what: impl Into<String>) -> ProcessError {
-    ProcessError::Reject(RejectReason::Malformed(what.into()))
+fn malformed(what: &'static str) -> ProcessError {
+    ProcessError::Reject(RejectReason::Malformed(MalformedBody::Invalid(what)))
+}
+
+fn refused<M>(e: DgmError<M>) -> ProcessError {
+    ProcessError::Reject(RejectReason::Malformed(MalformedBody::History(e.reason())))
 }
 
 impl crate::ordering::Roster for Dcgka {
@@ -616,7 +620,7 @@ impl Dcgka {
                 check_seeds(seeds, &r)?;
                 // Plan on a scratch copy of H: the forwards go to my view after the remove.
                 let mut h = self.h.clone();
-                h.apply(Op::Remove { sender: s, seq: q, target: t }).map_err(|e| malformed(e.to_string()))?;
+                h.apply(Op::Remove { sender: s, seq: q, target: t }).map_err(refused)?;
                 let bundles = if h.removed_by(&self.me).is_empty() {
                     self.prefetch(env, self.forward_targets(&s, &r, &h.view_me()))?
                 } else {
@@ -642,7 +646,7 @@ impl Dcgka {
                     }
                     return Err(fatal("member tag collision between concurrent adds"));
                 }
-                self.h.check(&Op::Add { sender: s, seq: q, target: t }).map_err(|e| malformed(e.to_string()))?;
+                self.h.check(&Op::Add { sender: s, seq: q, target: t }).map_err(refused)?;
                 // t is a member after the add exactly when S is (a fresh MID has one add).
                 let live = self.is_member(&s);
                 let my_ik = self.ik.get(&self.me).copied();
@@ -733,7 +737,7 @@ impl Dcgka {
             return Err(bad("acknowledged twice"));
         }
         if membership {
-            self.h.check(&Op::Ack { sender: a, seq: aq, of: op.clone() }).map_err(|e| malformed(e.to_string()))?;
+            self.h.check(&Op::Ack { sender: a, seq: aq, of: op.clone() }).map_err(refused)?;
         }
         // §7.5: only a member that was ever removed or cancelled can trip the rule.
         if !self.h.removed_by(&a).is_empty() && self.h.follows_own_removal(&a, &op) {
@@ -754,7 +758,7 @@ impl Dcgka {
     ) -> Result<Processed, ProcessError> {
         self.h
             .apply(Op::Create { sender: s, seq: q, members: ids.iter().copied().collect() })
-            .map_err(|e| malformed(e.to_string()))?;
+            .map_err(refused)?;
         self.process_seed(env, EnvelopeKind::Create, s, q, blk, bundles)
     }
 
@@ -805,7 +809,7 @@ impl Dcgka {
         bundles: &Bundles,
     ) -> Result<Processed, ProcessError> {
         let before = self.view_me();
-        self.h.apply(Op::Remove { sender: s, seq: q, target: t }).map_err(|e| malformed(e.to_string()))?;
+        self.h.apply(Op::Remove { sender: s, seq: q, target: t }).map_err(refused)?;
         let after = self.view_me();
         let gone: BTreeSet<MemberId> = before.difference(&after).copied().collect();
         let removed_event = Event::MembersRemoved { by: s, ids: gone };
@@ -910,7 +914,7 @@ impl Dcgka {
     ) -> Result<Processed, ProcessError> {
         let op = OpId::new(s, q);
         if self.h.is_create(&op) || self.h.is_add(&op) || self.h.is_remove(&op) {
-            self.h.apply(Op::Ack { sender: a, seq: aq, of: op }).map_err(|e| malformed(e.to_string()))?;
+            self.h.apply(Op::Ack { sender: a, seq: aq, of: op }).map_err(refused)?;
         }
         let mut x = self.ms.remove(&(s, q, a));
         if let Some(c) = fwd {
@@ -933,7 +937,7 @@ impl Dcgka {
         t: MemberId,
         bundles: &Bundles,
     ) -> Result<Processed, ProcessError> {
-        self.h.apply(Op::Add { sender: s, seq: q, target: t }).map_err(|e| malformed(e.to_string()))?;
+        self.h.apply(Op::Add { sender: s, seq: q, target: t }).map_err(refused)?;
         let mut out = Processed::default();
         let identity = *self.ik.get(&t).ok_or_else(|| fatal("add target identity"))?;
         if self.is_member(&t) {
@@ -983,7 +987,7 @@ impl Dcgka {
         rc: Option<&TwoSmCiphertext>,
     ) -> Result<Processed, ProcessError> {
         let op = OpId::new(s, q);
-        self.h.apply(Op::Ack { sender: a, seq: aq, of: op.clone() }).map_err(|e| malformed(e.to_string()))?;
+        self.h.apply(Op::Ack { sender: a, seq: aq, of: op.clone() }).map_err(refused)?;
         if let Some(c) = rc
             && self.h.target(&op) == Some(self.me)
         {
@@ -1015,7 +1019,7 @@ impl Dcgka {
             self.learn(*id, *ik);
         }
         self.h = history;
-        self.h.apply(Op::Add { sender: s, seq: q, target: self.me }).map_err(|e| malformed(e.to_string()))?;
+        self.h.apply(Op::Add { sender: s, seq: q, target: self.me }).map_err(refused)?;
         let state = self.decrypt_from(env, &s, ratchet_ct)?;
         self.rt.insert(s, state);
         let welcome = self.update_ratchet(&s, RatchetInput::Welcome)?;

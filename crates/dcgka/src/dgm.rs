@@ -366,3 +366,30 @@ pub enum DgmError<M> {
         of: OpId<M>,
     },
 }
+
+impl<M> DgmError<M> {
+    /// A short reason, without the operation it names (for errors that carry enums and
+    /// static reasons, not formatted strings).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DgmError::ZeroSeq { .. } => "sequence number 0",
+            DgmError::DuplicateOp { .. } => "the operation is already in the history",
+            DgmError::SeqNotIncreasing { .. } => "the sequence number is not above the sender's last one",
+            DgmError::NoCreate { .. } => "an operation precedes the create",
+            DgmError::SecondCreate { .. } => "a second create",
+            DgmError::CreatorListed { .. } => "the create lists its creator as another member",
+            DgmError::DuplicateInitialMember { .. } => "the create lists a member twice",
+            DgmError::UnknownSender { .. } => "the sender is not a member of the history",
+            DgmError::SenderNotJoined { .. } => "the sender has not acknowledged its own addition",
+            DgmError::SelfAdd { .. } => "an add of oneself",
+            DgmError::AlreadyAdded { .. } => "the member was added already",
+            DgmError::SelfRemove { .. } => "a remove of oneself",
+            DgmError::UnknownTarget { .. } => "the target is unknown",
+            DgmError::TargetNotInView { .. } => "the target is not in the sender's view",
+            DgmError::AckOfOwnOp { .. } => "an ack of one's own operation",
+            DgmError::UnknownOp { .. } => "an ack of an unknown operation",
+            DgmError::NotMembershipOp { .. } => "an ack of an operation that is not a membership operation",
+            DgmError::DuplicateAck { .. } => "a second ack of one operation",
+        }
+    }
+}

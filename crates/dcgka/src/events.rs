@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::codec::DecodeError;
 use crate::crypto::IdentityKey;
 use crate::ids::{Epoch, GroupId, MemberId, MessageIndex, SeqNo};
 use crate::ratchet::RatchetError;
@@ -35,7 +36,7 @@ pub enum RejectReason {
     RecipientsMismatch,
     /// V6: the body is malformed, or names a member this group does not know.
     #[error("malformed body: {0}")]
-    Malformed(String),
+    Malformed(MalformedBody),
     /// The sender was cut off earlier (§7.5): everything it sends is rejected.
     #[error("sender is cut off")]
     CutOff,
@@ -43,6 +44,21 @@ pub enum RejectReason {
     /// the sender, too far ahead).
     #[error("application message: {0}")]
     Application(RatchetError),
+}
+
+/// Why a body is malformed (§5.6 V6).
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MalformedBody {
+    /// It does not decode as a body of its kind.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The membership history refuses the operation it carries (SR-DGM, §6).
+    #[error("the membership history refuses it: {0}")]
+    History(&'static str),
+    /// It is inconsistent in another way.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 /// Why an envelope was discarded without consuming anything.

@@ -18,7 +18,7 @@ use crate::codec::{Decode, DecodeError, Encode};
 use crate::consts::MAX_BATCH_ITEMS;
 use crate::crypto::{IdentityKey, KEY_LEN, SigningSecret, VerifyingKey};
 use crate::dcgka::{Dcgka, Env, ProcessError, Processed, StagedAdd, UpdateSecret};
-use crate::events::{DropReason, Event, RejectReason};
+use crate::events::{DropReason, Event, MalformedBody, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, Origin, SeqNo};
 use crate::ordering::{Arrival, Body, BufferError, Ordering, SenderState, Step, Verified};
 use crate::prekeys::{Identity, PrekeyProvider};

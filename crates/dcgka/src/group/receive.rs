@@ -158,7 +158,7 @@ impl Group {
             }
             Body::Malformed(e) => {
                 let control = env.kind != EnvelopeKind::Application;
-                self.reject(sender, env, RejectReason::Malformed(e.to_string()), out, control);
+                self.reject(sender, env, RejectReason::Malformed(MalformedBody::Decode(e.clone())), out, control);
                 return Ok(());
             }
             Body::Control(body) => body,
@@ -266,7 +266,13 @@ impl Group {
     ) {
         let seq = env.seq;
         let Some(epoch) = seq.0.checked_sub(body.epoch_delta).map(Epoch) else {
-            return self.reject(sender, env, RejectReason::Malformed("epoch after sequence number".into()), out, false);
+            return self.reject(
+                sender,
+                env,
+                RejectReason::Malformed(MalformedBody::Invalid("epoch after sequence number")),
+                out,
+                false,
+            );
         };
         let index = match self.app_index.get(&sender) {
             Some((e, n)) if *e == epoch => *n,
