@@ -46,3 +46,42 @@ fn a_refused_add_with_a_heal_pending_changes_nothing() {
     assert!(sim.devices[E].active());
     assert_eq!(sim.member_names(E), sim.member_names(A));
 }
+
+/// A prekey bundle whose one-time prekey is a small-order point (signed by its owner, so
+/// it passes the signature checks) is refused when fetched: the add fails and changes
+/// nothing, where it used to corrupt the adder's group (docs/protocol.md §3).
+#[test]
+fn an_add_to_a_small_order_prekey_is_refused_and_changes_nothing() {
+    use dcgka::consts::PREKEY_DEFAULT_VALIDITY;
+    use dcgka::crypto::{X25519Public, labels};
+    let mut sim = Sim::new(5, 1002);
+    sim.create(A, &[B, C]).unwrap();
+    sim.deliver_all();
+    let e_ik = sim.ik(E);
+    let signer = sim.devices[E].identity().signing_key().clone();
+    let mut rng = ChaCha20Rng::seed_from_u64(8);
+    let mut scratch = dcgka::prekeys::Identity::generate(&mut rng);
+    let mut dir = InMemoryPrekeyDirectory::new();
+    // E's genuine signed prekey, and a one-time prekey at the zero point signed by E.
+    let mut spk = scratch.new_signed_prekey(&mut rng, NOW, NOW + PREKEY_DEFAULT_VALIDITY);
+    spk.value.ik = e_ik;
+    spk.signature = signer.sign(labels::SIG_SIGNED_PREKEY, &[&dcgka::codec::Encode::to_bytes(&spk.value)]);
+    let mut opk = scratch.new_one_time_prekeys(&mut rng, 1, NOW + PREKEY_DEFAULT_VALIDITY).unwrap().remove(0);
+    opk.value.ik = e_ik;
+    opk.value.opk_pub = X25519Public([0; 32]);
+    opk.signature = signer.sign(labels::SIG_ONE_TIME_PREKEY, &[&dcgka::codec::Encode::to_bytes(&opk.value)]);
+    dir.publish_signed_prekey(spk);
+    dir.publish_one_time_prekeys(vec![opk]);
+    let before = observe(group(&sim, A));
+    let (g, identity) = sim.devices[A].group_mut().unwrap();
+    let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity };
+    let err = g.add(&mut ctx, e_ik).unwrap_err();
+    // A refused bundle counts as a missing one (§3): fetch another and retry.
+    assert_eq!(err, GroupError::MissingPrekeyBundle(e_ik));
+    assert_eq!(observe(g), before, "the refused add changed nothing");
+    // The group goes on: an honest add of E reaches everyone.
+    sim.add(A, E).unwrap();
+    sim.deliver_all();
+    assert!(sim.devices[E].active());
+    assert_eq!(sim.member_names(E), sim.member_names(A));
+}

@@ -223,6 +223,20 @@ pub fn aead_open(key: &Secret32, aad: &[u8], ct: &[u8]) -> Result<Zeroizing<Vec<
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct X25519Public(pub [u8; KEY_LEN]);
 
+impl X25519Public {
+    /// Whether the key is usable for Diffie-Hellman: not one of the small-order points, for
+    /// which every shared secret is all zero whatever the other party's secret (§2.1).
+    ///
+    /// Checked where a peer's key enters (prekey bundles, the sender's next key in a 2SM
+    /// plaintext), so that sealing to a key this member accepted never fails later.
+    pub fn is_contributory(&self) -> bool {
+        // Any clamped scalar is a multiple of the cofactor 8 and not a multiple of the prime
+        // order ℓ, so the product is the identity exactly when the point has small order.
+        let probe = x25519_dalek::StaticSecret::from([0x5a; KEY_LEN]);
+        probe.diffie_hellman(&x25519_dalek::PublicKey::from(self.0)).was_contributory()
+    }
+}
+
 impl fmt::Debug for X25519Public {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "X25519Public({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])

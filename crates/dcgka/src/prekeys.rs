@@ -76,6 +76,9 @@ pub enum PrekeyError {
     /// already consumed (each is usable once).
     #[error("unknown or already consumed one-time prekey {0:?}")]
     UnknownOneTimePrekey(OneTimePrekeyId),
+    /// A prekey in the bundle is a small-order X25519 point, useless for key agreement.
+    #[error("the bundle's {0} prekey is a small-order point")]
+    SmallOrderPrekey(&'static str),
     /// The key store is full.
     #[error("key store holds {held} one-time prekeys, the maximum is {max}")]
     TooManyOneTimePrekeys {
@@ -240,6 +243,9 @@ impl PrekeyBundle {
         if now.saturating_add(PREKEY_MIN_REMAINING) > spk.not_after {
             return Err(PrekeyError::Expired { not_after: spk.not_after, now });
         }
+        if !spk.spk_pub.is_contributory() {
+            return Err(PrekeyError::SmallOrderPrekey("signed"));
+        }
         let opk = match &self.one_time_prekey {
             None => None,
             Some(o) => {
@@ -251,6 +257,9 @@ impl PrekeyBundle {
                     .map_err(|_| PrekeyError::BadOneTimePrekeySignature)?;
                 if now > o.value.not_after {
                     return Err(PrekeyError::OneTimePrekeyExpired { not_after: o.value.not_after, now });
+                }
+                if !o.value.opk_pub.is_contributory() {
+                    return Err(PrekeyError::SmallOrderPrekey("one-time"));
                 }
                 Some((o.value.opk_id, o.value.opk_pub))
             }

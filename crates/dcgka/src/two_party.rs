@@ -120,6 +120,9 @@ pub enum TwoPartyError {
     /// The ciphertext did not authenticate.
     #[error("2SM ciphertext failed to decrypt")]
     DecryptionFailed,
+    /// The peer's next public key, inside an authentic plaintext, is a small-order point.
+    #[error("the peer's next 2SM key is a small-order point")]
+    SmallOrderKey,
     /// The decrypted plaintext is malformed.
     #[error("malformed 2SM plaintext: {0}")]
     MalformedPlaintext(DecodeError),
@@ -432,6 +435,11 @@ impl TwoPartySession {
             }
         };
         let pt = TwoSmPlaintext::decode(&pt).map_err(TwoPartyError::MalformedPlaintext)?;
+        if !pt.sender_new_pk.is_contributory() {
+            // Sealing the next message to this key would fail: refuse it now, while the
+            // session is unchanged, instead of failing later in a send.
+            return Err(TwoPartyError::SmallOrderKey);
+        }
         let mut session = self.clone();
         if let KeyRef::YourKey(i) = c.key_ref {
             // The peer never uses my keys at indices <= i again.
