@@ -167,6 +167,16 @@ pub enum Event {
         /// The sequence number used twice.
         seq: SeqNo,
     },
+    /// An envelope of my own, authentic under my current signing key, carries a sequence
+    /// number beyond my own (§7.3): another copy of this state sent it, because the state
+    /// was cloned or restored from an older snapshot. The group then becomes `Corrupted`
+    /// (a `GroupStateCorrupted` event follows); recovery is to be removed and added again.
+    StateForkSuspected {
+        /// My own sequence number in this state (the last one I used).
+        mine: SeqNo,
+        /// The sequence number the envelope reached (the last one of a batch).
+        seen: SeqNo,
+    },
     /// Another instance of this device's own identity was added; this device removes it (§6.6).
     DuplicateInstance {
         /// The surplus instance.
