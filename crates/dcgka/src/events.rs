@@ -16,6 +16,15 @@ pub enum RejectReason {
     /// V1: a create that is not the sender's first message, lists its sender, or is too large.
     #[error("invalid create: {0}")]
     InvalidCreate(&'static str),
+    /// V1: a create whose members, the creator included, would exceed
+    /// [`crate::consts::MAX_GROUP`].
+    #[error("a group of {count} members exceeds the maximum of {max}")]
+    TooManyMembers {
+        /// Members the create would make, the creator included.
+        count: usize,
+        /// [`crate::consts::MAX_GROUP`].
+        max: usize,
+    },
     /// V2: an add of someone the sender already has, or whose MID or tag is not fresh.
     #[error("invalid add: {0}")]
     InvalidAdd(&'static str),
