@@ -7,14 +7,15 @@
 
 use dcgka::codec::{Decode, DecodeError, Encode};
 use dcgka::consts::{
-    MAX_BATCH_ITEMS, MAX_GROUP, MAX_LIST_LEN, MAX_MESSAGE_SIZE, MAX_ONE_TIME_PREKEYS, MAX_PLAINTEXT_SIZE,
-    MAX_SNAPSHOT_SIZE, PREKEY_DEFAULT_VALIDITY, PREKEY_GRACE, PREKEY_MIN_REMAINING, PREKEY_SKEW,
+    MAX_BATCH_ITEMS, MAX_GROUP, MAX_LIST_LEN, MAX_MESSAGE_SIZE, MAX_ONE_TIME_PREKEYS, MAX_PLAINTEXT_SIZE, MAX_SKIP,
+    MAX_SKIPPED, MAX_SNAPSHOT_SIZE, PREKEY_DEFAULT_VALIDITY, PREKEY_GRACE, PREKEY_MIN_REMAINING, PREKEY_SKEW,
 };
-use dcgka::crypto::{Hash32, SigningSecret, VerifyingKey};
+use dcgka::crypto::{Hash32, Secret32, SigningSecret, VerifyingKey};
 use dcgka::events::{Event, RejectReason};
 use dcgka::group::{Context, Group, GroupConfig, GroupError, JoinError};
-use dcgka::ids::{GroupId, MemberId, Origin, SeqNo};
+use dcgka::ids::{Epoch, GroupId, MemberId, MessageIndex, Origin, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory, PrekeyBundle, PrekeyError, SignedPrekeyId};
+use dcgka::ratchet::{RatchetError, SenderRatchet};
 use dcgka::snapshot::SnapshotError;
 use dcgka::wire::{BatchItem, ControlBody, Envelope, EnvelopeKind, SeedBlock, encode_batch};
 use rand_chacha::ChaCha20Rng;
@@ -311,4 +312,40 @@ fn prekey_time_limits_hold_at_their_bounds() {
     }
     assert!(held_counts.iter().all(|h| *h <= bound), "{held_counts:?}");
     assert!(held_counts[bound + 1..].iter().all(|h| *h == held_counts[bound + 1]), "{held_counts:?}");
+}
+
+#[test]
+fn max_skip_and_max_skipped_hold_under_repeated_jumps() {
+    let (gid, alice) = (GroupId([1; 32]), MemberId([2; 32]));
+    let secret = Secret32::from_bytes([42; 32]);
+    let mut tx = SenderRatchet::new(gid, alice, Epoch(1), secret.clone()).unwrap();
+    let mut rx = SenderRatchet::new(gid, alice, Epoch(1), secret).unwrap();
+    let rounds = 10u64;
+    let jump = u64::from(MAX_SKIP);
+    let msgs: Vec<(MessageIndex, SeqNo, Vec<u8>)> = (0..rounds * (jump + 1) + 2)
+        .map(|k| {
+            let (i, ct) = tx.encrypt(SeqNo(k + 1), &k.to_be_bytes()).unwrap();
+            (i, SeqNo(k + 1), ct)
+        })
+        .collect();
+    for round in 0..rounds {
+        let base = (round * (jump + 1)) as usize;
+        // One index too far: refused with its own error, nothing changes.
+        let next = rx.next_index();
+        let (i, seq, ct) = &msgs[base + jump as usize + 1];
+        assert!(matches!(
+            rx.decrypt(Epoch(1), *i, *seq, ct),
+            Err(RatchetError::TooFarAhead { jump: j, max: MAX_SKIP, .. }) if j == MAX_SKIP + 1
+        ));
+        assert_eq!(rx.next_index(), next);
+        // Exactly MAX_SKIP ahead: accepted, and the skipped keys stay capped.
+        let (i, seq, ct) = &msgs[base + jump as usize];
+        assert!(rx.decrypt(Epoch(1), *i, *seq, ct).is_ok());
+        assert_eq!(rx.skipped_keys(), MAX_SKIPPED);
+    }
+    // Honest traffic: the next message in order decrypts.
+    let k = (rounds * (jump + 1)) as usize;
+    let (i, seq, ct) = &msgs[k];
+    assert_eq!(&rx.decrypt(Epoch(1), *i, *seq, ct).unwrap()[..], &(k as u64).to_be_bytes());
+    assert!(rx.skipped_keys() <= MAX_SKIPPED);
 }
