@@ -18,8 +18,10 @@ pub const MAX_SYNC_SENDERS: usize = 4096;
 pub const MAX_SYNC_BUFFERED: usize = 4096;
 
 /// Bytes of envelopes and Welcomes in one sync response; the rest follows in the next
-/// exchange (`more` is set). At least one item is always sent.
+/// exchange (`more` is set). At least one item is always sent
+/// ([`crate::sync::SyncError::TooManyBytes`] for a response with several items over it).
 pub const MAX_SYNC_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
-/// Envelopes and Welcomes in one sync response; the rest follows in the next exchange.
+/// Envelopes and Welcomes in one sync response; the rest follows in the next exchange
+/// ([`crate::sync::SyncError::TooManyItems`]).
 pub const MAX_SYNC_RESPONSE_ITEMS: usize = 4096;

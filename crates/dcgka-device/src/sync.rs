@@ -42,6 +42,13 @@ pub enum SyncError {
     /// More buffered candidates in one group than [`MAX_SYNC_BUFFERED`].
     #[error("sync request lists {0} buffered envelopes in one group, the maximum is {MAX_SYNC_BUFFERED}")]
     TooManyBuffered(usize),
+    /// More envelopes and Welcomes in one response than [`MAX_SYNC_RESPONSE_ITEMS`].
+    #[error("sync response carries {0} items, the maximum is {MAX_SYNC_RESPONSE_ITEMS}")]
+    TooManyItems(usize),
+    /// Several items in one response whose bytes exceed [`MAX_SYNC_RESPONSE_BYTES`] (a
+    /// single item may be larger: it is always sent).
+    #[error("sync response carries {0} bytes of items, the maximum is {MAX_SYNC_RESPONSE_BYTES}")]
+    TooManyBytes(usize),
 }
 
 /// What the requester holds of one group in which it has an active instance.
@@ -154,7 +161,9 @@ impl SyncResponse {
         w.into_bytes()
     }
 
-    /// Decodes a response (total; the items are checked when applied).
+    /// Decodes a response (total; the items are checked when applied). The bounds are the
+    /// ones [`Device::answer_sync`] keeps: at most [`MAX_SYNC_RESPONSE_ITEMS`] items, and
+    /// at most [`MAX_SYNC_RESPONSE_BYTES`] of them unless there is only one.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SyncError> {
         let mut r = Reader::new(bytes)?;
         if r.u8()? != RESPONSE_TAG {
@@ -164,8 +173,13 @@ impl SyncResponse {
         let welcomes = r.list(1, |r| Ok(r.opaque()?.to_vec()))?;
         let more = r.flag()?;
         r.finish()?;
-        if envelopes.len() + welcomes.len() > MAX_SYNC_RESPONSE_ITEMS {
-            return Err(DecodeError::InvalidField("too many items in a sync response").into());
+        let items = envelopes.len() + welcomes.len();
+        if items > MAX_SYNC_RESPONSE_ITEMS {
+            return Err(SyncError::TooManyItems(items));
+        }
+        let bytes: usize = envelopes.iter().chain(&welcomes).map(Vec::len).sum();
+        if items > 1 && bytes > MAX_SYNC_RESPONSE_BYTES {
+            return Err(SyncError::TooManyBytes(bytes));
         }
         Ok(SyncResponse { envelopes, welcomes, more })
     }

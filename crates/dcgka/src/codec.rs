@@ -56,7 +56,8 @@ pub enum DecodeError {
         /// The limit, [`MAX_MESSAGE_SIZE`] for messages.
         max: usize,
     },
-    /// A list has more items than [`MAX_LIST_LEN`] or than the input could hold.
+    /// A list has more items than [`MAX_LIST_LEN`], than the input could hold, or than its
+    /// own bound ([`crate::consts::MAX_BATCH_ITEMS`] for a batch); `max` says which.
     #[error("list of {count} items exceeds the limit of {max}")]
     ListTooLong {
         /// Items announced.

@@ -21,7 +21,8 @@ pub const MAX_LIST_LEN: usize = 65_536;
 /// Largest application plaintext accepted by the sender ratchet and the group API.
 pub const MAX_PLAINTEXT_SIZE: usize = 1024 * 1024;
 
-/// Largest group size at creation (V1, §5.6).
+/// Largest group size at creation (V1, §5.6), the creator included
+/// ([`crate::events::RejectReason::TooManyMembers`]).
 pub const MAX_GROUP: usize = 1024;
 
 /// How far ahead of the next expected message index a sender ratchet will jump (§8).
@@ -66,7 +67,8 @@ pub const MAX_BUFFERED_UNKNOWN: usize = 256;
 pub const MAX_CANDIDATES_PER_SLOT: usize = 4;
 
 /// Most items in one batch envelope (coalesced acknowledgments, §12). A member holding
-/// this many items minus one sends them at once, so a batch never exceeds it.
+/// this many items minus one sends them at once, so a batch never exceeds it; a longer
+/// one is [`crate::codec::DecodeError::ListTooLong`] with this `max`.
 pub const MAX_BATCH_ITEMS: usize = 64;
 
 /// Largest state snapshot [`crate::group::Group::restore`] accepts, in bytes. A snapshot

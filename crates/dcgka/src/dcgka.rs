@@ -466,8 +466,11 @@ impl Dcgka {
         let mut iks: Vec<IdentityKey> = others.to_vec();
         iks.sort();
         iks.dedup();
-        if self.seq != 0 || iks.len() != others.len() || iks.contains(&my_ik) || iks.len() + 1 > MAX_GROUP {
-            return Err(RejectReason::InvalidCreate("duplicates, self, size, or not the first message").into());
+        if others.len() + 1 > MAX_GROUP {
+            return Err(RejectReason::TooManyMembers { count: others.len() + 1, max: MAX_GROUP }.into());
+        }
+        if self.seq != 0 || iks.len() != others.len() || iks.contains(&my_ik) {
+            return Err(RejectReason::InvalidCreate("duplicates, self, or not the first message").into());
         }
         let members: Vec<(MemberId, IdentityKey)> = iks
             .iter()
@@ -777,7 +780,7 @@ impl Dcgka {
             return Err(invalid("the creator lists itself"));
         }
         if members.len() + 1 > MAX_GROUP {
-            return Err(invalid("too many members"));
+            return Err(ProcessError::Reject(RejectReason::TooManyMembers { count: members.len() + 1, max: MAX_GROUP }));
         }
         self.learn(creator, creator_ik);
         let mut ids = BTreeSet::new();

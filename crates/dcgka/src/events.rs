@@ -16,6 +16,15 @@ pub enum RejectReason {
     /// V1: a create that is not the sender's first message, lists its sender, or is too large.
     #[error("invalid create: {0}")]
     InvalidCreate(&'static str),
+    /// V1: a create whose members, the creator included, would exceed
+    /// [`crate::consts::MAX_GROUP`].
+    #[error("a group of {count} members exceeds the maximum of {max}")]
+    TooManyMembers {
+        /// Members the create would make, the creator included.
+        count: usize,
+        /// [`crate::consts::MAX_GROUP`].
+        max: usize,
+    },
     /// V2: an add of someone the sender already has, or whose MID or tag is not fresh.
     #[error("invalid add: {0}")]
     InvalidAdd(&'static str),
@@ -166,6 +175,16 @@ pub enum Event {
         sender: MemberId,
         /// The sequence number used twice.
         seq: SeqNo,
+    },
+    /// An envelope of my own, authentic under my current signing key, carries a sequence
+    /// number beyond my own (§7.3): another copy of this state sent it, because the state
+    /// was cloned or restored from an older snapshot. The group then becomes `Corrupted`
+    /// (a `GroupStateCorrupted` event follows); recovery is to be removed and added again.
+    StateForkSuspected {
+        /// My own sequence number in this state (the last one I used).
+        mine: SeqNo,
+        /// The sequence number the envelope reached (the last one of a batch).
+        seen: SeqNo,
     },
     /// Another instance of this device's own identity was added; this device removes it (§6.6).
     DuplicateInstance {

@@ -58,6 +58,10 @@ pub struct Group {
     held: Vec<HeldItem>,
 }
 
+/// The seed that stands for an erased signing secret (after TERMINATE): public, so it
+/// authenticates nothing, and a removed instance never signs (§5.7).
+const ERASED_SIGNING_SEED: [u8; KEY_LEN] = [0; KEY_LEN];
+
 fn map_process_error(e: ProcessError) -> GroupError {
     match e {
         ProcessError::Reject(r) => GroupError::InvalidOperation(r),
@@ -206,6 +210,13 @@ impl Group {
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn sender_epoch(&self, id: &MemberId) -> Option<Epoch> {
         self.fs.get(id).map(|r| r.epoch())
+    }
+
+    /// Test hook: the seed of my current signing secret (all zeros once erased), to check
+    /// that no snapshot or record of an ended instance holds it (§5.7).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn signing_seed(&self) -> Zeroizing<[u8; KEY_LEN]> {
+        self.signing.to_bytes()
     }
 
     /// Whether an envelope with this routing information belongs to this group as far as

@@ -328,8 +328,11 @@ pub fn decode_batch(body: &[u8]) -> Result<Vec<BatchItem>, DecodeError> {
         Ok(BatchItem { kind, body: r.opaque()?.to_vec() })
     })?;
     r.finish()?;
-    if items.len() < 2 || items.len() > MAX_BATCH_ITEMS {
-        return Err(DecodeError::InvalidField("a batch holds between 2 and MAX_BATCH_ITEMS items"));
+    if items.len() > MAX_BATCH_ITEMS {
+        return Err(DecodeError::ListTooLong { count: items.len() as u64, max: MAX_BATCH_ITEMS });
+    }
+    if items.len() < 2 {
+        return Err(DecodeError::InvalidField("a batch holds at least 2 items"));
     }
     let (last, held) = items.split_last().ok_or(DecodeError::InvalidField("empty batch"))?;
     if held.iter().any(|i| !matches!(i.kind, EnvelopeKind::Ack | EnvelopeKind::AddAck)) {

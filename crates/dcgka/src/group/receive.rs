@@ -30,6 +30,9 @@ impl Group {
             self.require_active()?;
         }
         let env = Envelope::from_bytes(bytes)?;
+        if let Some(out) = self.fork_check(&env) {
+            return Ok(out);
+        }
         let incoming = (env.sender, env.seq);
         let (sender, last, unrolled) = match self.ord.arrive(&self.d, env, self.trusting())? {
             Arrival::Dropped(reason) => return Err(GroupError::Dropped(reason)),
@@ -59,6 +62,35 @@ impl Group {
             None => Received::Buffered,
         });
         Ok(out)
+    }
+
+    /// §7.3 line 4: my own envelope beyond my own sequence number, authentic under my
+    /// current signing key, proves that another copy of this state signed it: this state
+    /// was cloned, or restored from an older snapshot. Sending on from here would sign
+    /// other envelopes under sequence numbers already used, so the group stops, as on
+    /// FATAL: it reports `StateForkSuspected` with both numbers and becomes `Corrupted`
+    /// (recovery: be removed and added again as a new instance). An own envelope that does
+    /// not verify under my current key (a forgery, or one signed after a rotation this
+    /// state never made) is dropped as an echo; the copy's envelope at my next sequence
+    /// number is always signed under my current key. An adversarial test copy, which
+    /// models an attacker holding a copy of this state, never stops.
+    fn fork_check(&mut self, env: &Envelope) -> Option<Output> {
+        let SenderRef::Tag(t) = env.sender else { return None };
+        let mine = self.d.seq;
+        let seen = env.last_seq().0;
+        if t != self.d.me.tag() || seen <= mine || self.adversarial() {
+            return None;
+        }
+        if env.verify(&self.d.gid, &self.d.me, &self.signing.verifying_key()).is_err() {
+            return None;
+        }
+        let mut out = Output { received: Some(Received::OwnEnvelope), ..Output::default() };
+        out.events.push(Event::StateForkSuspected { mine: SeqNo(mine), seen: SeqNo(seen) });
+        self.corrupt(
+            format!("state fork suspected: my own envelope {seen} is beyond my sequence number {mine}"),
+            &mut out,
+        );
+        Some(out)
     }
 
     /// Retries processing of buffered envelopes (after a missing prekey bundle was supplied).
@@ -216,10 +248,8 @@ impl Group {
                 // A test copy of an attacker holding this state: keep everything.
                 return Ok(());
             }
-            self.d.erase_secrets();
-            self.fs.clear();
-            self.held.clear();
-            self.ord.clear_buffer();
+            self.erase_ended();
+            self.signing = SigningSecret::from_bytes(&ERASED_SIGNING_SEED);
             return Ok(());
         }
         if let Some(r) = reply
@@ -236,6 +266,23 @@ impl Group {
     pub(super) fn corrupt(&mut self, reason: String, out: &mut Output) {
         out.events.push(Event::GroupStateCorrupted { reason: reason.clone() });
         self.status = Status::Corrupted { reason };
+        if self.adversarial() {
+            // A test copy of an attacker holding this state: keep the key material.
+            self.held.clear();
+            self.ord.clear_buffer();
+            return;
+        }
+        self.erase_ended();
+    }
+
+    /// Erases what an ended instance (removed or corrupted) no longer needs (§5.7): the
+    /// DCGKA secrets (seed, 2SM sessions, member secrets, outer ratchets), the sender
+    /// ratchets, held acks and the buffer. The membership history, the ordering tables
+    /// and the status stay (public). The signing secret is the caller's to erase: TERMINATE
+    /// erases it, a corrupted instance keeps it (§5.6).
+    fn erase_ended(&mut self) {
+        self.d.erase_secrets();
+        self.fs.clear();
         self.held.clear();
         self.ord.clear_buffer();
     }

@@ -120,7 +120,8 @@ impl Group {
     /// ordering ‖ signing:[32] ‖ fs:map<member, sender ratchet> ‖ app_index:map<member,
     /// (epoch:var, next:var)> ‖ status ‖ pending_removal:opt<member> ‖
     /// held:list<(seq:var, kind:u8, body:opaque)>`; `status` is `0` (active), `1 ‖ by`
-    /// (removed) or `2 ‖ reason:opaque` (corrupted).
+    /// (removed) or `2 ‖ reason:opaque` (corrupted); `signing` is all zeros once TERMINATE
+    /// erased it.
     pub(super) fn encode_state(&self, w: &mut StateWriter) {
         self.encode_parts(w, true);
     }
