@@ -153,8 +153,22 @@ pub struct GameReport {
     pub pool: usize,
     /// Safe challenges that the adversary decrypted: each line names the seed.
     pub failures: Vec<String>,
+    /// Every challenge, in the order sent.
+    pub verdicts: Vec<Verdict>,
     /// The schedule, one line per action.
     pub log: Vec<String>,
+}
+
+/// The outcome of one challenge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The transcript packet carrying the challenged message.
+    pub packet: usize,
+    /// `Ok` with why each pooled state is harmless (inside the predicate), or the
+    /// category that puts the challenge outside it.
+    pub predicate: Result<Vec<Safe>, Unsafe>,
+    /// Whether the adversary decrypted it.
+    pub read: bool,
 }
 
 impl GameReport {
@@ -398,6 +412,13 @@ impl Game {
             done += 1;
         }
         self.log.push(format!("t{} deliver {done} packets", self.clock));
+    }
+
+    /// Delivers everything queued, in FIFO order per inbox, until quiet.
+    pub fn deliver_all(&mut self) {
+        self.clock += 1;
+        self.sim.deliver_all();
+        self.log.push(format!("t{} deliver everything", self.clock));
     }
 
     /// Queues dropped packets again where the network lets them through.
@@ -669,15 +690,18 @@ impl Game {
                 if !by.is_empty() {
                     r.unsafe_read += 1;
                 }
+                r.verdicts.push(Verdict { packet: m.packet, predicate: Err(why), read: !by.is_empty() });
                 continue;
             }
             r.safe += 1;
             if held.len() >= 2 {
                 r.coalition += 1;
             }
-            for s in verdicts.into_iter().flatten() {
-                *r.safe_pairs.entry(s).or_default() += 1;
+            let safe: Vec<Safe> = verdicts.into_iter().flatten().collect();
+            for s in &safe {
+                *r.safe_pairs.entry(*s).or_default() += 1;
             }
+            r.verdicts.push(Verdict { packet: m.packet, predicate: Ok(safe), read: !by.is_empty() });
             if !by.is_empty() {
                 let view: Vec<String> = m.view.iter().map(|v| self.sim.name_of_member(v)).collect();
                 let pool: Vec<String> = held
