@@ -212,6 +212,9 @@ struct Sent {
     hwm: BTreeMap<MemberId, SeqNo>,
 }
 
+/// A decrypted message: sender, sequence number, plaintext.
+type Plain = (MemberId, SeqNo, Vec<u8>);
+
 /// An operation that carries a fresh seed (update, remove, create).
 #[derive(Clone, Debug)]
 struct Pcs {
@@ -311,8 +314,10 @@ impl Game {
                     if p.from != d {
                         continue;
                     }
-                    if let (PacketKind::Envelope(EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Create, q), Some(m)) =
-                        (p.kind, me)
+                    if let (
+                        PacketKind::Envelope(EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Create, q),
+                        Some(m),
+                    ) = (p.kind, me)
                     {
                         self.pcs.push(Pcs { issuer: m, seq: q, at: self.clock, view: view.clone() });
                     }
@@ -539,7 +544,7 @@ impl Game {
     /// The adversary's pool: every compromised device advanced through the whole
     /// transcript (its instances, including those it joins or is removed from on the
     /// way), and every removed instance's kept state advanced likewise.
-    fn pool(&mut self) -> (Vec<Held>, BTreeSet<(MemberId, SeqNo, Vec<u8>)>) {
+    fn pool(&mut self) -> (Vec<Held>, BTreeSet<Plain>) {
         let mut rng = ChaCha20Rng::seed_from_u64(self.cfg.seed ^ 0xadd5);
         let mut dir: InMemoryPrekeyDirectory = self.sim.directory.clone();
         let transcript = self.sim.transcript.clone();
@@ -678,7 +683,11 @@ impl Game {
             for h in &held {
                 if idx.iter().any(|i| h.group.can_decrypt(&p.bytes, *i).as_deref() == Some(&m.plaintext[..])) {
                     let whose = match h.capture {
-                        Some(ci) => format!("the copy of {} taken at t{}", self.name(self.captures[ci].dev), self.captures[ci].at),
+                        Some(ci) => format!(
+                            "the copy of {} taken at t{}",
+                            self.name(self.captures[ci].dev),
+                            self.captures[ci].at
+                        ),
                         None => "a removed instance's kept state".to_string(),
                     };
                     by.push(format!("the ratchets of {} ({whose}) decrypt it", self.sim.name_of_member(&h.group.me())));
