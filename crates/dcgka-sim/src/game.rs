@@ -79,6 +79,9 @@ pub struct GameConfig {
     pub dup_percent: u32,
     /// Percent of taken packets dropped (retransmitted later).
     pub drop_percent: u32,
+    /// Coalesced acks ([`dcgka::group::GroupConfig::coalesce_acks`]); a retransmission
+    /// step then also makes a random member send the acks it holds.
+    pub coalesce_acks: bool,
 }
 
 impl Default for GameConfig {
@@ -92,6 +95,7 @@ impl Default for GameConfig {
             partitions: 1,
             dup_percent: 5,
             drop_percent: 5,
+            coalesce_acks: false,
         }
     }
 }
@@ -266,6 +270,7 @@ impl Game {
     pub fn new(cfg: GameConfig) -> Self {
         let mut sim = Sim::new(cfg.members.max(2) + cfg.spares, cfg.seed);
         sim.shadows = true;
+        sim.config.coalesce_acks = cfg.coalesce_acks;
         let rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x9a3e_5ec0_71f1_0007);
         Game {
             sim,
@@ -522,6 +527,12 @@ impl Game {
             }
         } else if roll < c + 93 {
             self.retransmit();
+            if self.cfg.coalesce_acks
+                && let Some(d) = self.pick(&actives)
+                && self.sim.flush(d)
+            {
+                self.log.push(format!("t{} {}: flush held acks", self.clock, self.name(d)));
+            }
         } else {
             self.network();
         }

@@ -12,20 +12,22 @@
 use dcgka_sim::game::{Game, GameConfig, GameReport, Safe, Unsafe, Verdict, play};
 use dcgka_sim::names::{A, B, C, D, E};
 
-/// Runs of the CI-size game.
-const CI_RUNS: u64 = 200;
+/// Runs of the CI-size game (`cargo test --release`); a debug build plays a tenth.
+const CI_RUNS: u64 = if cfg!(debug_assertions) { 20 } else { 200 };
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// The configuration of run `seed`: group size, spares and length vary with the seed.
+/// The configuration of run `seed`: group size, spares, length and ack coalescing (one run
+/// in four) vary with the seed.
 fn config(seed: u64) -> GameConfig {
     GameConfig {
         seed,
         members: 3 + (seed % 3) as usize,
         spares: 1 + (seed % 2) as usize,
         steps: 30 + (seed % 31) as usize,
+        coalesce_acks: seed % 4 == 3,
         ..GameConfig::default()
     }
 }
