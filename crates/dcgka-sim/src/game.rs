@@ -26,7 +26,8 @@
 //! - [`Safe::ForwardSecrecy`]: compromised after it had decrypted `m` (or after it sent
 //!   `m`), so `m`'s key was deleted;
 //! - [`Safe::PostCompromise`]: compromised before `t`, but afterwards the instance issued
-//!   an update (or remove, or create) that `S` had processed (or issued) before sending `m`.
+//!   an update (or remove, or create) whose view held `S`, and that `S` had processed (or
+//!   issued) before sending `m`.
 //!
 //! Otherwise the challenge is outside the predicate, and [`Unsafe`] names why (the first
 //! reason in its order); it is counted, not failed. A failure is a safe challenge that
