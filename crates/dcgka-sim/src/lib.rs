@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod game;
 pub mod lean;
 pub mod names;
 pub mod oracle;
