@@ -19,7 +19,7 @@ use rand_core::CryptoRng;
 use crate::consts::MAX_GROUP;
 use crate::crypto::{self, IdentityKey, KEY_LEN, Secret32, VerifyingKey, labels};
 use crate::dgm::{DgmError, History, Op, OpId};
-use crate::events::{Event, MalformedBody, RejectReason};
+use crate::events::{Event, MalformedBody, Misbehaviour, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
 use crate::prekeys::{KeyStore, PrekeyProvider, VerifiedBundle};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
@@ -50,6 +50,9 @@ pub(crate) enum ProcessError {
     NeedBundle(IdentityKey),
     /// Local state can no longer stay consistent (§5.6 FATAL).
     Fatal(&'static str),
+    /// A 2SM ciphertext of the authenticated sender does not decrypt for me (§5.6 FATAL,
+    /// blamed on the sender).
+    BadCiphertext(Misbehaviour),
 }
 
 impl From<RejectReason> for ProcessError {
@@ -412,20 +415,19 @@ impl Dcgka {
         session.send_prepared(env.rng, bundles.get(&ik), m).map_err(|_| fatal("a 2SM message cannot be sealed"))
     }
 
-    /// `decrypt-from(γ, ID, c)`; a failure is FATAL (§5.6).
+    /// `decrypt-from(γ, ID, c)`; a failure is FATAL (§5.6), and names `what` `ID` sent.
     fn decrypt_from<R: CryptoRng>(
         &mut self,
         env: &mut Env<'_, R>,
         id: &MemberId,
         c: &TwoSmCiphertext,
+        what: Misbehaviour,
     ) -> Result<Secret32, ProcessError> {
         let ik = *self.ik.get(id).ok_or_else(|| fatal("decrypt-from a member of unknown identity"))?;
         let (gid, me) = (self.gid, self.me);
         let session = self.sm.entry(*id).or_insert_with(|| TwoPartySession::new(gid, me, *id, ik));
-        let pt = session
-            .receive(env.keys, c)
-            .map_err(|_| fatal("a 2SM message from an authenticated sender does not decrypt"))?;
-        let bytes: [u8; KEY_LEN] = pt[..].try_into().map_err(|_| fatal("2SM payload is not a 32-byte secret"))?;
+        let pt = session.receive(env.keys, c).map_err(|_| ProcessError::BadCiphertext(what))?;
+        let bytes: [u8; KEY_LEN] = pt[..].try_into().map_err(|_| ProcessError::BadCiphertext(what))?;
         Ok(Secret32::from_bytes(bytes))
     }
 
@@ -864,7 +866,7 @@ impl Dcgka {
                 return Ok(out);
             };
             let c = blk.cts.get(k).ok_or_else(|| fatal("seed block shorter than its recipients"))?;
-            self.decrypt_from(env, &s, c)?
+            self.decrypt_from(env, &s, c, Misbehaviour::BadSeedCiphertext)?
         };
         for (id, m) in self.member_secrets(&seed, &s, q, r.iter().copied())? {
             self.ms.insert((s, q, id), m);
@@ -918,7 +920,7 @@ impl Dcgka {
         }
         let mut x = self.ms.remove(&(s, q, a));
         if let Some(c) = fwd {
-            let y = self.decrypt_from(env, &a, c)?;
+            let y = self.decrypt_from(env, &a, c, Misbehaviour::BadForward)?;
             if x.is_none() {
                 x = Some(y);
             }
@@ -991,7 +993,7 @@ impl Dcgka {
         if let Some(c) = rc
             && self.h.target(&op) == Some(self.me)
         {
-            let state = self.decrypt_from(env, &a, c)?;
+            let state = self.decrypt_from(env, &a, c, Misbehaviour::BadRatchetCiphertext)?;
             self.rt.insert(a, state);
         }
         if self.in_view(&self.me, &a) {
@@ -1020,7 +1022,7 @@ impl Dcgka {
         }
         self.h = history;
         self.h.apply(Op::Add { sender: s, seq: q, target: self.me }).map_err(refused)?;
-        let state = self.decrypt_from(env, &s, ratchet_ct)?;
+        let state = self.decrypt_from(env, &s, ratchet_ct, Misbehaviour::BadRatchetCiphertext)?;
         self.rt.insert(s, state);
         let welcome = self.update_ratchet(&s, RatchetInput::Welcome)?;
         self.ms.insert((s, q, self.me), welcome);

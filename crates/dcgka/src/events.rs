@@ -77,6 +77,19 @@ pub enum DropReason {
     Duplicate,
 }
 
+/// Which ciphertext of an authenticated envelope failed to decrypt for this member (§5.6):
+/// its sender signed it, so the sender is provably its author.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// The seed-block ciphertext addressed to me in a create, update or remove.
+    BadSeedCiphertext,
+    /// The member secret forwarded to me in an ack.
+    BadForward,
+    /// The ratchet state sent to me, the newcomer, in an add-ack.
+    BadRatchetCiphertext,
+}
+
 /// Something the application should know about. Events never contain key material.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -190,5 +203,26 @@ pub enum Event {
     PrekeyBundleNeeded {
         /// Whose bundle.
         identity: IdentityKey,
+    },
+    /// An authenticated member sent this member a ciphertext that does not decrypt (§5.6
+    /// FATAL, item "one bad ciphertext"): this member's state can no longer follow the group,
+    /// so a [`Event::GroupStateCorrupted`] follows. The sender signed the envelope, so it is
+    /// provably the sender's doing (or its device's). Recovery (docs/protocol.md §5.6): the
+    /// application removes `sender` through another member and re-adds this device, which
+    /// joins as a new instance.
+    Misbehaviour {
+        /// The member that signed the envelope.
+        sender: MemberId,
+        /// Its sequence number.
+        seq: SeqNo,
+        /// What was wrong.
+        kind: Misbehaviour,
+        /// The evidence: the envelope's wire bytes as received and verified under `sender`'s
+        /// signing key. For an item of a batch (§12) these are the item's bytes, which carry
+        /// no signature of their own; `batch` then names the signed batch.
+        envelope: Vec<u8>,
+        /// For an item of a batch: the batch's short hash, under which the device's envelope
+        /// log keeps the signed batch.
+        batch: Option<[u8; 16]>,
     },
 }

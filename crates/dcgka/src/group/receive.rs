@@ -193,6 +193,19 @@ impl Group {
                 self.corrupt(reason.to_string(), out);
                 Ok(())
             }
+            Err(ProcessError::BadCiphertext(kind)) => {
+                // The sender signed it: report it with the evidence before giving up (§5.6).
+                self.ord.advance(&self.d, sender, seq, env.new_signing_key, None);
+                out.events.push(Event::Misbehaviour {
+                    sender,
+                    seq: env.seq,
+                    kind,
+                    envelope: env.to_bytes(),
+                    batch: v.buffered.hash,
+                });
+                self.corrupt(format!("{} sent a ciphertext that does not decrypt ({kind:?})", sender), out);
+                Ok(())
+            }
         }
     }
 
