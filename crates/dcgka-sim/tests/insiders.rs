@@ -7,11 +7,19 @@
 mod common;
 use common::*;
 
-use dcgka::events::{Event, Misbehaviour};
+use std::collections::BTreeSet;
+
+use dcgka::codec::Encode;
+use dcgka::crypto::SigningSecret;
+use dcgka::events::{Event, Misbehaviour, RejectReason};
 use dcgka::group::Status;
-use dcgka::wire::{ControlBody, EnvelopeKind};
-use dcgka_sim::names::{A, B, C};
+use dcgka::ids::SeqNo;
+use dcgka::prekeys::{CarriedPrekey, Identity, InMemoryPrekeyDirectory};
+use dcgka::wire::{ControlBody, Envelope, EnvelopeKind};
+use dcgka_sim::names::{A, B, C, D, E};
 use dcgka_sim::{PacketKind, Sim};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 
 // ------------------------------------------------------------------------------------
 // Item 8: one bad ciphertext
@@ -123,4 +131,108 @@ fn bad_ratchet_ciphertext_in_an_add_ack_is_blamed_on_the_acker() {
     assert!(matches!(group(&sim, C).status(), Status::Corrupted { .. }));
     assert_eq!(*group(&sim, A).status(), Status::Active);
     assert_eq!(*group(&sim, B).status(), Status::Active);
+}
+
+// ------------------------------------------------------------------------------------
+// Item 6: a prekey bundle nobody can fetch
+// ------------------------------------------------------------------------------------
+
+/// A adds E, then E's bundle disappears from every directory before anyone else processes
+/// the add (it was never there for them, or it expired, or a malicious adder used one it
+/// had kept). On the old code every member reported `PrekeyBundleNeeded` for ever at A's
+/// add, and every sender whose tag sorts after A's froze behind it. Now the add carries
+/// E's signed prekey, every member seals its add-ack to it without fetching anything, E
+/// joins and reads the group, and the other senders' traffic flows throughout.
+#[test]
+fn an_add_needs_no_bundle_at_the_members_and_blocks_no_one() {
+    let mut sim = created(5, &[B, C, D], 61);
+    sim.add(A, E).unwrap();
+    // No member can fetch any bundle from now on.
+    sim.directory = InMemoryPrekeyDirectory::new();
+    let mb = *sim.send(B, b"from B").unwrap().last().unwrap();
+    let mc = *sim.send(C, b"from C").unwrap().last().unwrap();
+    let md = *sim.send(D, b"from D").unwrap().last().unwrap();
+    sim.deliver_all();
+    for d in [A, B, C, D, E] {
+        assert!(sim.events_at(d, |e| matches!(e, Event::PrekeyBundleNeeded { .. })).is_empty(), "device {d}");
+    }
+    let e_mid = sim.mid(E).expect("E joined");
+    let all: BTreeSet<_> = [A, B, C, D, E].iter().map(|d| sim.mid(*d).unwrap()).collect();
+    for d in [A, B, C, D, E] {
+        assert_eq!(group(&sim, d).members(), all, "device {d} agrees on the membership");
+    }
+    for (m, from) in [(mb, B), (mc, C), (md, D)] {
+        for d in [A, B, C, D] {
+            assert!(d == from || sim.decrypted(d, m), "device {d} decrypts packet {m}");
+        }
+    }
+    // E received every add-ack (sealed to its carried signed prekey) and reads everyone.
+    for from in [A, B, C, D] {
+        let m = *sim.send(from, b"hello E").unwrap().last().unwrap();
+        sim.deliver_all();
+        assert!(sim.decrypted(E, m), "E reads device {from}");
+    }
+    let m = *sim.send(E, b"hello all").unwrap().last().unwrap();
+    sim.deliver_all();
+    for d in [A, B, C, D] {
+        assert!(sim.decrypted(d, m));
+    }
+    assert!(group(&sim, A).members().contains(&e_mid));
+    assert_oracles(&sim);
+}
+
+/// A signs an add of an identity that has no prekey bundle anywhere, so it cannot carry a
+/// genuine signed prekey: with one signed by another key, or a tampered one, every member
+/// rejects the add alike (`InvalidAdd`, V2; a control REJECT cuts A off), and nobody waits for a bundle. A
+/// genuine but long-expired signed prekey is accepted alike by everyone (receivers consult
+/// no clock), so the outcome never depends on a member's clock or directory.
+#[test]
+fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
+    let (mut sim, k1) = created_recorded(4, &[B, C, D], 62, 6201);
+    let (gid, a_mid) = (group(&sim, A).gid(), sim.mid(A).unwrap());
+    let mut rng = ChaCha20Rng::seed_from_u64(0x9e05_7a11);
+    let mut ghost = Identity::generate(&mut rng);
+    let ghost_ik = ghost.public_key();
+    let mut impostor = Identity::generate(&mut rng);
+    let not_by_ghost = CarriedPrekey::of(&impostor.new_signed_prekey(&mut rng, 0, u64::MAX)).unwrap();
+    let mut tampered = CarriedPrekey::of(&ghost.new_signed_prekey(&mut rng, 0, u64::MAX)).unwrap();
+    tampered.not_after -= 1;
+    for (i, prekey) in [not_by_ghost, tampered].into_iter().enumerate() {
+        let mut sim = sim.clone();
+        let body = ControlBody::Add { target: ghost_ik, prekey };
+        let next_key = SigningSecret::generate(&mut rng).verifying_key();
+        let env = Envelope::seal(EnvelopeKind::Add, &gid, SeqNo(2), &a_mid, None, Some(next_key), body.to_bytes(), &k1);
+        for d in [B, C, D] {
+            let out = recv(&mut sim, d, &env.to_bytes()).unwrap();
+            assert_eq!(
+                out.events,
+                vec![Event::Rejected {
+                    sender: a_mid,
+                    seq: SeqNo(2),
+                    reason: RejectReason::InvalidAdd("the carried signed prekey does not verify")
+                }],
+                "variant {i}, device {d}"
+            );
+            assert!(group(&sim, d).members().iter().all(|m| group(&sim, d).identity_of(m) != Some(ghost_ik)));
+        }
+        let m = *sim.send(B, b"still flowing").unwrap().last().unwrap();
+        sim.deliver_all();
+        assert!(sim.decrypted(C, m) && sim.decrypted(D, m));
+    }
+    // A genuine signed prekey that expired long ago: every member accepts the add alike.
+    let expired = CarriedPrekey::of(&ghost.new_signed_prekey(&mut rng, 10, 20)).unwrap();
+    let body = ControlBody::Add { target: ghost_ik, prekey: expired };
+    let next_key = SigningSecret::generate(&mut rng).verifying_key();
+    let env = Envelope::seal(EnvelopeKind::Add, &gid, SeqNo(2), &a_mid, None, Some(next_key), body.to_bytes(), &k1);
+    let mut acked = 0;
+    for d in [B, C, D] {
+        let out = recv(&mut sim, d, &env.to_bytes()).unwrap();
+        assert!(
+            out.events.iter().any(|e| matches!(e, Event::MemberAdded { by, identity, .. } if *by == a_mid && *identity == ghost_ik)),
+            "device {d}: {:?}",
+            out.events
+        );
+        acked += out.broadcast.len();
+    }
+    assert_eq!(acked, 3, "every member sends its add-ack without fetching a bundle");
 }

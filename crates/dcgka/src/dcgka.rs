@@ -21,7 +21,7 @@ use crate::crypto::{self, IdentityKey, KEY_LEN, Secret32, VerifyingKey, labels};
 use crate::dgm::{DgmError, History, Op, OpId};
 use crate::events::{Event, MalformedBody, Misbehaviour, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
-use crate::prekeys::{KeyStore, PrekeyProvider, VerifiedBundle};
+use crate::prekeys::{CarriedPrekey, KeyStore, PrekeyProvider, VerifiedBundle};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 use crate::two_party::{TwoPartySession, TwoSmCiphertext};
 use crate::wire::{AckRef, ControlBody, EnvelopeKind, Forward, SeedBlock, recipients_digest};
@@ -102,10 +102,12 @@ pub(crate) struct StagedCreate {
     bundles: Bundles,
 }
 
-/// A validated add with the newcomer's prekey bundle ([`Dcgka::stage_add`]).
+/// A validated add with the newcomer's prekey bundle ([`Dcgka::stage_add`]) and the signed
+/// prekey the add will carry.
 pub(crate) struct StagedAdd {
     ik: IdentityKey,
     bundle: VerifiedBundle,
+    prekey: CarriedPrekey,
 }
 
 impl StagedAdd {
@@ -551,7 +553,8 @@ impl Dcgka {
         }
         let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
         let bundle = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
-        Ok(StagedAdd { ik, bundle })
+        let prekey = CarriedPrekey::of(&b.signed_prekey).ok_or(ProcessError::NeedBundle(ik))?;
+        Ok(StagedAdd { ik, bundle, prekey })
     }
 
     /// The member instance the staged add introduces now (it depends on my next sequence
@@ -574,7 +577,7 @@ impl Dcgka {
         staged: StagedAdd,
         t: MemberId,
     ) -> Result<(TwoSmCiphertext, ControlBody, SeqNo, Processed), ProcessError> {
-        let StagedAdd { ik, bundle } = staged;
+        let StagedAdd { ik, bundle, prekey } = staged;
         let rt_me = self.rt.get(&self.me).cloned().ok_or_else(|| fatal("no ratchet state of my own"))?;
         let mut bundles = Bundles::new();
         bundles.insert(ik, bundle);
@@ -583,7 +586,7 @@ impl Dcgka {
         self.seq += 1;
         let q = self.seq;
         let out = self.process_add(env, self.me, q, t, &Bundles::new())?;
-        Ok((c, ControlBody::Add { target: ik }, SeqNo(q), out))
+        Ok((c, ControlBody::Add { target: ik, prekey }, SeqNo(q), out))
     }
 
     // ------------------------------------------------------------------------------------
@@ -630,13 +633,18 @@ impl Dcgka {
                 };
                 self.process_remove(env, s, q, t, Some(seeds), &bundles)
             }
-            ControlBody::Add { target } => {
+            ControlBody::Add { target, prekey } => {
                 let ik = *target;
                 let t = MemberId::derive(&self.gid, &ik, Origin::Operation(s, SeqNo(q)));
                 let sender_ik = self.ik.get(&s).copied();
                 if sender_ik == Some(ik) {
                     return Err(RejectReason::InvalidAdd("adding one's own identity").into());
                 }
+                // The carried signed prekey is checked by signature alone (no clock), so
+                // every member accepts or refuses the add alike (§5.5); no bundle is fetched.
+                let carried = prekey
+                    .verify(&ik)
+                    .map_err(|_| RejectReason::InvalidAdd("the carried signed prekey does not verify"))?;
                 if self.member_view(&s).iter().any(|m| self.ik.get(m) == Some(&ik)) {
                     return Err(RejectReason::InvalidAdd("identity already in the sender's view").into());
                 }
@@ -653,9 +661,7 @@ impl Dcgka {
                 let live = self.is_member(&s);
                 let my_ik = self.ik.get(&self.me).copied();
                 let bundles = if live && my_ik != Some(ik) {
-                    let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
-                    let v = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
-                    Bundles::from([(ik, v)])
+                    Bundles::from([(ik, carried)])
                 } else {
                     Bundles::new()
                 };

@@ -82,7 +82,7 @@ impl Group {
         if add.kind != EnvelopeKind::Add {
             return Err(cannot(JoinError::NotAnAdd));
         }
-        let ControlBody::Add { target } = ControlBody::from_bytes(EnvelopeKind::Add, &add.body)? else {
+        let ControlBody::Add { target, .. } = ControlBody::from_bytes(EnvelopeKind::Add, &add.body)? else {
             return Err(cannot(JoinError::NotAnAdd));
         };
         if e.sender != SenderRef::Tag(adder.tag()) || target != my_ik {

@@ -80,6 +80,10 @@ impl Group {
             self.remove_duplicate(ctx, t, &mut out);
         }
         let was_active = self.status == Status::Active;
+        // Envelopes waiting for a prekey bundle, kept out of the buffer until the loop ends
+        // so that only what depends on them waits (their sender's later envelopes, acks of
+        // them); every other sender keeps flowing (§5.5).
+        let mut parked = Vec::new();
         // A removal ends the call, as for a real member; an adversarial copy goes on only in
         // later calls (and its output is never sent).
         while self.processing() && (!was_active || self.status == Status::Active) {
@@ -112,11 +116,14 @@ impl Group {
                 Ok(()) if v.buffered.hash.is_none() => out.accepted.push(Accepted::of(sender, v.env())),
                 Ok(()) => {}
                 Err(ik) => {
-                    self.ord.unbuffer_back(vec![v.buffered.clone()]);
+                    parked.push(v.buffered.clone());
                     out.events.push(Event::PrekeyBundleNeeded { identity: ik });
-                    break;
                 }
             }
+        }
+        // TERMINATE and FATAL empty the buffer; otherwise the parked envelopes go back.
+        if self.processing() {
+            self.ord.unbuffer_back(parked);
         }
         (out, incoming_dropped)
     }
