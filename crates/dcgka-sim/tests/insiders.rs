@@ -236,3 +236,40 @@ fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
     }
     assert_eq!(acked, 3, "every member sends its add-ack without fetching a bundle");
 }
+
+// ------------------------------------------------------------------------------------
+// Item 11: a removed member's late operations
+// ------------------------------------------------------------------------------------
+
+/// The limit of strong removal (§7.5): A removes B while B is cut off from the network;
+/// every remaining member processes and acknowledges the removal. Much later B, which never
+/// received its removal, removes C. B's remove is concurrent with its own removal, so every
+/// member applies it alike: C leaves at A, C and D, and the remaining members agree. No
+/// receiver-local refusal is offered (it would split the group, §7.5); this test pins the
+/// documented behaviour.
+#[test]
+fn a_removed_member_late_remove_applies_alike_everywhere() {
+    let mut sim = created(4, &[B, C, D], 111);
+    let (a, b, c, d) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(C).unwrap(), sim.mid(D).unwrap());
+    sim.remove(A, B).unwrap();
+    deliver_all_except(&mut sim, &[B]);
+    for x in [A, C, D] {
+        assert_eq!(group(&sim, x).members(), [a, c, d].into_iter().collect(), "device {x}");
+    }
+    // Messages flow meanwhile: the removal is long settled.
+    let m = *sim.send(C, b"B is gone").unwrap().last().unwrap();
+    deliver_all_except(&mut sim, &[B]);
+    assert!(sim.decrypted(A, m) && sim.decrypted(D, m) && !sim.decrypted(B, m));
+    // B still thinks it is a member and removes C.
+    assert!(group(&sim, B).members().contains(&b));
+    sim.remove(B, C).unwrap();
+    sim.deliver_all();
+    assert!(sim.mid(B).is_none() || *group(&sim, B).status() != Status::Active, "B processed its removal");
+    assert!(
+        !sim.events_at(C, |e| matches!(e, Event::RemovedFromGroup { by } if *by == b)).is_empty(),
+        "C was removed by the late remove"
+    );
+    for x in [A, D] {
+        assert_eq!(group(&sim, x).members(), [a, d].into_iter().collect(), "device {x}");
+    }
+}
