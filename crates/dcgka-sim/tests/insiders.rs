@@ -133,6 +133,52 @@ fn bad_ratchet_ciphertext_in_an_add_ack_is_blamed_on_the_acker() {
     assert_eq!(*group(&sim, B).status(), Status::Active);
 }
 
+/// A garbage forward in an ack: B updates while A adds D concurrently; C (whose signing
+/// key we hold) processes the add, then the update, and forwards its member secret to D,
+/// whom B did not know; the forward is garbage. D blames C with the signed ack as evidence.
+#[test]
+fn bad_forward_in_an_ack_is_blamed_on_the_acker() {
+    let mut sim = Sim::new(4, 83);
+    let (ids, draws) = create_recorded(&mut sim, C, &[A, B], 8301);
+    sim.deliver_all();
+    let kc = signing_key_for(&draws, &parse(&envelope_bytes(&sim, ids[0])).new_signing_key.unwrap());
+    let (gid, c_mid) = (group(&sim, C).gid(), sim.mid(C).unwrap());
+    let ub = sim.update(B).unwrap()[0];
+    let add = sim.add(A, D).unwrap();
+    let add_env = add.iter().copied().find(|id| sim.transcript[*id].kind != PacketKind::Welcome).unwrap();
+    assert!(sim.deliver_id(C, add_env));
+    assert!(sim.deliver_id(C, ub));
+    let ack_id = sim.last_from(C).unwrap();
+    let genuine = parse(&envelope_bytes(&sim, ack_id));
+    let ControlBody::Ack { of, mut forwards } = control_body(&sim, ack_id) else { panic!("not an ack") };
+    assert_eq!(forwards.len(), 1, "C forwards to D alone");
+    forwards[0].ct.ct[0] ^= 1;
+    let mut bad = genuine.clone();
+    bad.body = ControlBody::Ack { of, forwards }.to_bytes();
+    let bad_bytes = resign(&bad, &gid, &c_mid, &kc);
+    for p in sim.devices[D].inbox.iter_mut().filter(|p| p.id == ack_id) {
+        p.bytes = bad_bytes.clone();
+    }
+    deliver_all_except(&mut sim, &[D]);
+    while sim.deliver_next(D) {}
+    let blamed = sim.events_at(D, |e| matches!(e, Event::Misbehaviour { .. }));
+    assert_eq!(
+        blamed,
+        vec![Event::Misbehaviour {
+            sender: c_mid,
+            seq: genuine.seq,
+            kind: Misbehaviour::BadForward,
+            envelope: bad_bytes,
+            batch: None
+        }]
+    );
+    assert!(!sim.events_at(D, |e| matches!(e, Event::GroupStateCorrupted { .. })).is_empty());
+    assert!(!sim.devices[D].active(), "the device retired the broken instance");
+    for x in [A, B, C] {
+        assert_eq!(*group(&sim, x).status(), Status::Active);
+    }
+}
+
 // ------------------------------------------------------------------------------------
 // Item 6: a prekey bundle nobody can fetch
 // ------------------------------------------------------------------------------------
@@ -228,7 +274,9 @@ fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
     for d in [B, C, D] {
         let out = recv(&mut sim, d, &env.to_bytes()).unwrap();
         assert!(
-            out.events.iter().any(|e| matches!(e, Event::MemberAdded { by, identity, .. } if *by == a_mid && *identity == ghost_ik)),
+            out.events
+                .iter()
+                .any(|e| matches!(e, Event::MemberAdded { by, identity, .. } if *by == a_mid && *identity == ghost_ik)),
             "device {d}: {:?}",
             out.events
         );

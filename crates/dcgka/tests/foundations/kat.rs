@@ -3,7 +3,9 @@
 //! prints the new table).
 
 use dcgka::codec::Encode;
-use dcgka::crypto::{self, IdentityKey, Secret32, Signature, SigningSecret, VerifyingKey, X25519Public, X25519Secret, labels};
+use dcgka::crypto::{
+    self, IdentityKey, Secret32, Signature, SigningSecret, VerifyingKey, X25519Public, X25519Secret, labels,
+};
 use dcgka::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
 use dcgka::prekeys::{CarriedPrekey, OneTimePrekeyId, SignedPrekeyId};
 use dcgka::ratchet::SenderRatchet;

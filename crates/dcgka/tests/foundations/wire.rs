@@ -58,7 +58,10 @@ fn control_body() -> impl Strategy<Value = ControlBody> {
         seeds().prop_map(|seeds| ControlBody::Update { seeds }),
         (any::<[u8; 16]>(), seeds()).prop_map(|(t, seeds)| ControlBody::Remove { target: MemberTag(t), seeds }),
         (arr32(), arr32(), any::<u64>(), any::<u64>(), any::<u64>(), any::<[u8; 64]>()).prop_map(
-            |(t, pk, id, nb, na, sig)| ControlBody::Add { target: VerifyingKey(t), prekey: carried(pk, id, nb, na, sig) }
+            |(t, pk, id, nb, na, sig)| ControlBody::Add {
+                target: VerifyingKey(t),
+                prekey: carried(pk, id, nb, na, sig)
+            }
         ),
         (ack_ref(), proptest::collection::vec((any::<[u8; 16]>(), two_sm()), 0..3)).prop_map(|(of, f)| {
             ControlBody::Ack {
