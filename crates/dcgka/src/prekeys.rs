@@ -260,8 +260,8 @@ impl PrekeyBundle {
 }
 
 /// The newcomer's signed prekey as an add carries it (§5.2, §5.5): the fields of its
-/// [`SignedPrekey`] that do not follow from the add (`ik` is the add's target, the suite is
-/// 1) and the newcomer's signature. Every member seals its add-ack's `ratchet_ct` to it, so
+/// [`SignedPrekey`] that do not follow from the add (`ik` is the add's target, the suite
+/// is 1) and the newcomer's signature. Every member seals its add-ack's `ratchet_ct` to it, so
 /// no member needs to fetch the newcomer's bundle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CarriedPrekey {
@@ -281,7 +281,7 @@ impl CarriedPrekey {
     /// The part of a signed prekey an add carries; `None` unless its suite is 1.
     pub fn of(spk: &Signed<SignedPrekey>) -> Option<Self> {
         let v = &spk.value;
-        (v.suite == SUITE_ID).then(|| CarriedPrekey {
+        (v.suite == SUITE_ID).then_some(CarriedPrekey {
             spk_id: v.spk_id,
             spk_pub: v.spk_pub,
             not_before: v.not_before,
