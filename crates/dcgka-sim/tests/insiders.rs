@@ -292,14 +292,15 @@ fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
 /// The limit of strong removal (§7.5): A removes B while B is cut off from the network;
 /// every remaining member processes and acknowledges the removal. Much later B, which never
 /// received its removal, removes C. B's remove is concurrent with its own removal, so every
-/// member applies it alike: C leaves at A, C and D, and the remaining members agree. No
-/// receiver-local refusal is offered (it would split the group, §7.5); this test pins the
-/// documented behaviour.
+/// member applies it alike: C leaves at A, C and D, and the remaining members agree, and
+/// each reports `LateOperation`. No receiver-local refusal is offered (it would split the
+/// group, §7.5); this test pins the documented behaviour.
 #[test]
 fn a_removed_member_late_remove_applies_alike_everywhere() {
     let mut sim = created(4, &[B, C, D], 111);
     let (a, b, c, d) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(C).unwrap(), sim.mid(D).unwrap());
-    sim.remove(A, B).unwrap();
+    let r = sim.remove(A, B).unwrap()[0];
+    let PacketKind::Envelope(EnvelopeKind::Remove, r_seq) = sim.transcript[r].kind else { panic!("not a remove") };
     deliver_all_except(&mut sim, &[B]);
     for x in [A, C, D] {
         assert_eq!(group(&sim, x).members(), [a, c, d].into_iter().collect(), "device {x}");
@@ -310,8 +311,17 @@ fn a_removed_member_late_remove_applies_alike_everywhere() {
     assert!(sim.decrypted(A, m) && sim.decrypted(D, m) && !sim.decrypted(B, m));
     // B still thinks it is a member and removes C.
     assert!(group(&sim, B).members().contains(&b));
-    sim.remove(B, C).unwrap();
+    let late = sim.remove(B, C).unwrap()[0];
+    let PacketKind::Envelope(EnvelopeKind::Remove, late_seq) = sim.transcript[late].kind else { panic!() };
     sim.deliver_all();
+    // Every member that processes it says that it came late, and after whose removal.
+    for x in [A, C, D] {
+        assert_eq!(
+            sim.events_at(x, |e| matches!(e, Event::LateOperation { .. })),
+            vec![Event::LateOperation { sender: b, seq: late_seq, remover: a, removal: r_seq }],
+            "device {x}"
+        );
+    }
     assert!(sim.mid(B).is_none() || *group(&sim, B).status() != Status::Active, "B processed its removal");
     assert!(
         !sim.events_at(C, |e| matches!(e, Event::RemovedFromGroup { by } if *by == b)).is_empty(),
@@ -320,4 +330,22 @@ fn a_removed_member_late_remove_applies_alike_everywhere() {
     for x in [A, D] {
         assert_eq!(group(&sim, x).members(), [a, d].into_iter().collect(), "device {x}");
     }
+}
+
+/// Operations that merely cross a removal are not reported as late: a mutual removal in a
+/// group of four (A removes B while B removes A), delivered at once, removes both at every
+/// member and nobody reports `LateOperation`.
+#[test]
+fn a_mutual_removal_is_not_reported_as_late() {
+    let mut sim = created(4, &[B, C, D], 112);
+    let (c, d) = (sim.mid(C).unwrap(), sim.mid(D).unwrap());
+    let b = sim.mid(B).unwrap();
+    sim.remove(A, B).unwrap();
+    sim.remove_member(B, sim.mid(A).unwrap()).unwrap();
+    sim.deliver_all();
+    for x in [C, D] {
+        assert_eq!(group(&sim, x).members(), [c, d].into_iter().collect(), "device {x}");
+        assert!(sim.events_at(x, |e| matches!(e, Event::LateOperation { .. })).is_empty(), "device {x}");
+    }
+    assert!(!group(&sim, C).members().contains(&b));
 }

@@ -694,6 +694,26 @@ impl Dcgka {
         }
     }
 
+    /// A removal of `s` that every current member has seen (§7.5), if any: an operation of
+    /// `s` processed now comes late. The remover and I count as having seen it; at least one
+    /// other member must have (acknowledged it, or joined after it), so that an operation
+    /// that merely crossed the removal in a group of three is not reported. Only removed
+    /// members are looked at.
+    pub(crate) fn settled_removal_of(&self, s: &MemberId) -> Option<(MemberId, SeqNo)> {
+        let removals = self.h.removed_by(s);
+        if removals.is_empty() {
+            return None;
+        }
+        let view = self.view_me();
+        removals
+            .into_iter()
+            .find(|r| {
+                let mut others = view.iter().filter(|m| **m != r.sender && **m != self.me).peekable();
+                others.peek().is_some() && others.all(|m| self.h.seen_by(m, r))
+            })
+            .map(|r| (r.sender, SeqNo(r.seq)))
+    }
+
     /// Members I know of that S did not: the recipients of my forwarded member secret.
     fn forward_targets(&self, s: &MemberId, r: &BTreeSet<MemberId>, v: &BTreeSet<MemberId>) -> Vec<MemberId> {
         v.iter().filter(|id| *id != s && !r.contains(id) && **id != self.me).copied().collect()

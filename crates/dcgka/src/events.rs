@@ -225,4 +225,20 @@ pub enum Event {
         /// log keeps the signed batch.
         batch: Option<[u8; 16]>,
     },
+    /// A membership operation (update, remove or add) of a member whose removal every
+    /// current member here had already seen (§7.5): it is concurrent with that removal, so
+    /// it is processed like any other (strong removal) and has taken effect, but it comes
+    /// late, typically from a member that was offline or ignores its removal. A local
+    /// observation for the application (which may re-add a member it removed); members
+    /// that had not yet seen the removal everywhere do not report it.
+    LateOperation {
+        /// The removed member that sent it.
+        sender: MemberId,
+        /// Its sequence number.
+        seq: SeqNo,
+        /// The member whose removal of `sender` everyone had seen.
+        remover: MemberId,
+        /// That removal's sequence number.
+        removal: SeqNo,
+    },
 }

@@ -170,11 +170,17 @@ impl Group {
             }
             Body::Control(body) => body,
         };
+        let late = matches!(body, ControlBody::Update { .. } | ControlBody::Remove { .. } | ControlBody::Add { .. })
+            .then(|| self.d.settled_removal_of(&sender))
+            .flatten();
         let ord = &self.ord;
         let lookup = |s: &MemberId, q: u64| ord.lookup(s, q);
         let result = self.d.process(&mut env!(ctx), sender, seq, body, &lookup);
         match result {
             Ok(p) => {
+                if let Some((remover, removal)) = late {
+                    out.events.push(Event::LateOperation { sender, seq: env.seq, remover, removal });
+                }
                 let retain = matches!(env.kind, EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
                     .then_some((env.kind, hash));
                 self.ord.advance(&self.d, sender, seq, env.new_signing_key, retain);
