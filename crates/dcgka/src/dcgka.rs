@@ -19,9 +19,9 @@ use rand_core::CryptoRng;
 use crate::consts::MAX_GROUP;
 use crate::crypto::{self, IdentityKey, KEY_LEN, Secret32, VerifyingKey, labels};
 use crate::dgm::{DgmError, History, Op, OpId};
-use crate::events::{Event, MalformedBody, RejectReason};
+use crate::events::{Event, MalformedBody, Misbehaviour, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
-use crate::prekeys::{KeyStore, PrekeyProvider, VerifiedBundle};
+use crate::prekeys::{CarriedPrekey, KeyStore, PrekeyProvider, VerifiedBundle};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 use crate::two_party::{TwoPartySession, TwoSmCiphertext};
 use crate::wire::{AckRef, ControlBody, EnvelopeKind, Forward, SeedBlock, recipients_digest};
@@ -50,6 +50,9 @@ pub(crate) enum ProcessError {
     NeedBundle(IdentityKey),
     /// Local state can no longer stay consistent (§5.6 FATAL).
     Fatal(&'static str),
+    /// A 2SM ciphertext of the authenticated sender does not decrypt for me (§5.6 FATAL,
+    /// blamed on the sender).
+    BadCiphertext(Misbehaviour),
 }
 
 impl From<RejectReason> for ProcessError {
@@ -99,10 +102,12 @@ pub(crate) struct StagedCreate {
     bundles: Bundles,
 }
 
-/// A validated add with the newcomer's prekey bundle ([`Dcgka::stage_add`]).
+/// A validated add with the newcomer's prekey bundle ([`Dcgka::stage_add`]) and the signed
+/// prekey the add will carry.
 pub(crate) struct StagedAdd {
     ik: IdentityKey,
     bundle: VerifiedBundle,
+    prekey: CarriedPrekey,
 }
 
 impl StagedAdd {
@@ -412,20 +417,19 @@ impl Dcgka {
         session.send_prepared(env.rng, bundles.get(&ik), m).map_err(|_| fatal("a 2SM message cannot be sealed"))
     }
 
-    /// `decrypt-from(γ, ID, c)`; a failure is FATAL (§5.6).
+    /// `decrypt-from(γ, ID, c)`; a failure is FATAL (§5.6), and names `what` `ID` sent.
     fn decrypt_from<R: CryptoRng>(
         &mut self,
         env: &mut Env<'_, R>,
         id: &MemberId,
         c: &TwoSmCiphertext,
+        what: Misbehaviour,
     ) -> Result<Secret32, ProcessError> {
         let ik = *self.ik.get(id).ok_or_else(|| fatal("decrypt-from a member of unknown identity"))?;
         let (gid, me) = (self.gid, self.me);
         let session = self.sm.entry(*id).or_insert_with(|| TwoPartySession::new(gid, me, *id, ik));
-        let pt = session
-            .receive(env.keys, c)
-            .map_err(|_| fatal("a 2SM message from an authenticated sender does not decrypt"))?;
-        let bytes: [u8; KEY_LEN] = pt[..].try_into().map_err(|_| fatal("2SM payload is not a 32-byte secret"))?;
+        let pt = session.receive(env.keys, c).map_err(|_| ProcessError::BadCiphertext(what))?;
+        let bytes: [u8; KEY_LEN] = pt[..].try_into().map_err(|_| ProcessError::BadCiphertext(what))?;
         Ok(Secret32::from_bytes(bytes))
     }
 
@@ -552,7 +556,8 @@ impl Dcgka {
         }
         let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
         let bundle = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
-        Ok(StagedAdd { ik, bundle })
+        let prekey = CarriedPrekey::of(&b.signed_prekey).ok_or(ProcessError::NeedBundle(ik))?;
+        Ok(StagedAdd { ik, bundle, prekey })
     }
 
     /// The member instance the staged add introduces now (it depends on my next sequence
@@ -575,7 +580,7 @@ impl Dcgka {
         staged: StagedAdd,
         t: MemberId,
     ) -> Result<(TwoSmCiphertext, ControlBody, SeqNo, Processed), ProcessError> {
-        let StagedAdd { ik, bundle } = staged;
+        let StagedAdd { ik, bundle, prekey } = staged;
         let rt_me = self.rt.get(&self.me).cloned().ok_or_else(|| fatal("no ratchet state of my own"))?;
         let mut bundles = Bundles::new();
         bundles.insert(ik, bundle);
@@ -584,7 +589,7 @@ impl Dcgka {
         self.seq += 1;
         let q = self.seq;
         let out = self.process_add(env, self.me, q, t, &Bundles::new())?;
-        Ok((c, ControlBody::Add { target: ik }, SeqNo(q), out))
+        Ok((c, ControlBody::Add { target: ik, prekey }, SeqNo(q), out))
     }
 
     // ------------------------------------------------------------------------------------
@@ -631,13 +636,18 @@ impl Dcgka {
                 };
                 self.process_remove(env, s, q, t, Some(seeds), &bundles)
             }
-            ControlBody::Add { target } => {
+            ControlBody::Add { target, prekey } => {
                 let ik = *target;
                 let t = MemberId::derive(&self.gid, &ik, Origin::Operation(s, SeqNo(q)));
                 let sender_ik = self.ik.get(&s).copied();
                 if sender_ik == Some(ik) {
                     return Err(RejectReason::InvalidAdd("adding one's own identity").into());
                 }
+                // The carried signed prekey is checked by signature alone (no clock), so
+                // every member accepts or refuses the add alike (§5.5); no bundle is fetched.
+                let carried = prekey
+                    .verify(&ik)
+                    .map_err(|_| RejectReason::InvalidAdd("the carried signed prekey does not verify"))?;
                 if self.member_view(&s).iter().any(|m| self.ik.get(m) == Some(&ik)) {
                     return Err(RejectReason::InvalidAdd("identity already in the sender's view").into());
                 }
@@ -654,9 +664,7 @@ impl Dcgka {
                 let live = self.is_member(&s);
                 let my_ik = self.ik.get(&self.me).copied();
                 let bundles = if live && my_ik != Some(ik) {
-                    let b = env.provider.bundle(&ik).ok_or(ProcessError::NeedBundle(ik))?;
-                    let v = b.verify(&ik, env.now).map_err(|_| ProcessError::NeedBundle(ik))?;
-                    Bundles::from([(ik, v)])
+                    Bundles::from([(ik, carried)])
                 } else {
                     Bundles::new()
                 };
@@ -687,6 +695,26 @@ impl Dcgka {
                 self.process_add_ack(env, s, q, (os, oq), ratchet_ct.as_ref())
             }
         }
+    }
+
+    /// A removal of `s` that every current member has seen (§7.5), if any: an operation of
+    /// `s` processed now comes late. The remover and I count as having seen it; at least one
+    /// other member must have (acknowledged it, or joined after it), so that an operation
+    /// that merely crossed the removal in a group of three is not reported. Only removed
+    /// members are looked at.
+    pub(crate) fn settled_removal_of(&self, s: &MemberId) -> Option<(MemberId, SeqNo)> {
+        let removals = self.h.removed_by(s);
+        if removals.is_empty() {
+            return None;
+        }
+        let view = self.view_me();
+        removals
+            .into_iter()
+            .find(|r| {
+                let mut others = view.iter().filter(|m| **m != r.sender && **m != self.me).peekable();
+                others.peek().is_some() && others.all(|m| self.h.seen_by(m, r))
+            })
+            .map(|r| (r.sender, SeqNo(r.seq)))
     }
 
     /// Members I know of that S did not: the recipients of my forwarded member secret.
@@ -867,7 +895,7 @@ impl Dcgka {
                 return Ok(out);
             };
             let c = blk.cts.get(k).ok_or_else(|| fatal("seed block shorter than its recipients"))?;
-            self.decrypt_from(env, &s, c)?
+            self.decrypt_from(env, &s, c, Misbehaviour::BadSeedCiphertext)?
         };
         for (id, m) in self.member_secrets(&seed, &s, q, r.iter().copied())? {
             self.ms.insert((s, q, id), m);
@@ -921,7 +949,7 @@ impl Dcgka {
         }
         let mut x = self.ms.remove(&(s, q, a));
         if let Some(c) = fwd {
-            let y = self.decrypt_from(env, &a, c)?;
+            let y = self.decrypt_from(env, &a, c, Misbehaviour::BadForward)?;
             if x.is_none() {
                 x = Some(y);
             }
@@ -994,7 +1022,7 @@ impl Dcgka {
         if let Some(c) = rc
             && self.h.target(&op) == Some(self.me)
         {
-            let state = self.decrypt_from(env, &a, c)?;
+            let state = self.decrypt_from(env, &a, c, Misbehaviour::BadRatchetCiphertext)?;
             self.rt.insert(a, state);
         }
         if self.in_view(&self.me, &a) {
@@ -1023,7 +1051,7 @@ impl Dcgka {
         }
         self.h = history;
         self.h.apply(Op::Add { sender: s, seq: q, target: self.me }).map_err(refused)?;
-        let state = self.decrypt_from(env, &s, ratchet_ct)?;
+        let state = self.decrypt_from(env, &s, ratchet_ct, Misbehaviour::BadRatchetCiphertext)?;
         self.rt.insert(s, state);
         let welcome = self.update_ratchet(&s, RatchetInput::Welcome)?;
         self.ms.insert((s, q, self.me), welcome);

@@ -86,6 +86,19 @@ pub enum DropReason {
     Duplicate,
 }
 
+/// Which ciphertext of an authenticated envelope failed to decrypt for this member (§5.6):
+/// its sender signed it, so the sender is provably its author.
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// The seed-block ciphertext addressed to me in a create, update or remove.
+    BadSeedCiphertext,
+    /// The member secret forwarded to me in an ack.
+    BadForward,
+    /// The ratchet state sent to me, the newcomer, in an add-ack.
+    BadRatchetCiphertext,
+}
+
 /// Something the application should know about. Events never contain key material.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,5 +222,42 @@ pub enum Event {
     PrekeyBundleNeeded {
         /// Whose bundle.
         identity: IdentityKey,
+    },
+    /// An authenticated member sent this member a ciphertext that does not decrypt (§5.6
+    /// FATAL, item "one bad ciphertext"): this member's state can no longer follow the group,
+    /// so a [`Event::GroupStateCorrupted`] follows. The sender signed the envelope, so it is
+    /// provably the sender's doing (or its device's). Recovery (docs/protocol.md §5.6): the
+    /// application removes `sender` through another member and re-adds this device, which
+    /// joins as a new instance.
+    Misbehaviour {
+        /// The member that signed the envelope.
+        sender: MemberId,
+        /// Its sequence number.
+        seq: SeqNo,
+        /// What was wrong.
+        kind: Misbehaviour,
+        /// The evidence: the envelope's wire bytes as received and verified under `sender`'s
+        /// signing key. For an item of a batch (§12) these are the item's bytes, which carry
+        /// no signature of their own; `batch` then names the signed batch.
+        envelope: Vec<u8>,
+        /// For an item of a batch: the batch's short hash, under which the device's envelope
+        /// log keeps the signed batch.
+        batch: Option<[u8; 16]>,
+    },
+    /// A membership operation (update, remove or add) of a member whose removal every
+    /// current member here had already seen (§7.5): it is concurrent with that removal, so
+    /// it is processed like any other (strong removal) and has taken effect, but it comes
+    /// late, typically from a member that was offline or ignores its removal. A local
+    /// observation for the application (which may re-add a member it removed); members
+    /// that had not yet seen the removal everywhere do not report it.
+    LateOperation {
+        /// The removed member that sent it.
+        sender: MemberId,
+        /// Its sequence number.
+        seq: SeqNo,
+        /// The member whose removal of `sender` everyone had seen.
+        remover: MemberId,
+        /// That removal's sequence number.
+        removal: SeqNo,
     },
 }

@@ -67,6 +67,9 @@ fn map_process_error(e: ProcessError) -> GroupError {
         ProcessError::Reject(r) => GroupError::InvalidOperation(r),
         ProcessError::NeedBundle(ik) => GroupError::MissingPrekeyBundle(ik),
         ProcessError::Fatal(s) => GroupError::Internal(s),
+        ProcessError::BadCiphertext(_) => {
+            GroupError::Internal("a 2SM message from an authenticated sender does not decrypt")
+        }
     }
 }
 

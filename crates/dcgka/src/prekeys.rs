@@ -268,6 +268,78 @@ impl PrekeyBundle {
     }
 }
 
+/// The newcomer's signed prekey as an add carries it (§5.2, §5.5): the fields of its
+/// [`SignedPrekey`] that do not follow from the add (`ik` is the add's target, the suite
+/// is 1) and the newcomer's signature. Every member seals its add-ack's `ratchet_ct` to it, so
+/// no member needs to fetch the newcomer's bundle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CarriedPrekey {
+    /// Its identifier.
+    pub spk_id: SignedPrekeyId,
+    /// The X25519 public key.
+    pub spk_pub: X25519Public,
+    /// Start of validity, Unix seconds (signed, not checked by receivers).
+    pub not_before: u64,
+    /// End of validity, Unix seconds (signed, not checked by receivers).
+    pub not_after: u64,
+    /// The identity's signature over the full [`SignedPrekey`] encoding.
+    pub signature: Signature,
+}
+
+impl CarriedPrekey {
+    /// The part of a signed prekey an add carries; `None` unless its suite is 1.
+    pub fn of(spk: &Signed<SignedPrekey>) -> Option<Self> {
+        let v = &spk.value;
+        (v.suite == SUITE_ID).then_some(CarriedPrekey {
+            spk_id: v.spk_id,
+            spk_pub: v.spk_pub,
+            not_before: v.not_before,
+            not_after: v.not_after,
+            signature: spk.signature,
+        })
+    }
+
+    /// The receivers' check (§5.5): the signature of `target` over the signed prekey it
+    /// stands for. No clock is consulted, so every member reaches the same verdict. The
+    /// result is a signed-prekey-only bundle.
+    pub fn verify(&self, target: &IdentityKey) -> Result<VerifiedBundle, PrekeyError> {
+        let spk = SignedPrekey {
+            ik: *target,
+            spk_pub: self.spk_pub,
+            spk_id: self.spk_id,
+            not_before: self.not_before,
+            not_after: self.not_after,
+            suite: SUITE_ID,
+        };
+        target
+            .verify(labels::SIG_SIGNED_PREKEY, &[&spk.to_bytes()], &self.signature)
+            .map_err(|_| PrekeyError::BadSignedPrekeySignature)?;
+        Ok(VerifiedBundle { ik: *target, spk: (self.spk_id, self.spk_pub), opk: None })
+    }
+}
+
+impl Encode for CarriedPrekey {
+    fn encode(&self, w: &mut Writer) {
+        w.raw(&self.spk_pub.0);
+        w.var(self.spk_id.0);
+        w.var(self.not_before);
+        w.var(self.not_after);
+        w.raw(&self.signature.0);
+    }
+}
+
+impl Decode for CarriedPrekey {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(CarriedPrekey {
+            spk_pub: X25519Public(r.array()?),
+            spk_id: SignedPrekeyId(r.var()?),
+            not_before: r.var()?,
+            not_after: r.var()?,
+            signature: Signature(r.array()?),
+        })
+    }
+}
+
 /// A signed prekey secret with the time after which the owner deletes it.
 #[derive(Clone, Debug)]
 struct SpkEntry {

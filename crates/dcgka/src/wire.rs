@@ -26,6 +26,7 @@ use crate::crypto::{
     self, CryptoError, Hash32, IdentityKey, PreparedKey, SIGNATURE_LEN, Signature, SigningSecret, VerifyingKey, labels,
 };
 use crate::ids::{GroupId, MemberId, MemberTag, SeqNo};
+use crate::prekeys::CarriedPrekey;
 use crate::two_party::TwoSmCiphertext;
 
 /// Smallest encoding of a [`TwoSmCiphertext`]: key ref 1 + enc 32 + length 1.
@@ -429,10 +430,13 @@ pub enum ControlBody {
         /// Seeds to every member of the sender's view but the target.
         seeds: SeedBlock,
     },
-    /// `add`: the new member's identity key (its MID follows from the add itself).
+    /// `add`: the new member's identity key (its MID follows from the add itself) and its
+    /// signed prekey, to which every member seals its add-ack (§5.5).
     Add {
         /// Identity key of the added person.
         target: IdentityKey,
+        /// The added person's signed prekey, signed by `target`.
+        prekey: CarriedPrekey,
     },
     /// `ack`.
     Ack {
@@ -476,7 +480,10 @@ impl ControlBody {
                 w.raw(&target.0);
                 seeds.encode(&mut w);
             }
-            ControlBody::Add { target } => w.raw(&target.0),
+            ControlBody::Add { target, prekey } => {
+                w.raw(&target.0);
+                prekey.encode(&mut w);
+            }
             ControlBody::Ack { of, forwards } => {
                 of.encode(&mut w);
                 w.list(forwards, |w, f| {
@@ -505,7 +512,9 @@ impl ControlBody {
             EnvelopeKind::Remove => {
                 ControlBody::Remove { target: MemberTag(r.array()?), seeds: SeedBlock::decode(&mut r)? }
             }
-            EnvelopeKind::Add => ControlBody::Add { target: VerifyingKey(r.array()?) },
+            EnvelopeKind::Add => {
+                ControlBody::Add { target: VerifyingKey(r.array()?), prekey: CarriedPrekey::decode(&mut r)? }
+            }
             EnvelopeKind::Ack => ControlBody::Ack {
                 of: AckRef::decode(&mut r)?,
                 forwards: r.list(16 + MIN_TWO_SM_LEN, |r| {

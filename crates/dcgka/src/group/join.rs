@@ -82,7 +82,7 @@ impl Group {
         if add.kind != EnvelopeKind::Add {
             return Err(cannot(JoinError::NotAnAdd));
         }
-        let ControlBody::Add { target } = ControlBody::from_bytes(EnvelopeKind::Add, &add.body)? else {
+        let ControlBody::Add { target, .. } = ControlBody::from_bytes(EnvelopeKind::Add, &add.body)? else {
             return Err(cannot(JoinError::NotAnAdd));
         };
         if e.sender != SenderRef::Tag(adder.tag()) || target != my_ik {
@@ -111,7 +111,9 @@ impl Group {
         let p =
             g.d.process_welcome(&mut env!(ctx), adder, q, replayed.history, &replayed.identities, &w.ratchet_ct)
                 .map_err(|e| match e {
-                    ProcessError::Fatal(_) => GroupError::CannotJoin(JoinError::Undecryptable),
+                    ProcessError::Fatal(_) | ProcessError::BadCiphertext(_) => {
+                        GroupError::CannotJoin(JoinError::Undecryptable)
+                    }
                     other => map_process_error(other),
                 })?;
         g.ord.advance(&g.d, adder, q, add.new_signing_key, Some((EnvelopeKind::Add, e.short_hash())));

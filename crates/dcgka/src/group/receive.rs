@@ -112,6 +112,10 @@ impl Group {
             self.remove_duplicate(ctx, t, &mut out);
         }
         let was_active = self.status == Status::Active;
+        // Envelopes waiting for a prekey bundle, kept out of the buffer until the loop ends
+        // so that only what depends on them waits (their sender's later envelopes, acks of
+        // them); every other sender keeps flowing (§5.5).
+        let mut parked = Vec::new();
         // A removal ends the call, as for a real member; an adversarial copy goes on only in
         // later calls (and its output is never sent).
         while self.processing() && (!was_active || self.status == Status::Active) {
@@ -144,11 +148,14 @@ impl Group {
                 Ok(()) if v.buffered.hash.is_none() => out.accepted.push(Accepted::of(sender, v.env())),
                 Ok(()) => {}
                 Err(ik) => {
-                    self.ord.unbuffer_back(vec![v.buffered.clone()]);
+                    parked.push(v.buffered.clone());
                     out.events.push(Event::PrekeyBundleNeeded { identity: ik });
-                    break;
                 }
             }
+        }
+        // TERMINATE and FATAL empty the buffer; otherwise the parked envelopes go back.
+        if self.processing() {
+            self.ord.unbuffer_back(parked);
         }
         (out, incoming_dropped)
     }
@@ -195,11 +202,17 @@ impl Group {
             }
             Body::Control(body) => body,
         };
+        let late = matches!(body, ControlBody::Update { .. } | ControlBody::Remove { .. } | ControlBody::Add { .. })
+            .then(|| self.d.settled_removal_of(&sender))
+            .flatten();
         let ord = &self.ord;
         let lookup = |s: &MemberId, q: u64| ord.lookup(s, q);
         let result = self.d.process(&mut env!(ctx), sender, seq, body, &lookup);
         match result {
             Ok(p) => {
+                if let Some((remover, removal)) = late {
+                    out.events.push(Event::LateOperation { sender, seq: env.seq, remover, removal });
+                }
                 let retain = matches!(env.kind, EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
                     .then_some((env.kind, hash));
                 self.ord.advance(&self.d, sender, seq, env.new_signing_key, retain);
@@ -223,6 +236,19 @@ impl Group {
             Err(ProcessError::Fatal(reason)) => {
                 self.ord.advance(&self.d, sender, seq, env.new_signing_key, None);
                 self.corrupt(reason.to_string(), out);
+                Ok(())
+            }
+            Err(ProcessError::BadCiphertext(kind)) => {
+                // The sender signed it: report it with the evidence before giving up (§5.6).
+                self.ord.advance(&self.d, sender, seq, env.new_signing_key, None);
+                out.events.push(Event::Misbehaviour {
+                    sender,
+                    seq: env.seq,
+                    kind,
+                    envelope: env.to_bytes(),
+                    batch: v.buffered.hash,
+                });
+                self.corrupt(format!("{} sent a ciphertext that does not decrypt ({kind:?})", sender), out);
                 Ok(())
             }
         }

@@ -3,9 +3,11 @@
 //! prints the new table).
 
 use dcgka::codec::Encode;
-use dcgka::crypto::{self, IdentityKey, Secret32, SigningSecret, VerifyingKey, X25519Secret, labels};
+use dcgka::crypto::{
+    self, IdentityKey, Secret32, Signature, SigningSecret, VerifyingKey, X25519Public, X25519Secret, labels,
+};
 use dcgka::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
-use dcgka::prekeys::{OneTimePrekeyId, SignedPrekeyId};
+use dcgka::prekeys::{CarriedPrekey, OneTimePrekeyId, SignedPrekeyId};
 use dcgka::ratchet::SenderRatchet;
 use dcgka::two_party::{KeyRef, TwoSmCiphertext};
 use dcgka::wire::{
@@ -149,7 +151,22 @@ fn encoded_messages() {
             SeqNo(4),
             ControlBody::Remove { target: MemberTag([0x51; 16]), seeds }.to_bytes(),
         ),
-        ("add", EnvelopeKind::Add, SeqNo(5), ControlBody::Add { target: VerifyingKey([0x61; 32]) }.to_bytes()),
+        (
+            "add",
+            EnvelopeKind::Add,
+            SeqNo(5),
+            ControlBody::Add {
+                target: VerifyingKey([0x61; 32]),
+                prekey: CarriedPrekey {
+                    spk_id: SignedPrekeyId(2),
+                    spk_pub: X25519Public([0x62; 32]),
+                    not_before: 1_700_000_000,
+                    not_after: 1_707_776_000,
+                    signature: Signature([0x63; 64]),
+                },
+            }
+            .to_bytes(),
+        ),
         (
             "add-ack",
             EnvelopeKind::AddAck,
@@ -237,7 +254,7 @@ const EXPECTED_WIRE: &[(&str, &str)] = &[
     ),
     (
         "add",
-        "1105050b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0191a28a0b74381593a4d9469579208926afc8ad82c8839b7644359b9eba9a4b3a6161616161616161616161616161616161616161616161616161616161616161f094770b66716fd9db15538aad7472f9cf291b1023c30e203a2f69c179dcbb360ca1bbf0cd8fd0714bb82f22dad2513eb35368d8a6e44b027c4f4e620b0ae20f",
+        "1105050b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0191a28a0b74381593a4d9469579208926afc8ad82c8839b7644359b9eba9a4b3a616161616161616161616161616161616161616161616161616161616161616162626262626262626262626262626262626262626262626262626262626262620280e2cfaa0680b0aaae0663636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363636363cfacd5b05b6107670c3f4d2764e8260c3caa437d36838a9016403d3868c8ae72cdd1ef8739b6b5079d0245132e6a06ba8ec4d40169d42ab5c1dd41f15f917e09",
     ),
     (
         "add-ack",

@@ -1,9 +1,9 @@
 //! Codec: round trips of every message type, totality on arbitrary input.
 
 use dcgka::codec::{Decode, DecodeError, Encode};
-use dcgka::crypto::{Hash32, Signature, VerifyingKey};
+use dcgka::crypto::{Hash32, Signature, VerifyingKey, X25519Public};
 use dcgka::ids::{GroupId, MemberTag, SeqNo};
-use dcgka::prekeys::{OneTimePrekeyId, PrekeyBundle, SignedPrekeyId};
+use dcgka::prekeys::{CarriedPrekey, OneTimePrekeyId, PrekeyBundle, SignedPrekeyId};
 use dcgka::two_party::{KeyRef, TwoSmCiphertext};
 use dcgka::wire::{
     AckRef, ApplicationBody, ControlBody, Envelope, EnvelopeKind, Forward, SeedBlock, SenderRef, requires_rotation,
@@ -41,13 +41,28 @@ fn ack_ref() -> impl Strategy<Value = AckRef> {
     })
 }
 
+fn carried(pk: [u8; 32], id: u64, not_before: u64, not_after: u64, sig: [u8; 64]) -> CarriedPrekey {
+    CarriedPrekey {
+        spk_id: SignedPrekeyId(id),
+        spk_pub: X25519Public(pk),
+        not_before,
+        not_after,
+        signature: Signature(sig),
+    }
+}
+
 fn control_body() -> impl Strategy<Value = ControlBody> {
     prop_oneof![
         (proptest::collection::btree_set(arr32(), 0..5), seeds())
             .prop_map(|(m, seeds)| ControlBody::Create { members: m.into_iter().map(VerifyingKey).collect(), seeds }),
         seeds().prop_map(|seeds| ControlBody::Update { seeds }),
         (any::<[u8; 16]>(), seeds()).prop_map(|(t, seeds)| ControlBody::Remove { target: MemberTag(t), seeds }),
-        arr32().prop_map(|t| ControlBody::Add { target: VerifyingKey(t) }),
+        (arr32(), arr32(), any::<u64>(), any::<u64>(), any::<u64>(), any::<[u8; 64]>()).prop_map(
+            |(t, pk, id, nb, na, sig)| ControlBody::Add {
+                target: VerifyingKey(t),
+                prekey: carried(pk, id, nb, na, sig)
+            }
+        ),
         (ack_ref(), proptest::collection::vec((any::<[u8; 16]>(), two_sm()), 0..3)).prop_map(|(of, f)| {
             ControlBody::Ack {
                 of,
@@ -194,7 +209,8 @@ fn structural_rules_are_enforced() {
     assert!(ApplicationBody::from_bytes(&[1; 10]).is_err());
     assert!(ApplicationBody::from_bytes(&[0; 20]).is_err());
     // Non-minimal varints inside a body.
-    let mut b = ControlBody::Add { target: VerifyingKey([1; 32]) }.to_bytes();
+    let mut b =
+        ControlBody::Add { target: VerifyingKey([1; 32]), prekey: carried([2; 32], 1, 0, 1, [3; 64]) }.to_bytes();
     b.push(0);
     assert_eq!(ControlBody::from_bytes(EnvelopeKind::Add, &b), Err(DecodeError::TrailingBytes(1)));
 }
