@@ -300,7 +300,7 @@ impl CarriedPrekey {
     }
 
     /// The receivers' check (§5.5): the signature of `target` over the signed prekey it
-    /// stands for. No clock is consulted, so every member reaches the same verdict. The
+    /// stands for, and that the key is not a small-order point. No clock is consulted, so every member reaches the same verdict. The
     /// result is a signed-prekey-only bundle.
     pub fn verify(&self, target: &IdentityKey) -> Result<VerifiedBundle, PrekeyError> {
         let spk = SignedPrekey {
@@ -314,6 +314,10 @@ impl CarriedPrekey {
         target
             .verify(labels::SIG_SIGNED_PREKEY, &[&spk.to_bytes()], &self.signature)
             .map_err(|_| PrekeyError::BadSignedPrekeySignature)?;
+        // Deterministic too: sealing an add-ack to a small-order key would fail at every member.
+        if !self.spk_pub.is_contributory() {
+            return Err(PrekeyError::SmallOrderPrekey("signed"));
+        }
         Ok(VerifiedBundle { ik: *target, spk: (self.spk_id, self.spk_pub), opk: None })
     }
 }

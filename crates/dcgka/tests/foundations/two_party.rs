@@ -387,6 +387,9 @@ fn small_order_prekeys_are_refused_where_they_enter() {
         assert_eq!(bad_spk.verify(&ikb, NOW).unwrap_err(), PrekeyError::SmallOrderPrekey("signed"));
         let bad_opk = bundle_with(&mut b, &mut r, None, Some(point));
         assert_eq!(bad_opk.verify(&ikb, NOW).unwrap_err(), PrekeyError::SmallOrderPrekey("one-time"));
+        // An add carrying such a signed prekey is refused by every member alike (V2).
+        let carried = dcgka::prekeys::CarriedPrekey::of(&bad_spk.signed_prekey).unwrap();
+        assert_eq!(carried.verify(&ikb).unwrap_err(), PrekeyError::SmallOrderPrekey("signed"));
         // A send to such a bundle fails before anything changes; the genuine bundle then works.
         let mut dir = SingleBundle(Some(bad_opk));
         let err = a.session.send(&mut r, &mut dir, NOW, b"x").unwrap_err();
