@@ -133,7 +133,7 @@ pub use crate::crypto::{IdentityKey, VerifyingKey};
 pub use crate::events::{DropReason, Event, MalformedBody, RejectReason};
 pub use crate::group::{
     Accepted, Context, Group, GroupConfig, GroupError, GroupRecords, JoinError, Output, Peek, Received, Status,
-    WelcomeMessage, welcome_target,
+    WelcomeMessage, WelcomeSummary, welcome_target,
 };
 pub use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, SeqNo};
 pub use crate::ordering::BufferError;
