@@ -81,7 +81,9 @@
 //! [`group::Group::restore`]) before transmitting anything a call returned,
 //! broadcasts `broadcast`, delivers each Welcome in `direct` to its recipient, and feeds
 //! every received byte string to `receive`; duplicates, garbage and out-of-order envelopes
-//! are harmless.
+//! are harmless. A newcomer first reads a Welcome with [`group::Group::inspect_welcome`],
+//! which checks its signature and bounds without replaying anything and names the adder
+//! and the group's size, and calls [`group::Group::join`] only if it consents.
 //!
 //! ## Coalesced acknowledgments
 //!

@@ -75,9 +75,8 @@ impl Group {
 
     /// Decodes a Welcome, checks its signature under the adder's identity key and its
     /// bounds ([`MAX_HISTORY_LEN`], [`MAX_GROUP`]), in that order, before anything whose
-    /// cost grows faster than the Welcome's size. Returns it with its summary and member
-    /// table.
-    fn open_welcome(welcome: &[u8]) -> Result<(Welcome, WelcomeSummary, Vec<MemberId>), GroupError> {
+    /// cost grows faster than the Welcome's size. Returns it with its summary.
+    fn open_welcome(welcome: &[u8]) -> Result<(Welcome, WelcomeSummary), GroupError> {
         let w = Welcome::from_bytes(welcome)?;
         let cannot = GroupError::CannotJoin;
         // The signature first: the adder's identity key is read from the log without
@@ -102,7 +101,7 @@ impl Group {
             removes: w.history.iter().filter(|op| matches!(op, LogOp::Remove { .. })).count(),
             history_len: w.history.len(),
         };
-        Ok((w, summary, table))
+        Ok((w, summary))
     }
 
     /// Joins a group from a Welcome (§7.4). Returns the new member's ack to broadcast.
@@ -115,7 +114,7 @@ impl Group {
         welcome: &[u8],
         config: GroupConfig,
     ) -> Result<(Group, Output), GroupError> {
-        let (w, summary, _) = Self::open_welcome(welcome)?;
+        let (w, summary) = Self::open_welcome(welcome)?;
         let cannot = GroupError::CannotJoin;
         let replayed = replay_history(&w.gid, &w.history).map_err(|s| cannot(JoinError::InvalidHistory(s)))?;
         let adder = summary.adder;
@@ -147,7 +146,10 @@ impl Group {
                 .ok_or(cannot(JoinError::InvalidHistory("the sender table names an unknown member")))?;
             // Each key must be certified by its member's identity key, from an envelope at
             // or below the horizon (§7.2, §7.4): the adder cannot substitute its own.
-            let ik = replayed.identities.get(&id).ok_or(cannot(JoinError::UnknownAdder))?;
+            let ik = replayed
+                .identities
+                .get(&id)
+                .ok_or(cannot(JoinError::InvalidHistory("the sender table names an unknown member")))?;
             let forged = cannot(JoinError::ForgedSigningKey { member: id });
             let (key, cert) = match s.signing_key {
                 Some(k) if (1..=s.hwm).contains(&k.seq.0) && k.verify(ik, &w.gid, &id).is_ok() => {
