@@ -81,6 +81,8 @@ mod join;
 mod local;
 mod receive;
 mod state;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use types::{
