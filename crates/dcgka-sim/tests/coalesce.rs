@@ -192,9 +192,18 @@ fn a_tampered_or_forged_batch_changes_nothing() {
     let env = parse(&genuine);
     let forger = SigningSecret::from_bytes(&[7; 32]);
     let b = sim.mid(B).unwrap();
-    let forged =
-        Envelope::seal(EnvelopeKind::Batch, &group(&sim, C).gid(), env.seq, &b, None, None, env.body.clone(), &forger)
-            .to_bytes();
+    let forged = Envelope::seal(
+        EnvelopeKind::Batch,
+        &group(&sim, C).gid(),
+        env.seq,
+        &b,
+        None,
+        None,
+        None,
+        env.body.clone(),
+        &forger,
+    )
+    .to_bytes();
     assert_eq!(outcome(&recv(&mut sim, C, &forged)), Ok(Received::Dropped(DropReason::BadSignature)));
     assert_eq!(observe(group(&sim, C)), before);
     // The genuine batch still goes through.
@@ -241,6 +250,7 @@ fn a_conflicting_batch_from_the_same_sender_is_equivocation() {
         &a,
         None,
         original.new_signing_key,
+        original.key_cert,
         encode_batch(&items),
         &key,
     )

@@ -10,12 +10,12 @@ use common::*;
 use std::collections::BTreeSet;
 
 use dcgka::codec::Encode;
-use dcgka::crypto::SigningSecret;
+use dcgka::crypto::{SigningSecret, VerifyingKey};
 use dcgka::events::{Event, Misbehaviour, RejectReason};
 use dcgka::group::Status;
 use dcgka::ids::SeqNo;
 use dcgka::prekeys::{CarriedPrekey, Identity, InMemoryPrekeyDirectory};
-use dcgka::wire::{ControlBody, Envelope, EnvelopeKind};
+use dcgka::wire::{CertifiedKey, ControlBody, Envelope, EnvelopeKind};
 use dcgka_sim::names::{A, B, C, D, E};
 use dcgka_sim::{PacketKind, Sim};
 use rand_chacha::ChaCha20Rng;
@@ -236,6 +236,8 @@ fn an_add_needs_no_bundle_at_the_members_and_blocks_no_one() {
 fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
     let (mut sim, k1) = created_recorded(4, &[B, C, D], 62, 6201);
     let (gid, a_mid) = (group(&sim, A).gid(), sim.mid(A).unwrap());
+    let a_identity = sim.devices[A].identity().signing_key().clone();
+    let cert = |k: &VerifyingKey| CertifiedKey::issue(&a_identity, &gid, &a_mid, SeqNo(2), *k).cert;
     let mut rng = ChaCha20Rng::seed_from_u64(0x9e05_7a11);
     let mut ghost = Identity::generate(&mut rng);
     let ghost_ik = ghost.public_key();
@@ -247,7 +249,7 @@ fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
         let mut sim = sim.clone();
         let body = ControlBody::Add { target: ghost_ik, prekey };
         let next_key = SigningSecret::generate(&mut rng).verifying_key();
-        let env = Envelope::seal(EnvelopeKind::Add, &gid, SeqNo(2), &a_mid, None, Some(next_key), body.to_bytes(), &k1);
+        let env = Envelope::seal(EnvelopeKind::Add, &gid, SeqNo(2), &a_mid, None, Some(next_key), Some(cert(&next_key)), body.to_bytes(), &k1);
         for d in [B, C, D] {
             let out = recv(&mut sim, d, &env.to_bytes()).unwrap();
             assert_eq!(
@@ -269,7 +271,7 @@ fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
     let expired = CarriedPrekey::of(&ghost.new_signed_prekey(&mut rng, 10, 20)).unwrap();
     let body = ControlBody::Add { target: ghost_ik, prekey: expired };
     let next_key = SigningSecret::generate(&mut rng).verifying_key();
-    let env = Envelope::seal(EnvelopeKind::Add, &gid, SeqNo(2), &a_mid, None, Some(next_key), body.to_bytes(), &k1);
+    let env = Envelope::seal(EnvelopeKind::Add, &gid, SeqNo(2), &a_mid, None, Some(next_key), Some(cert(&next_key)), body.to_bytes(), &k1);
     let mut acked = 0;
     for d in [B, C, D] {
         let out = recv(&mut sim, d, &env.to_bytes()).unwrap();

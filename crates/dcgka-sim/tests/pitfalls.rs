@@ -295,13 +295,17 @@ fn p09_failed_operations_roll_back_the_dgm() {
         seeds: dcgka::wire::SeedBlock { recipients_digest: dcgka::crypto::Hash32([0; 32]), cts: vec![] },
     };
     let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let nk = SigningSecret::generate(&mut rng).verifying_key();
+    let a_identity = sim.devices[A].identity().signing_key().clone();
+    let cert = dcgka::wire::CertifiedKey::issue(&a_identity, &gid, &a_mid, SeqNo(2), nk).cert;
     let env = Envelope::seal(
         EnvelopeKind::Remove,
         &gid,
         SeqNo(2),
         &a_mid,
         None,
-        Some(SigningSecret::generate(&mut rng).verifying_key()),
+        Some(nk),
+        Some(cert),
         self_remove.to_bytes(),
         &k1,
     );

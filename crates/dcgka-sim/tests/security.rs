@@ -712,20 +712,24 @@ fn non_member_and_re_attributed_envelopes_are_dropped() {
         of: dcgka::wire::AckRef { of_sender: a_mid.tag(), of_seq: SeqNo(1), of_hash: create.short_hash() },
         forwards: vec![],
     };
+    let nk = SigningSecret::generate(&mut rng).verifying_key();
+    let cert = dcgka::wire::CertifiedKey::issue(&d_key, &gid, &fake_mid, SeqNo(1), nk).cert;
     let first = Envelope::seal(
         EnvelopeKind::Ack,
         &gid,
         SeqNo(1),
         &fake_mid,
         Some(d_ik),
-        Some(SigningSecret::generate(&mut rng).verifying_key()),
+        Some(nk),
+        Some(cert),
         ack.to_bytes(),
         &d_key,
     )
     .to_bytes();
     let stranger = MemberId([0x5a; 32]);
-    let app = Envelope::seal(EnvelopeKind::Application, &gid, SeqNo(3), &stranger, None, None, vec![1; 40], &d_key)
-        .to_bytes();
+    let app =
+        Envelope::seal(EnvelopeKind::Application, &gid, SeqNo(3), &stranger, None, None, None, vec![1; 40], &d_key)
+            .to_bytes();
 
     let m = *sim.send(A, b"genuine").unwrap().last().unwrap();
     let genuine = parse(&envelope_bytes(&sim, m));

@@ -21,9 +21,18 @@ pub const MAX_LIST_LEN: usize = 65_536;
 /// Largest application plaintext accepted by the sender ratchet and the group API.
 pub const MAX_PLAINTEXT_SIZE: usize = 1024 * 1024;
 
-/// Largest group size at creation (V1, §5.6), the creator included
-/// ([`crate::events::RejectReason::TooManyMembers`]).
+/// Largest group size at creation (V1, §5.6, the creator included:
+/// [`crate::events::RejectReason::TooManyMembers`]), and the most member instances the
+/// history log of a Welcome may introduce (the removed included, §7.4): a newcomer refuses a
+/// log that introduces more ([`crate::group::JoinError::TooManyMembers`]) before replaying
+/// it, and an adder whose history introduced more refuses to add.
 pub const MAX_GROUP: usize = 1024;
+
+/// Most operations in the history log of a Welcome (§7.4). A newcomer refuses a longer log
+/// ([`crate::group::JoinError::HistoryTooLong`]) before replaying it, and an adder whose
+/// history is longer refuses to add. Replaying costs time and memory in the log's length;
+/// the decoder's list bound ([`MAX_LIST_LEN`]) would refuse a log only slightly longer.
+pub const MAX_HISTORY_LEN: usize = 50_000;
 
 /// How far ahead of the next expected message index a sender ratchet will jump (§8).
 pub const MAX_SKIP: u32 = 1000;

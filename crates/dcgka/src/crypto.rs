@@ -73,6 +73,8 @@ pub mod labels {
     pub const SIG_ENVELOPE: &str = "sig-envelope";
     /// Signature prefix of Welcome messages.
     pub const SIG_WELCOME: &str = "sig-welcome";
+    /// An identity key certifying one of its member's group signing keys (§7.2).
+    pub const SIG_SIGNING_KEY: &str = "sig-signing-key";
     /// Signature prefix of signed prekeys.
     pub const SIG_SIGNED_PREKEY: &str = "sig-signed-prekey";
     /// Signature prefix of one-time prekeys.

@@ -46,6 +46,10 @@ pub enum RejectReason {
     /// V6: the body is malformed, or names a member this group does not know.
     #[error("malformed body: {0}")]
     Malformed(MalformedBody),
+    /// The envelope announces a new signing key whose certificate does not verify under the
+    /// sender's identity key (§7.2). The key is not adopted and the sender is cut off.
+    #[error("the new signing key's certificate does not verify")]
+    InvalidKeyCertificate,
     /// The sender was cut off earlier (§7.5): everything it sends is rejected.
     #[error("sender is cut off")]
     CutOff,

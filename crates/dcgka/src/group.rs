@@ -24,9 +24,12 @@ use crate::ordering::{Arrival, Body, BufferError, Ordering, SenderState, Step, V
 use crate::prekeys::{Identity, PrekeyProvider};
 use crate::ratchet::{RatchetError, SenderRatchet};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
-use crate::welcome::{SenderEntry, Welcome, encode_history, member_table, replay_history};
+use crate::welcome::{
+    LogOp, SenderEntry, Welcome, encode_history, identity_of, introduced, member_table, replay_history,
+};
 use crate::wire::{
-    ApplicationBody, BatchItem, ControlBody, Envelope, EnvelopeKind, SenderRef, encode_batch, requires_rotation,
+    ApplicationBody, BatchItem, CertifiedKey, ControlBody, Envelope, EnvelopeKind, SenderRef, encode_batch,
+    requires_rotation,
 };
 
 /// An ack or add-ack of mine that is processed locally but not yet sent (coalescing).
@@ -85,11 +88,13 @@ mod join;
 mod local;
 mod receive;
 mod state;
+#[cfg(test)]
+mod tests;
 mod types;
 
 pub use types::{
     Accepted, Context, GroupConfig, GroupError, GroupRecords, JoinError, Output, Peek, Received, Status,
-    WelcomeMessage, welcome_target,
+    WelcomeMessage, WelcomeSummary, welcome_target,
 };
 
 impl Group {

@@ -81,7 +81,9 @@
 //! [`group::Group::restore`]) before transmitting anything a call returned,
 //! broadcasts `broadcast`, delivers each Welcome in `direct` to its recipient, and feeds
 //! every received byte string to `receive`; duplicates, garbage and out-of-order envelopes
-//! are harmless.
+//! are harmless. A newcomer first reads a Welcome with [`group::Group::inspect_welcome`],
+//! which checks its signature and bounds without replaying anything and names the adder
+//! and the group's size, and calls [`group::Group::join`] only if it consents.
 //!
 //! ## Coalesced acknowledgments
 //!
@@ -133,7 +135,7 @@ pub use crate::crypto::{IdentityKey, VerifyingKey};
 pub use crate::events::{DropReason, Event, MalformedBody, Misbehaviour, RejectReason};
 pub use crate::group::{
     Accepted, Context, Group, GroupConfig, GroupError, GroupRecords, JoinError, Output, Peek, Received, Status,
-    WelcomeMessage, welcome_target,
+    WelcomeMessage, WelcomeSummary, welcome_target,
 };
 pub use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, SeqNo};
 pub use crate::ordering::BufferError;

@@ -16,13 +16,13 @@ use crate::consts::{
     MAX_AHEAD, MAX_BUFFERED_BYTES, MAX_BUFFERED_PER_GROUP, MAX_BUFFERED_PER_SENDER, MAX_BUFFERED_UNKNOWN,
     MAX_CANDIDATES_PER_SLOT,
 };
-use crate::crypto::{IdentityKey, KEY_LEN, PreparedKey, VerifyingKey};
+use crate::crypto::{IdentityKey, KEY_LEN, PreparedKey, Signature, VerifyingKey};
 use crate::dcgka::AckTarget;
 use crate::dgm::OpId;
 use crate::events::DropReason;
 use crate::ids::{GroupId, MemberId, MemberTag, Origin, SeqNo};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
-use crate::wire::{AckRef, ApplicationBody, ControlBody, Envelope, EnvelopeKind, SenderRef};
+use crate::wire::{AckRef, ApplicationBody, CertifiedKey, ControlBody, Envelope, EnvelopeKind, SenderRef};
 
 /// What the ordering layer needs to know about the group: who its members are, by tag and
 /// by the operation that introduced them, and their identity keys.
@@ -69,7 +69,38 @@ pub enum BufferError {
 pub(crate) struct SenderState {
     pub(crate) hwm: u64,
     pub(crate) key: VerifyingKey,
+    /// The certificate of `key` (§7.2): the sequence number that announced it and the
+    /// identity key's signature. `None` while the key is the identity key.
+    pub(crate) cert: Option<(SeqNo, Signature)>,
     pub(crate) cut_off: bool,
+}
+
+impl SenderState {
+    /// The current key with its certificate, unless it is the identity key.
+    pub(crate) fn certified(&self) -> Option<CertifiedKey> {
+        self.cert.map(|(seq, cert)| CertifiedKey { key: self.key, seq, cert })
+    }
+
+    /// Snapshot encoding: `hwm:var ‖ key:[32] ‖ cert:opt<(seq:var ‖ [64])> ‖ cut_off:u8`.
+    pub(crate) fn encode_state(&self, w: &mut StateWriter) {
+        w.var(self.hwm);
+        w.raw(&self.key.0);
+        w.opt(self.cert.as_ref(), |w, (seq, cert)| {
+            w.var(seq.0);
+            w.raw(&cert.0);
+        });
+        w.flag(self.cut_off);
+    }
+
+    /// Reverses [`encode_state`](Self::encode_state).
+    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
+        Ok(SenderState {
+            hwm: r.var()?,
+            key: VerifyingKey(r.array()?),
+            cert: r.opt(|r| Ok((SeqNo(r.var()?), Signature(r.array()?))))?,
+            cut_off: r.flag()?,
+        })
+    }
 }
 
 /// Where a buffered envelope is filed before its sender is resolved.
@@ -150,7 +181,7 @@ pub(crate) enum Arrival {
         /// processed.
         last: u64,
         /// The batch, if it was authenticated and unrolled on arrival.
-        unrolled: Option<Envelope>,
+        unrolled: Option<Box<Envelope>>,
     },
 }
 
@@ -208,7 +239,7 @@ pub(crate) enum Step {
         /// Its sender.
         sender: MemberId,
         /// The batch.
-        batch: Envelope,
+        batch: Box<Envelope>,
     },
     /// The next envelope of `sender`: the authentic candidate, if any, and the candidates
     /// whose signature does not verify.
@@ -232,7 +263,7 @@ pub(crate) enum Ready {
 }
 
 impl Ordering {
-    /// Snapshot encoding: `senders:map<member, (hwm:var, key:[32], cut_off:u8)> ‖
+    /// Snapshot encoding: `senders:map<member, sender state>` (`SenderState::encode_state`) ‖
     /// retained:map<(member, seq:var), (kind:u8, hash:[16])> ‖ retained_keys:map<(member,
     /// seq:var), [32]> ‖ horizon:map<member, var> ‖ buffer:map<slot key, map<seq:var,
     /// list<(envelope:opaque, verified:u8, batch_hash:opt<[16]>)>>>`, a slot key being `0 ‖
@@ -246,9 +277,7 @@ impl Ordering {
         let none = BTreeMap::new();
         w.map(if senders { &self.senders } else { &none }, |w, id, st| {
             w.member(id);
-            w.var(st.hwm);
-            w.raw(&st.key.0);
-            w.flag(st.cut_off);
+            st.encode_state(w);
         });
         w.map(&self.retained, |w, (id, q), (kind, hash)| {
             w.member(id);
@@ -292,7 +321,7 @@ impl Ordering {
     /// Reverses [`encode_state`](Self::encode_state).
     pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
         let senders: BTreeMap<MemberId, SenderState> = r.map(3 + KEY_LEN, |r| {
-            Ok((r.member()?, SenderState { hwm: r.var()?, key: VerifyingKey(r.array()?), cut_off: r.flag()? }))
+            Ok((r.member()?, SenderState::decode_state(r)?))
         })?;
         let retained = r.map(3 + 16, |r| {
             let k = (r.member()?, r.var()?);
@@ -343,7 +372,7 @@ impl Ordering {
         self.senders
             .get(id)
             .cloned()
-            .or_else(|| d.identity(id).map(|ik| SenderState { hwm: 0, key: ik, cut_off: false }))
+            .or_else(|| d.identity(id).map(|ik| SenderState { hwm: 0, key: ik, cert: None, cut_off: false }))
     }
 
     pub(crate) fn hwm(&self, id: &MemberId) -> u64 {
@@ -374,7 +403,7 @@ impl Ordering {
         d: &impl Roster,
         id: MemberId,
         seq: u64,
-        new_key: Option<VerifyingKey>,
+        new_key: Option<CertifiedKey>,
         retain: Option<(EnvelopeKind, [u8; 16])>,
     ) {
         let Some(mut st) = self.sender(&id, d) else { return };
@@ -383,8 +412,9 @@ impl Ordering {
         }
         st.hwm = seq;
         if let Some(k) = new_key {
-            st.key = k;
-            self.cache_key(id, &k);
+            st.key = k.key;
+            st.cert = Some((k.seq, k.cert));
+            self.cache_key(id, &k.key);
         }
         self.senders.insert(id, st);
         if let Some(r) = retain {
@@ -680,7 +710,7 @@ impl Ordering {
         };
         if env.kind == EnvelopeKind::Batch && (verified || trusting) {
             self.unroll(r, &env, verified);
-            return Ok(Arrival::Taken { sender, last, unrolled: Some(env) });
+            return Ok(Arrival::Taken { sender, last, unrolled: Some(Box::new(env)) });
         }
         self.buffer(r, env, verified)?;
         Ok(Arrival::Taken { sender, last, unrolled: None })
@@ -712,7 +742,7 @@ impl Ordering {
         if let Some(batch) = chosen.as_ref().filter(|b| b.env.kind == EnvelopeKind::Batch) {
             // Authentic now that it is next: file its items; the other candidates wait
             // beside the item of their own sequence number.
-            let batch = batch.env.clone();
+            let batch = Box::new(batch.env.clone());
             self.unbuffer_back(forged);
             self.unroll(r, &batch, true);
             return Some(Step::Unrolled { sender, batch });

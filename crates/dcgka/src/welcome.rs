@@ -3,7 +3,11 @@
 //! ```text
 //! Welcome = version:u8 ‖ gid:[32] ‖ adder:var ‖ add_envelope:opaque ‖ history:list<LogOp>
 //!         ‖ senders:list<SenderEntry> ‖ ratchet_ct:TwoSmCiphertext ‖ signature:[64]
+//! SenderEntry = id:var ‖ hwm:var ‖ signing_key:opt<key:[32] ‖ seq:var ‖ cert:[64]> ‖ cut_off:u8
 //! ```
+//!
+//! Each signing key in the sender table carries its certificate by its member's identity
+//! key (§7.2), which the newcomer checks: the adder cannot substitute a key of its own.
 //!
 //! The history is the adder's `H` before the add as a compact operation log. Members are
 //! numbered in the order the log introduces them (the creator is 0, the create's initial
@@ -20,6 +24,7 @@ use crate::crypto::{CryptoError, IdentityKey, Signature, SigningSecret, Verifyin
 use crate::dgm::{History, Op, OpId};
 use crate::ids::{GroupId, MemberId, Origin, SeqNo};
 use crate::two_party::TwoSmCiphertext;
+use crate::wire::CertifiedKey;
 
 /// One operation of the history log; members are numbers in the log's member table.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,8 +120,10 @@ pub struct SenderEntry {
     pub id: u64,
     /// Highest sequence number the adder processed from it: the newcomer's horizon.
     pub hwm: u64,
-    /// Its current signing key.
-    pub signing_key: VerifyingKey,
+    /// Its current signing key with the certificate by its identity key (§7.2); `None`
+    /// while the key is still the identity key (the sender has sent nothing the adder
+    /// processed).
+    pub signing_key: Option<CertifiedKey>,
     /// Whether the adder cut it off (§7.5); the mark must travel.
     pub cut_off: bool,
 }
@@ -150,7 +157,11 @@ impl Welcome {
         w.list(&self.senders, |w, s| {
             w.var(s.id);
             w.var(s.hwm);
-            w.raw(&s.signing_key.0);
+            w.opt(s.signing_key.as_ref(), |w, k| {
+                w.raw(&k.key.0);
+                w.var(k.seq.0);
+                w.raw(&k.cert.0);
+            });
             w.u8(u8::from(s.cut_off));
         });
         self.ratchet_ct.encode(w);
@@ -191,11 +202,13 @@ impl Decode for Welcome {
             adder: r.var()?,
             add_envelope: r.opaque()?.to_vec(),
             history: r.list(2, LogOp::decode)?,
-            senders: r.list(35, |r| {
+            senders: r.list(4, |r| {
                 Ok(SenderEntry {
                     id: r.var()?,
                     hwm: r.var()?,
-                    signing_key: VerifyingKey(r.array()?),
+                    signing_key: r.opt(|r| {
+                        Ok(CertifiedKey { key: VerifyingKey(r.array()?), seq: SeqNo(r.var()?), cert: Signature(r.array()?) })
+                    })?,
                     cut_off: r.flag()?,
                 })
             })?,
@@ -255,6 +268,46 @@ pub(crate) fn encode_history(
         log.push(entry);
     }
     Some((log, num))
+}
+
+/// How many member instances a log introduces (the creator, the initial members and each
+/// add's target), counted without deriving anything.
+pub(crate) fn introduced(log: &[LogOp]) -> usize {
+    log.iter()
+        .map(|op| match op {
+            LogOp::Create { members, .. } => 1 + members.len(),
+            LogOp::Add { .. } => 1,
+            LogOp::Remove { .. } | LogOp::Ack { .. } => 0,
+        })
+        .fold(0usize, usize::saturating_add)
+}
+
+/// The identity key of member number `n` of a log, found without deriving any MID: all a
+/// newcomer needs to check the Welcome's signature before anything costly.
+pub(crate) fn identity_of(log: &[LogOp], n: u64) -> Option<IdentityKey> {
+    let mut next = 0u64;
+    for op in log {
+        match op {
+            LogOp::Create { creator, members } => {
+                if n == next {
+                    return Some(*creator);
+                }
+                let i = usize::try_from(n - next - 1).ok()?;
+                if let Some(ik) = members.get(i) {
+                    return Some(*ik);
+                }
+                next = next.checked_add(1 + members.len() as u64)?;
+            }
+            LogOp::Add { target, .. } => {
+                if n == next {
+                    return Some(*target);
+                }
+                next = next.checked_add(1)?;
+            }
+            LogOp::Remove { .. } | LogOp::Ack { .. } => {}
+        }
+    }
+    None
 }
 
 /// The member table a log introduces (creator, initial members, then each add's

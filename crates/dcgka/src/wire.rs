@@ -3,8 +3,13 @@
 //! ```text
 //! Envelope = version:u8 ‖ kind:u8 ‖ [gid:[32] if create] ‖ seq:var
 //!          ‖ sender:([32] IK if seq = 1, else [16] member tag)
-//!          ‖ new_signing_key:opt<[32]> ‖ body ‖ signature:[64]
+//!          ‖ new_signing_key:opt<[32] ‖ key_cert:[64]> ‖ body ‖ signature:[64]
 //! ```
+//!
+//! A new signing key travels with its certificate ([`CertifiedKey`], §7.2): a signature by
+//! the sender's identity key over the group, the sender's MID, the sequence number of the
+//! envelope (or batch item) that announces the key, and the key. Whoever knows the
+//! member's identity key can check it, a newcomer included (§7.4).
 //!
 //! Two layout decisions relative to the spec's field list (both byte-neutral or better,
 //! see ARCHITECTURE.md): `seq` precedes `sender`, so the decoder knows the sender field's
@@ -116,10 +121,49 @@ pub struct Envelope {
     pub sender: SenderRef,
     /// The sender's next signing key, present exactly when §7.2 requires it.
     pub new_signing_key: Option<VerifyingKey>,
+    /// The certificate of `new_signing_key` by the sender's identity key (§7.2); present
+    /// exactly when `new_signing_key` is.
+    pub key_cert: Option<Signature>,
     /// The body: control content with its direct parts, or an application body.
     pub body: Vec<u8>,
     /// Signature under the sender's signing key before this envelope.
     pub signature: Signature,
+}
+
+/// A member's signing key, certified by its identity key (§7.2): `cert` is the identity
+/// key's signature over `info("sig-signing-key", "") ‖ gid ‖ MID ‖ u64(seq) ‖ key`, `seq`
+/// being the sequence number of the envelope (or batch item) that announced the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CertifiedKey {
+    /// The signing key.
+    pub key: VerifyingKey,
+    /// The sequence number of the envelope that announced it.
+    pub seq: SeqNo,
+    /// The identity key's signature.
+    pub cert: Signature,
+}
+
+impl CertifiedKey {
+    fn message(gid: &GroupId, member: &MemberId, seq: SeqNo, key: &VerifyingKey) -> [u8; 104] {
+        let mut m = [0u8; 104];
+        m[..32].copy_from_slice(&gid.0);
+        m[32..64].copy_from_slice(&member.0);
+        m[64..72].copy_from_slice(&seq.0.to_be_bytes());
+        m[72..].copy_from_slice(&key.0);
+        m
+    }
+
+    /// Certifies `key` as `member`'s signing key from its envelope `seq` on, with the
+    /// member's identity key.
+    pub fn issue(identity: &SigningSecret, gid: &GroupId, member: &MemberId, seq: SeqNo, key: VerifyingKey) -> Self {
+        let cert = identity.sign(labels::SIG_SIGNING_KEY, &[&Self::message(gid, member, seq, &key)]);
+        CertifiedKey { key, seq, cert }
+    }
+
+    /// Checks the certificate under `member`'s identity key `ik`.
+    pub fn verify(&self, ik: &IdentityKey, gid: &GroupId, member: &MemberId) -> Result<(), CryptoError> {
+        ik.verify(labels::SIG_SIGNING_KEY, &[&Self::message(gid, member, self.seq, &self.key)], &self.cert)
+    }
 }
 
 /// Whether §7.2 requires an envelope of `kind` at `seq` to carry a new signing key.
@@ -139,7 +183,10 @@ impl Envelope {
             SenderRef::Tag(t) => w.raw(&t.0),
             SenderRef::Identity(ik) => w.raw(&ik.0),
         }
-        w.opt(self.new_signing_key.as_ref(), |w, k| w.raw(&k.0));
+        w.opt(self.new_signing_key.as_ref(), |w, k| {
+            w.raw(&k.0);
+            w.raw(&self.key_cert.as_ref().map_or([0; SIGNATURE_LEN], |c| c.0));
+        });
         w.raw(&self.body);
     }
 
@@ -169,6 +216,7 @@ impl Envelope {
         sender: &MemberId,
         first_identity: Option<IdentityKey>,
         new_signing_key: Option<VerifyingKey>,
+        key_cert: Option<Signature>,
         body: Vec<u8>,
         signing_key: &SigningSecret,
     ) -> Envelope {
@@ -181,6 +229,7 @@ impl Envelope {
             gid: (kind == EnvelopeKind::Create).then_some(*gid),
             seq,
             sender: sender_ref,
+            key_cert: new_signing_key.and(key_cert),
             new_signing_key,
             body,
             signature: Signature([0; SIGNATURE_LEN]),
@@ -236,10 +285,17 @@ impl Envelope {
                 seq: SeqNo(self.seq.0 + i as u64),
                 sender: self.sender,
                 new_signing_key: if i == last { self.new_signing_key } else { None },
+                key_cert: if i == last { self.key_cert } else { None },
                 body: item.body,
                 signature: self.signature,
             })
             .collect())
+    }
+
+    /// The new signing key with its certificate, bound to the sequence number of the item
+    /// that announces it (a batch's last item), if the envelope rotates.
+    pub fn certified_key(&self) -> Option<CertifiedKey> {
+        Some(CertifiedKey { key: self.new_signing_key?, seq: self.last_seq(), cert: self.key_cert? })
     }
 
     /// The 16-byte prefix of [`hash`](Self::hash) that acks carry.
@@ -274,7 +330,8 @@ impl Decode for Envelope {
         } else {
             SenderRef::Tag(MemberTag(r.array()?))
         };
-        let new_signing_key = r.opt(|r| r.array().map(VerifyingKey))?;
+        let rotation = r.opt(|r| Ok((VerifyingKey(r.array()?), Signature(r.array()?))))?;
+        let (new_signing_key, key_cert) = (rotation.map(|(k, _)| k), rotation.map(|(_, c)| c));
         let body_len = r
             .remaining()
             .checked_sub(SIGNATURE_LEN)
@@ -297,7 +354,7 @@ impl Decode for Envelope {
         if new_signing_key.is_some() != rotates {
             return Err(DecodeError::InvalidField("signing-key rotation present exactly when required"));
         }
-        Ok(Envelope { kind, gid, seq, sender, new_signing_key, body, signature })
+        Ok(Envelope { kind, gid, seq, sender, new_signing_key, key_cert, body, signature })
     }
 }
 

@@ -295,5 +295,6 @@ pub(crate) fn resign(env: &Envelope, gid: &GroupId, sender: &MemberId, key: &Sig
         SenderRef::Identity(ik) => Some(ik),
         SenderRef::Tag(_) => None,
     };
-    Envelope::seal(env.kind, gid, env.seq, sender, first, env.new_signing_key, env.body.clone(), key).to_bytes()
+    Envelope::seal(env.kind, gid, env.seq, sender, first, env.new_signing_key, env.key_cert, env.body.clone(), key)
+        .to_bytes()
 }

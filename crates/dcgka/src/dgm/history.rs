@@ -40,15 +40,25 @@ pub struct History<M> {
     pub(super) removes: BTreeMap<M, Vec<OpId<M>>>,
     /// `targets(r)`: the IDs each remove removes or cancels.
     pub(super) targets: BTreeMap<OpId<M>, BTreeSet<M>>,
-    /// `saw[o][A]` for every create, add and remove `o`.
+    /// `saw[o][A]` for every create, add and remove `o`: the entries set explicitly (a
+    /// sender's own operation, an ack, an inheritance past the adder's frontier). The
+    /// inherited entries of a prefix of `mops` are implicit (`inherited`); read `saw` through
+    /// [`History::saw`].
     pub(super) saw: BTreeMap<OpId<M>, BTreeMap<M, u64>>,
     /// `(o, A)` for every ack recorded in `ops` (as opposed to inherited or implied
     /// knowledge).
     pub(super) acks: BTreeSet<(OpId<M>, M)>,
-    /// For each ever-added ID, the creates, adds and removes it has not seen yet (no `saw`
-    /// entry): derived from `saw`, kept so that recording an ack costs O(what the acker
-    /// had not seen) rather than O(|H|).
-    unseen: BTreeMap<M, BTreeSet<OpId<M>>>,
+    /// The creates, adds and removes in processing order, and each one's position in it.
+    mops: Vec<OpId<M>>,
+    mpos: BTreeMap<OpId<M>, usize>,
+    /// For each ever-added ID, the length of the prefix of `mops` it inherited from its
+    /// adder: `saw[o][ID] = 0` for every `o` in that prefix without an explicit entry (0
+    /// for initial members). An add costs O(1) here instead of one entry per operation.
+    inherited: BTreeMap<M, usize>,
+    /// For each ever-added ID, the first position in `mops` it has not seen: it has seen
+    /// everything before. Recording an ack scans `mops` from there, so it costs O(what the
+    /// acker had not seen, and what followed), and an add or remove touches no other member.
+    frontier: BTreeMap<M, usize>,
 }
 
 impl<M: Ord + Clone + Debug> Default for History<M> {
@@ -72,7 +82,10 @@ impl<M: Ord + Clone + Debug> History<M> {
             targets: BTreeMap::new(),
             saw: BTreeMap::new(),
             acks: BTreeSet::new(),
-            unseen: BTreeMap::new(),
+            mops: Vec::new(),
+            mpos: BTreeMap::new(),
+            inherited: BTreeMap::new(),
+            frontier: BTreeMap::new(),
         }
     }
 
@@ -181,32 +194,35 @@ impl<M: Ord + Clone + Debug> History<M> {
                 }
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
                 self.create = Some(id.clone());
-                self.unseen.insert(sender.clone(), BTreeSet::new());
-                for u in members {
-                    self.unseen.insert(u.clone(), BTreeSet::from([id.clone()]));
+                self.push_membership_op(&id);
+                for u in core::iter::once(sender).chain(members) {
+                    self.inherited.insert(u.clone(), 0);
+                    self.frontier.insert(u.clone(), 0);
                 }
+                self.advance_frontier(sender);
             }
             Op::Add { sender, target, .. } => {
                 self.addop.insert(target.clone(), id.clone());
                 self.adder.insert(target.clone(), Some(sender.clone()));
                 self.children.entry(sender.clone()).or_default().push(target.clone());
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
-                for (m, unseen) in &mut self.unseen {
-                    if m != sender {
-                        unseen.insert(id.clone());
-                    }
-                }
+                self.push_membership_op(&id);
+                self.advance_frontier(sender);
                 // The target inherits everything its adder had seen up to and including
-                // this add: {o | saw[o][S] <= q}, with value 0.
-                let mut unseen = BTreeSet::new();
-                for (o, row) in &mut self.saw {
-                    if row.get(sender).is_some_and(|&s| s <= id.seq) {
+                // this add: {o | saw[o][S] <= q}, with value 0 (every entry of S is at most
+                // q here). The prefix before S's frontier implicitly; S's entries past it
+                // explicitly.
+                let start = self.frontier.get(sender).copied().unwrap_or(0);
+                let past: Vec<OpId<M>> =
+                    self.mops.get(start..).unwrap_or(&[]).iter().filter(|o| self.seen_by(sender, o)).cloned().collect();
+                for o in past {
+                    if let Some(row) = self.saw.get_mut(&o) {
                         row.entry(target.clone()).or_insert(0);
-                    } else if !row.contains_key(target) {
-                        unseen.insert(o.clone());
                     }
                 }
-                self.unseen.insert(target.clone(), unseen);
+                self.inherited.insert(target.clone(), start);
+                self.frontier.insert(target.clone(), start);
+                self.advance_frontier(target);
                 // An add by an already removed or cancelled member is cancelled at once.
                 let inherited = self.removes.get(sender).cloned().unwrap_or_default();
                 for r in &inherited {
@@ -218,11 +234,8 @@ impl<M: Ord + Clone + Debug> History<M> {
             }
             Op::Remove { sender, target, .. } => {
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
-                for (m, unseen) in &mut self.unseen {
-                    if m != sender {
-                        unseen.insert(id.clone());
-                    }
-                }
+                self.push_membership_op(&id);
+                self.advance_frontier(sender);
                 let mut targets = BTreeSet::from([target.clone()]);
                 let mut cancelled = Vec::new();
                 // Cascade to a fixpoint: every addition by a removed or cancelled member
@@ -252,27 +265,45 @@ impl<M: Ord + Clone + Debug> History<M> {
                 // saw[o][A] is A's first operation with o in its causal past: record it
                 // for the acked operation and for everything before it (a no-op for an
                 // acker that acknowledged each of those in turn).
-                let unseen = self.unseen.get(sender).cloned().unwrap_or_default();
-                let mut now_seen = Vec::new();
-                for o in unseen {
-                    let Some(row) = self.saw.get_mut(&o) else { continue };
-                    let in_past = o == *of || row.get(&of.sender).is_some_and(|&s| s < of.seq);
-                    if in_past {
-                        row.entry(sender.clone()).or_insert(id.seq);
-                        now_seen.push(o);
+                let start = self.frontier.get(sender).copied().unwrap_or(0);
+                let now_seen: Vec<OpId<M>> = self
+                    .mops
+                    .get(start..)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter(|o| {
+                        !self.seen_by(sender, o)
+                            && (*o == of || self.saw(o, &of.sender).is_some_and(|s| s < of.seq))
+                    })
+                    .cloned()
+                    .collect();
+                for o in now_seen {
+                    if let Some(row) = self.saw.get_mut(&o) {
+                        row.insert(sender.clone(), id.seq);
                     }
                 }
-                if let Some(set) = self.unseen.get_mut(sender) {
-                    for o in &now_seen {
-                        set.remove(o);
-                    }
-                }
+                self.advance_frontier(sender);
                 self.acks.insert((of.clone(), sender.clone()));
             }
         }
         self.last_seq.insert(id.sender.clone(), id.seq);
         self.index.insert(id, self.ops.len());
         self.ops.push(op);
+    }
+
+    /// Appends a create, add or remove to `mops`.
+    fn push_membership_op(&mut self, id: &OpId<M>) {
+        self.mpos.insert(id.clone(), self.mops.len());
+        self.mops.push(id.clone());
+    }
+
+    /// Moves `m`'s frontier past every operation it has seen.
+    fn advance_frontier(&mut self, m: &M) {
+        let Some(mut f) = self.frontier.get(m).copied() else { return };
+        while self.mops.get(f).is_some_and(|o| self.seen_by(m, o)) {
+            f += 1;
+        }
+        self.frontier.insert(m.clone(), f);
     }
 
     // ----------------------------------------------------------------------------------
@@ -327,7 +358,10 @@ impl<M: Ord + Clone + Debug> History<M> {
             .saw
             .iter()
             .filter(|(o, row)| {
-                row.contains_key(x) || row.get(&acked.sender).is_some_and(|&s| s < acked.seq) || *o == acked
+                row.contains_key(x)
+                    || self.inherits(o, x)
+                    || self.saw(o, &acked.sender).is_some_and(|s| s < acked.seq)
+                    || *o == acked
             })
             .map(|(o, _)| o.clone())
             .collect();
@@ -342,12 +376,31 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// past (`o.seq` if `m` sent `o`, `0` if inherited from `m`'s adder). `None` if `m`
     /// has not seen `o`, or if `o` is not a create, add or remove in `H`.
     pub fn saw(&self, o: &OpId<M>, m: &M) -> Option<u64> {
-        self.saw.get(o).and_then(|row| row.get(m)).copied()
+        let row = self.saw.get(o)?;
+        match row.get(m) {
+            Some(&s) => Some(s),
+            None => self.inherits(o, m).then_some(0),
+        }
+    }
+
+    /// Whether `m` inherited `o` implicitly (within the prefix of `mops` its adder had seen).
+    fn inherits(&self, o: &OpId<M>, m: &M) -> bool {
+        match (self.mpos.get(o), self.inherited.get(m)) {
+            (Some(p), Some(i)) => p < i,
+            _ => false,
+        }
     }
 
     /// All `saw[o][·]` entries of a create, add or remove `o`.
-    pub fn saw_row(&self, o: &OpId<M>) -> Option<&BTreeMap<M, u64>> {
-        self.saw.get(o)
+    pub fn saw_row(&self, o: &OpId<M>) -> Option<BTreeMap<M, u64>> {
+        let mut row = self.saw.get(o)?.clone();
+        let p = self.mpos.get(o)?;
+        for (m, i) in &self.inherited {
+            if p < i {
+                row.entry(m.clone()).or_insert(0);
+            }
+        }
+        Some(row)
     }
 
     /// Whether `o ∈ seen(H, m)`, i.e. `saw[o][m]` is defined.
@@ -357,7 +410,7 @@ impl<M: Ord + Clone + Debug> History<M> {
 
     /// `seen(H, m)` restricted to creates, adds and removes (acks carry no membership).
     pub fn seen_ops(&self, m: &M) -> BTreeSet<OpId<M>> {
-        self.saw.iter().filter(|(_, row)| row.contains_key(m)).map(|(o, _)| o.clone()).collect()
+        self.saw.keys().filter(|o| self.seen_by(m, o)).cloned().collect()
     }
 
     /// `o ≺ p` (§6.1). Exact when `o` and `p` have the same sender (by sequence number),
@@ -495,7 +548,7 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// whatever order they were processed in (§10, oracle 5).
     pub fn same_history(&self, other: &Self) -> bool {
         self.ops.len() == other.ops.len()
-            && self.saw == other.saw
+            && self.saw.keys().all(|o| self.saw_row(o) == other.saw_row(o))
             && self.ops.iter().all(|op| other.get(&op.id()) == Some(op))
     }
 }

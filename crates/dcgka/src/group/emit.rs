@@ -3,22 +3,25 @@
 use super::*;
 
 impl Group {
-    /// Signs and records one of my envelopes; rotates my signing key where §7.2 says so.
-    /// Held acks go first, in one batch with it.
-    pub(super) fn emit(
+    /// Signs and records one of my envelopes; rotates my signing key where §7.2 says so,
+    /// certifying the new key with my identity key. Held acks go first, in one batch with it.
+    pub(super) fn emit<R: CryptoRng>(
         &mut self,
-        rng: &mut impl CryptoRng,
+        ctx: &mut Context<'_, R>,
         kind: EnvelopeKind,
         seq: SeqNo,
         body: Vec<u8>,
     ) -> (Vec<u8>, Envelope) {
-        let next = requires_rotation(kind, seq).then(|| SigningSecret::generate(rng));
-        let new_key = next.as_ref().map(SigningSecret::verifying_key);
+        let next = requires_rotation(kind, seq).then(|| SigningSecret::generate(ctx.rng));
+        let new_key = next
+            .as_ref()
+            .map(|k| CertifiedKey::issue(ctx.identity.signing_key(), &self.d.gid, &self.d.me, seq, k.verifying_key()));
         let mut held = std::mem::take(&mut self.held);
         let env = match held.first().map(|h| h.seq) {
             None => {
                 let first = (seq.0 == 1).then_some(self.my_ik);
-                Envelope::seal(kind, &self.d.gid, seq, &self.d.me, first, new_key, body, &self.signing)
+                let (key, cert) = (new_key.map(|k| k.key), new_key.map(|k| k.cert));
+                Envelope::seal(kind, &self.d.gid, seq, &self.d.me, first, key, cert, body, &self.signing)
             }
             Some(start) => {
                 held.push(HeldItem { seq, item: BatchItem { kind, body } });
@@ -28,7 +31,7 @@ impl Group {
         let retain =
             matches!(kind, EnvelopeKind::Create | EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
                 .then(|| (kind, env.short_hash()));
-        self.ord.advance(&self.d, self.d.me, seq.0, env.new_signing_key, retain);
+        self.ord.advance(&self.d, self.d.me, seq.0, env.certified_key(), retain);
         if let Some(k) = next {
             self.signing = k;
         }
@@ -36,12 +39,7 @@ impl Group {
     }
 
     /// Seals held items (consecutive from `start`) as one batch under my current key.
-    pub(super) fn seal_batch(
-        &self,
-        start: SeqNo,
-        items: Vec<HeldItem>,
-        new_key: Option<crate::crypto::VerifyingKey>,
-    ) -> Envelope {
+    pub(super) fn seal_batch(&self, start: SeqNo, items: Vec<HeldItem>, new_key: Option<CertifiedKey>) -> Envelope {
         debug_assert!(items.iter().enumerate().all(|(i, h)| h.seq.0 == start.0 + i as u64));
         let items: Vec<BatchItem> = items.into_iter().map(|h| h.item).collect();
         Envelope::seal(
@@ -50,7 +48,8 @@ impl Group {
             start,
             &self.d.me,
             None,
-            new_key,
+            new_key.map(|k| k.key),
+            new_key.map(|k| k.cert),
             encode_batch(&items),
             &self.signing,
         )
@@ -58,9 +57,9 @@ impl Group {
 
     /// Emits a reply (ack or add-ack) to the envelope whose short hash is `hash`; with
     /// coalescing, holds it instead (and sends the held ones once a batch would be full).
-    pub(super) fn emit_reply(
+    pub(super) fn emit_reply<R: CryptoRng>(
         &mut self,
-        rng: &mut impl CryptoRng,
+        ctx: &mut Context<'_, R>,
         reply: (ControlBody, SeqNo),
         hash: [u8; 16],
     ) -> Option<Vec<u8>> {
@@ -79,7 +78,7 @@ impl Group {
             }
             return None;
         }
-        Some(self.emit(rng, kind, seq, body.to_bytes()).0)
+        Some(self.emit(ctx, kind, seq, body.to_bytes()).0)
     }
 
     /// Sends the held acks: one envelope, or a batch of several. None if nothing is held.
@@ -89,7 +88,17 @@ impl Group {
             [] => return None,
             [_] => {
                 let h = held.pop()?;
-                Envelope::seal(h.item.kind, &self.d.gid, h.seq, &self.d.me, None, None, h.item.body, &self.signing)
+                Envelope::seal(
+                    h.item.kind,
+                    &self.d.gid,
+                    h.seq,
+                    &self.d.me,
+                    None,
+                    None,
+                    None,
+                    h.item.body,
+                    &self.signing,
+                )
             }
             [first, ..] => {
                 let start = first.seq;

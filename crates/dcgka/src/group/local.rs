@@ -20,7 +20,7 @@ impl Group {
         // Dcgka::update validates and prefetches before it changes anything.
         let (body, q, p) = self.d.update(&mut env!(ctx)).map_err(map_process_error)?;
         let mut out = Output::default();
-        let (bytes, _) = self.emit(ctx.rng, EnvelopeKind::Update, q, body.to_bytes());
+        let (bytes, _) = self.emit(ctx, EnvelopeKind::Update, q, body.to_bytes());
         out.broadcast.push(bytes);
         self.absorb(p, &mut out)?;
         out.events.insert(0, Event::Updated { by: self.d.me });
@@ -32,7 +32,7 @@ impl Group {
         self.require_active()?;
         let (body, q, p) = self.d.remove(&mut env!(ctx), id).map_err(map_process_error)?;
         let mut out = Output::default();
-        let (bytes, _) = self.emit(ctx.rng, EnvelopeKind::Remove, q, body.to_bytes());
+        let (bytes, _) = self.emit(ctx, EnvelopeKind::Remove, q, body.to_bytes());
         out.broadcast.push(bytes);
         self.absorb(p, &mut out)?;
         Ok(out)
@@ -47,6 +47,17 @@ impl Group {
     /// can occur after that; it corrupts the group, as FATAL does.
     pub fn add<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, ik: IdentityKey) -> Result<Output, GroupError> {
         self.require_active()?;
+        // The newcomer would refuse the Welcome (§7.4): refuse the add before anything changes.
+        if self.d.h.len() > crate::consts::MAX_HISTORY_LEN {
+            return Err(GroupError::InvalidOperation(RejectReason::InvalidAdd(
+                "the history is longer than a Welcome may carry (MAX_HISTORY_LEN)",
+            )));
+        }
+        if self.d.h.ever_added().len() > crate::consts::MAX_GROUP {
+            return Err(GroupError::InvalidOperation(RejectReason::InvalidAdd(
+                "the history introduced more members than a Welcome may carry (MAX_GROUP)",
+            )));
+        }
         let staged = self.d.stage_add(&mut env!(ctx), ik).map_err(map_process_error)?;
         let mut out = Output::default();
         self.heal_if_pending(ctx, &mut out)?;
@@ -80,17 +91,17 @@ impl Group {
         let mut senders = Vec::new();
         for id in self.d.h.ever_added() {
             let Some(n) = num.get(&id) else { continue };
-            let st = if id == self.d.me {
-                SenderState { hwm: self.d.seq, key: self.signing.verifying_key(), cut_off: false }
-            } else {
-                self.ord.sender(&id, &self.d).ok_or(unchanged(GroupError::Internal("sender state")))?
-            };
-            senders.push(SenderEntry { id: *n, hwm: st.hwm, signing_key: st.key, cut_off: st.cut_off });
+            let mut st = self.ord.sender(&id, &self.d).ok_or(unchanged(GroupError::Internal("sender state")))?;
+            if id == self.d.me {
+                // My horizon is my last sequence number before the add (`q − 1`).
+                st.hwm = self.d.seq;
+            }
+            senders.push(SenderEntry { id: *n, hwm: st.hwm, signing_key: st.certified(), cut_off: st.cut_off });
         }
         let adder = *num.get(&self.d.me).ok_or(unchanged(GroupError::Internal("adder number")))?;
         let (ratchet_ct, body, q, p) =
             self.d.commit_add(&mut env!(ctx), staged, t).map_err(|e| (map_process_error(e), true))?;
-        let (add_bytes, _) = self.emit(ctx.rng, EnvelopeKind::Add, q, body.to_bytes());
+        let (add_bytes, _) = self.emit(ctx, EnvelopeKind::Add, q, body.to_bytes());
         let mut w = Welcome {
             gid: self.d.gid,
             adder,
@@ -128,7 +139,7 @@ impl Group {
         let (_, ct) = fs.encrypt(seq, plaintext).map_err(|_| GroupError::Internal("sending ratchet"))?;
         self.d.seq = seq.0;
         let body = ApplicationBody { epoch_delta: seq.0 - epoch.0, ct }.to_bytes();
-        let (bytes, _) = self.emit(ctx.rng, EnvelopeKind::Application, seq, body);
+        let (bytes, _) = self.emit(ctx, EnvelopeKind::Application, seq, body);
         out.broadcast.push(bytes);
         Ok(out)
     }

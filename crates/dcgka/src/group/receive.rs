@@ -186,6 +186,17 @@ impl Group {
         let seq = env.seq.0;
         // An item of a batch is acknowledged under the batch's hash.
         let hash = v.buffered.hash.unwrap_or_else(|| env.short_hash());
+        // A new signing key must carry a valid certificate by the sender's identity key
+        // (§7.2): the envelope is authentic, so the sender is at fault. Rejected, without
+        // adopting the key, and the sender is cut off.
+        if let Some(k) = env.certified_key()
+            && self.d.ik.get(&sender).is_none_or(|ik| k.verify(ik, &self.d.gid, &sender).is_err())
+        {
+            self.ord.advance(&self.d, sender, seq, None, None);
+            self.ord.cut_off(&self.d, sender);
+            out.events.push(Event::Rejected { sender, seq: env.seq, reason: RejectReason::InvalidKeyCertificate });
+            return Ok(());
+        }
         if v.state.cut_off {
             self.reject(sender, env, RejectReason::CutOff, out, false);
             return Ok(());
@@ -215,7 +226,7 @@ impl Group {
                 }
                 let retain = matches!(env.kind, EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
                     .then_some((env.kind, hash));
-                self.ord.advance(&self.d, sender, seq, env.new_signing_key, retain);
+                self.ord.advance(&self.d, sender, seq, env.certified_key(), retain);
                 if let Err(e) = self.finish_processed(ctx, p, hash, out) {
                     self.corrupt(e.to_string(), out);
                 }
@@ -234,13 +245,13 @@ impl Group {
             }
             Err(ProcessError::NeedBundle(ik)) => Err(ik),
             Err(ProcessError::Fatal(reason)) => {
-                self.ord.advance(&self.d, sender, seq, env.new_signing_key, None);
+                self.ord.advance(&self.d, sender, seq, env.certified_key(), None);
                 self.corrupt(reason.to_string(), out);
                 Ok(())
             }
             Err(ProcessError::BadCiphertext(kind)) => {
                 // The sender signed it: report it with the evidence before giving up (§5.6).
-                self.ord.advance(&self.d, sender, seq, env.new_signing_key, None);
+                self.ord.advance(&self.d, sender, seq, env.certified_key(), None);
                 out.events.push(Event::Misbehaviour {
                     sender,
                     seq: env.seq,
@@ -279,7 +290,7 @@ impl Group {
             return Ok(());
         }
         if let Some(r) = reply
-            && let Some(bytes) = self.emit_reply(ctx.rng, r, hash)
+            && let Some(bytes) = self.emit_reply(ctx, r, hash)
         {
             out.broadcast.push(bytes);
         }
@@ -323,7 +334,7 @@ impl Group {
         out: &mut Output,
         control: bool,
     ) {
-        self.ord.advance(&self.d, sender, env.seq.0, env.new_signing_key, None);
+        self.ord.advance(&self.d, sender, env.seq.0, env.certified_key(), None);
         if control {
             self.ord.cut_off(&self.d, sender);
         }

@@ -49,7 +49,7 @@ impl Group {
     }
 
     /// One sender's record: `magic 0xDD ‖ version ‖ member table ‖ member ‖
-    /// head:opt<(hwm:var, key:[32], cut_off:u8)> ‖ ratchet:opt<sender ratchet> ‖
+    /// head:opt<sender state> ‖ ratchet:opt<sender ratchet> ‖
     /// index:opt<(epoch:var, next:var)>`.
     fn sender_record(&self, id: &MemberId) -> Zeroizing<Vec<u8>> {
         let mut w = StateWriter::of_kind(crate::snapshot::SnapshotKind::Sender);
@@ -57,9 +57,7 @@ impl Group {
         let head = self.ord.senders().get(id);
         w.flag(head.is_some());
         if let Some(st) = head {
-            w.var(st.hwm);
-            w.raw(&st.key.0);
-            w.flag(st.cut_off);
+            st.encode_state(&mut w);
         }
         w.flag(self.fs.contains_key(id));
         if let Some(r) = self.fs.get(id) {
@@ -91,7 +89,7 @@ impl Group {
             }
             let mut any = false;
             if r.flag()? {
-                let st = SenderState { hwm: r.var()?, key: VerifyingKey(r.array()?), cut_off: r.flag()? };
+                let st = SenderState::decode_state(&mut r)?;
                 g.ord.insert_sender(id, st);
                 any = true;
             }

@@ -82,6 +82,52 @@ pub enum JoinError {
     /// The Welcome's ratchet state could not be decrypted or used.
     #[error("the Welcome's ratchet state cannot be used")]
     Undecryptable,
+    /// A signing key in the Welcome's sender table, or the one the create or add announces,
+    /// is not certified by its member's identity key (§7.2, §7.4): a forgery by the adder
+    /// (or the creator).
+    #[error("the signing key of {member:?} is not certified by its identity key")]
+    ForgedSigningKey {
+        /// The member whose key is forged.
+        member: MemberId,
+    },
+    /// The Welcome's history log is longer than [`crate::consts::MAX_HISTORY_LEN`]
+    /// (checked before it is replayed).
+    #[error("the Welcome's history has {len} operations, the maximum is {max}")]
+    HistoryTooLong {
+        /// Operations in the log.
+        len: usize,
+        /// [`crate::consts::MAX_HISTORY_LEN`].
+        max: usize,
+    },
+    /// The Welcome's history log introduces more member instances than
+    /// [`crate::consts::MAX_GROUP`] (checked before it is replayed).
+    #[error("the Welcome's history introduces {introduced} members, the maximum is {max}")]
+    TooManyMembers {
+        /// Member instances the log introduces, the removed included.
+        introduced: usize,
+        /// [`crate::consts::MAX_GROUP`].
+        max: usize,
+    },
+}
+
+/// What a Welcome says about itself, read by [`Group::inspect_welcome`] after its
+/// signature was checked and before anything costly (§7.4, §9): what the application needs
+/// to consent to the invitation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WelcomeSummary {
+    /// The group.
+    pub gid: GroupId,
+    /// The adder's member instance.
+    pub adder: MemberId,
+    /// The adder's identity key, under which the Welcome's signature verified.
+    pub adder_identity: IdentityKey,
+    /// Member instances the history introduces (creator, initial members, each add's
+    /// target), the removed included: an upper bound on the group's size before this add.
+    pub members_introduced: usize,
+    /// Removes in the history.
+    pub removes: usize,
+    /// Operations in the history log (what replaying it costs).
+    pub history_len: usize,
 }
 
 /// Why a call failed. The group is unchanged, except after a FATAL failure (§5.6) of a

@@ -17,7 +17,7 @@ use dcgka::ids::{Epoch, GroupId, MemberId, MessageIndex, Origin, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory, PrekeyBundle, PrekeyError, SignedPrekeyId};
 use dcgka::ratchet::{RatchetError, SenderRatchet};
 use dcgka::snapshot::SnapshotError;
-use dcgka::wire::{BatchItem, ControlBody, Envelope, EnvelopeKind, SeedBlock, encode_batch};
+use dcgka::wire::{BatchItem, CertifiedKey, ControlBody, Envelope, EnvelopeKind, SeedBlock, encode_batch};
 use rand_chacha::ChaCha20Rng;
 
 use super::{NOW, rng};
@@ -85,6 +85,7 @@ fn crafted_create(creator: &Identity, gid: GroupId, mut members: Vec<VerifyingKe
         &me,
         Some(creator.public_key()),
         Some(next),
+        Some(CertifiedKey::issue(creator.signing_key(), &gid, &me, SeqNo(1), next).cert),
         body.to_bytes(),
         creator.signing_key(),
     )
@@ -210,7 +211,7 @@ fn max_batch_items_batches_are_refused_when_parsed() {
     let batch = |n: usize| {
         let key = SigningSecret::from_bytes(&[5; 32]);
         let body = encode_batch(&vec![ack.clone(); n]);
-        Envelope::seal(EnvelopeKind::Batch, &gid, SeqNo(10), &a, None, None, body, &key).to_bytes()
+        Envelope::seal(EnvelopeKind::Batch, &gid, SeqNo(10), &a, None, None, None, body, &key).to_bytes()
     };
     assert!(Envelope::from_bytes(&batch(MAX_BATCH_ITEMS)).is_ok(), "the bound itself parses");
     let flood = batch(MAX_BATCH_ITEMS + 1);

@@ -11,7 +11,7 @@ const GID: GroupId = GroupId([3; 32]);
 const SENDER: MemberId = MemberId([4; 32]);
 
 fn envelope(key: &SigningSecret) -> Envelope {
-    Envelope::seal(EnvelopeKind::Application, &GID, SeqNo(5), &SENDER, None, None, vec![1, 42, 9, 9, 9], key)
+    Envelope::seal(EnvelopeKind::Application, &GID, SeqNo(5), &SENDER, None, None, None, vec![1, 42, 9, 9, 9], key)
 }
 
 /// Ed25519 group order L, little-endian.

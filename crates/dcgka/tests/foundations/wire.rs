@@ -97,6 +97,7 @@ fn envelope() -> impl Strategy<Value = Envelope> {
                 seq,
                 sender,
                 new_signing_key: requires_rotation(kind, seq).then_some(VerifyingKey(nk)),
+                key_cert: requires_rotation(kind, seq).then_some(Signature(sig)),
                 body,
                 signature: Signature(sig),
             }
@@ -187,6 +188,7 @@ fn structural_rules_are_enforced() {
     bytes.extend_from_slice(&[0xaa; 16]);
     bytes.push(1);
     bytes.extend_from_slice(&[0xbb; 32]);
+    bytes.extend_from_slice(&[0xcc; 64]);
     bytes.extend_from_slice(&[0; 64]);
     assert_eq!(
         Envelope::from_bytes(&bytes),
