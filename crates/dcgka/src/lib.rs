@@ -130,7 +130,7 @@ layer!(crypto, dcgka, dgm, ordering, ratchet, two_party, welcome, wire);
 
 pub use crate::codec::DecodeError;
 pub use crate::crypto::{IdentityKey, VerifyingKey};
-pub use crate::events::{DropReason, Event, MalformedBody, RejectReason};
+pub use crate::events::{DropReason, EquivocationEvidence, Event, MalformedBody, RejectReason};
 pub use crate::group::{
     Accepted, Context, Group, GroupConfig, GroupError, GroupRecords, JoinError, Output, Peek, Received, Status,
     WelcomeMessage, welcome_target,

@@ -49,7 +49,8 @@ impl Group {
     }
 
     /// One sender's record: `magic 0xDD ‖ version ‖ member table ‖ member ‖
-    /// head:opt<(hwm:var, key:[32], cut_off:u8)> ‖ ratchet:opt<sender ratchet> ‖
+    /// head:opt<(hwm:var, key:[32], cut_off:u8, recent:list<(seq:var, hash:[16])>)> ‖
+    /// ratchet:opt<sender ratchet> ‖
     /// index:opt<(epoch:var, next:var)>`.
     fn sender_record(&self, id: &MemberId) -> Zeroizing<Vec<u8>> {
         let mut w = StateWriter::of_kind(crate::snapshot::SnapshotKind::Sender);
@@ -60,6 +61,7 @@ impl Group {
             w.var(st.hwm);
             w.raw(&st.key.0);
             w.flag(st.cut_off);
+            self.ord.encode_recent(&mut w, id);
         }
         w.flag(self.fs.contains_key(id));
         if let Some(r) = self.fs.get(id) {
@@ -92,7 +94,9 @@ impl Group {
             let mut any = false;
             if r.flag()? {
                 let st = SenderState { hwm: r.var()?, key: VerifyingKey(r.array()?), cut_off: r.flag()? };
+                let recent = Ordering::decode_recent(&mut r)?;
                 g.ord.insert_sender(id, st);
+                g.ord.insert_recent(id, recent);
                 any = true;
             }
             if r.flag()? {
