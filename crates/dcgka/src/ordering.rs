@@ -64,8 +64,8 @@ pub enum BufferError {
         max: usize,
     },
     /// An envelope that cannot be verified yet exceeds its claimed sender's unverified
-    /// budget ([`MAX_UNVERIFIED_PER_SENDER`] and the others): it is dropped (sync brings it
-    /// again once it is its sender's next one, when it is verified on arrival).
+    /// budget ([`crate::consts::MAX_UNVERIFIED_PER_SENDER`] and the others): it is dropped
+    /// (sync brings it again once it is its sender's next one, verified on arrival).
     #[error("unverified budget exhausted: {what} holds {held}, the maximum is {max}")]
     Unverified {
         /// Which budget.
