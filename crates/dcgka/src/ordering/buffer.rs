@@ -1,6 +1,8 @@
 //! The buffer of envelopes that are not ready yet (§7.3): filing, its bounds, the
 //! unverified budgets and eviction, and taking entries out again.
 
+use std::collections::BTreeSet;
+
 use super::{BufKey, BufferError, Buffered, Ordering, Roster, buffered_size};
 use crate::consts::{
     MAX_AHEAD, MAX_BUFFERED_BYTES, MAX_BUFFERED_PER_GROUP, MAX_BUFFERED_PER_SENDER, MAX_BUFFERED_UNKNOWN,
@@ -51,17 +53,7 @@ impl Ordering {
                     if slot_len >= MAX_CANDIDATES_PER_SLOT {
                         self.evict_unverified_in_slot(&key, seq);
                     }
-                    let need_room = |o: &Self| {
-                        o.buffered >= MAX_BUFFERED_PER_GROUP
-                            || o.buffered_bytes + size > MAX_BUFFERED_BYTES
-                            || o.per_key(&key) >= MAX_BUFFERED_PER_SENDER
-                    };
-                    while need_room(self) {
-                        let own = self.per_key(&key) >= MAX_BUFFERED_PER_SENDER;
-                        if !self.evict_one(d, own.then_some(&key)) {
-                            break;
-                        }
-                    }
+                    self.make_room(d, &key, size);
                 } else {
                     self.check_unverified(&key, seq, hwm, size)?;
                 }
@@ -202,31 +194,57 @@ impl Ordering {
         }
     }
 
-    /// Evicts the evictable entry (an unverified candidate or a first envelope, under
-    /// `only` if given) furthest from being ready, the largest first among equals.
-    /// Returns whether anything was evicted.
-    fn evict_one(&mut self, d: &impl Roster, only: Option<&BufKey>) -> bool {
-        let mut victim: Option<((u64, usize), BufKey, u64, usize)> = None;
-        for (key, slots) in &self.buffer {
-            if only.is_some_and(|k| k != key) {
-                continue;
-            }
-            let first = matches!(key, BufKey::First(..));
+    /// Evicts evictable entries (unverified candidates and first envelopes), furthest from
+    /// being ready first and the larger first among equals, until a verified envelope of
+    /// `size` bytes under `key` fits the group bounds and its sender's bound (from `key`'s
+    /// own entries when that bound is the one reached), or nothing evictable is left. The
+    /// victims are chosen in one sorted pass, so a large envelope costs O(n log n).
+    fn make_room(&mut self, d: &impl Roster, key: &BufKey, size: usize) {
+        let (mut count, mut bytes, mut own) = (self.buffered, self.buffered_bytes, self.per_key(key));
+        let fits = |count: usize, bytes: usize, own: usize| {
+            count < MAX_BUFFERED_PER_GROUP && bytes + size <= MAX_BUFFERED_BYTES && own < MAX_BUFFERED_PER_SENDER
+        };
+        if fits(count, bytes, own) {
+            return;
+        }
+        let mut evictable: Vec<((u64, usize), BufKey, u64, usize)> = Vec::new();
+        for (k, slots) in &self.buffer {
+            let first = matches!(k, BufKey::First(..));
             for (seq, v) in slots {
                 for (i, b) in v.iter().enumerate() {
-                    if b.verified && !first {
-                        continue;
-                    }
-                    let rank = (self.distance(d, key, *seq), b.size);
-                    if victim.as_ref().is_none_or(|(r, ..)| rank > *r) {
-                        victim = Some((rank, *key, *seq, i));
+                    if first || !b.verified {
+                        evictable.push(((self.distance(d, k, *seq), b.size), *k, *seq, i));
                     }
                 }
             }
         }
-        let Some((_, key, seq, i)) = victim else { return false };
-        self.remove_at(&key, seq, i);
-        true
+        evictable.sort_by_key(|v| std::cmp::Reverse(v.0));
+        let mut victims = BTreeSet::new();
+        let mut take = |v: &((u64, usize), BufKey, u64, usize), count: &mut usize, bytes: &mut usize, own: &mut usize| {
+            if victims.insert((v.1, v.2, v.3)) {
+                *count -= 1;
+                *bytes -= v.0.1;
+                if v.1 == *key {
+                    *own -= 1;
+                }
+            }
+        };
+        for v in evictable.iter().filter(|v| v.1 == *key) {
+            if own < MAX_BUFFERED_PER_SENDER {
+                break;
+            }
+            take(v, &mut count, &mut bytes, &mut own);
+        }
+        for v in &evictable {
+            if fits(count, bytes, own) {
+                break;
+            }
+            take(v, &mut count, &mut bytes, &mut own);
+        }
+        // Within a slot, higher indices first, so the lower ones stay valid.
+        for (k, seq, i) in victims.into_iter().rev() {
+            self.remove_at(&k, seq, i);
+        }
     }
 
     /// Evicts the first envelope furthest from being ready. Returns whether one was.
