@@ -544,7 +544,7 @@ impl Runner<'_> {
                     Event::GroupStateCorrupted { reason } => {
                         v.push(format!("{}: group state corrupted: {reason}", dev.name));
                     }
-                    Event::Equivocation { sender, seq } => v.push(format!(
+                    Event::Equivocation { sender, seq, .. } => v.push(format!(
                         "{}: equivocation reported for {} at seq {}",
                         dev.name,
                         sim.name_of_member(sender),

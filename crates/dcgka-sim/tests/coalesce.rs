@@ -14,7 +14,7 @@ use common::{assert_clean, create_recorded, created_with, group, observe, outcom
 use dcgka::codec::{Decode, Encode};
 use dcgka::consts::MAX_BATCH_ITEMS;
 use dcgka::crypto::SigningSecret;
-use dcgka::events::{DropReason, Event};
+use dcgka::events::{DropReason, EquivocationEvidence, Event};
 use dcgka::group::{GroupError, Received, Status};
 use dcgka::ids::SeqNo;
 use dcgka::wire::{BatchItem, Envelope, EnvelopeKind, encode_batch};
@@ -257,7 +257,8 @@ fn a_conflicting_batch_from_the_same_sender_is_equivocation() {
     .to_bytes();
     let before = observe(group(&sim, B));
     let out = recv(&mut sim, B, &twin).unwrap();
-    assert_eq!(out.events, [Event::Equivocation { sender: a, seq: original.last_seq() }]);
+    let evidence = EquivocationEvidence::Processed { processed: original.short_hash(), other: twin.clone() };
+    assert_eq!(out.events, [Event::Equivocation { sender: a, seq: original.last_seq(), evidence }]);
     assert_eq!(observe(group(&sim, B)), before);
     assert_clean(&sim);
 }

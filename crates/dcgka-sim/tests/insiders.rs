@@ -249,7 +249,17 @@ fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
         let mut sim = sim.clone();
         let body = ControlBody::Add { target: ghost_ik, prekey };
         let next_key = SigningSecret::generate(&mut rng).verifying_key();
-        let env = Envelope::seal(EnvelopeKind::Add, &gid, SeqNo(2), &a_mid, None, Some(next_key), Some(cert(&next_key)), body.to_bytes(), &k1);
+        let env = Envelope::seal(
+            EnvelopeKind::Add,
+            &gid,
+            SeqNo(2),
+            &a_mid,
+            None,
+            Some(next_key),
+            Some(cert(&next_key)),
+            body.to_bytes(),
+            &k1,
+        );
         for d in [B, C, D] {
             let out = recv(&mut sim, d, &env.to_bytes()).unwrap();
             assert_eq!(
@@ -271,7 +281,17 @@ fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
     let expired = CarriedPrekey::of(&ghost.new_signed_prekey(&mut rng, 10, 20)).unwrap();
     let body = ControlBody::Add { target: ghost_ik, prekey: expired };
     let next_key = SigningSecret::generate(&mut rng).verifying_key();
-    let env = Envelope::seal(EnvelopeKind::Add, &gid, SeqNo(2), &a_mid, None, Some(next_key), Some(cert(&next_key)), body.to_bytes(), &k1);
+    let env = Envelope::seal(
+        EnvelopeKind::Add,
+        &gid,
+        SeqNo(2),
+        &a_mid,
+        None,
+        Some(next_key),
+        Some(cert(&next_key)),
+        body.to_bytes(),
+        &k1,
+    );
     let mut acked = 0;
     for d in [B, C, D] {
         let out = recv(&mut sim, d, &env.to_bytes()).unwrap();

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 
 use dcgka::codec::Encode;
 use dcgka::crypto::SigningSecret;
-use dcgka::events::{DropReason, Event, RejectReason};
+use dcgka::events::{DropReason, EquivocationEvidence, Event, RejectReason};
 use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Received, Status};
 use dcgka::ids::{GroupId, MemberId, Origin, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
@@ -934,7 +934,8 @@ fn equivocation_is_reported_only_for_authentic_conflicts() {
     assert_eq!(outcome(&r), Ok(Received::Duplicate), "a forged conflict is a duplicate");
     let authentic = resign(&other, &gid, &a_mid, &k1);
     let out = recv(&mut sim, B, &authentic).unwrap();
-    assert_eq!(out.events, vec![Event::Equivocation { sender: a_mid, seq: genuine.seq }]);
+    let evidence = EquivocationEvidence::Processed { processed: genuine.short_hash(), other: authentic.clone() };
+    assert_eq!(out.events, vec![Event::Equivocation { sender: a_mid, seq: genuine.seq, evidence }]);
     assert!(out.broadcast.is_empty());
     assert_eq!(observe(group(&sim, B)), before);
     let m = *sim.send(A, b"still fine").unwrap().last().unwrap();

@@ -75,6 +75,36 @@ pub const MAX_BUFFERED_UNKNOWN: usize = 256;
 /// ready: a forgery cannot crowd out the genuine envelope, up to this many forgeries.
 pub const MAX_CANDIDATES_PER_SLOT: usize = 4;
 
+/// Unverified envelopes buffered per claimed sender (§7.3). An envelope beyond its sender's
+/// next one cannot be verified yet, so it is buffered on its word only: this budget, not
+/// the group's, is what an outsider can fill, and verified data evicts it when it needs
+/// room.
+pub const MAX_UNVERIFIED_PER_SENDER: usize = 64;
+
+/// Unverified bytes buffered per claimed sender (§7.3): room for one application message of
+/// [`MAX_PLAINTEXT_SIZE`] and its overhead.
+pub const MAX_UNVERIFIED_BYTES_PER_SENDER: usize = 2 * 1024 * 1024;
+
+/// How far beyond its sender's high-water mark an unverified envelope counts as near (§7.3);
+/// one further ahead counts as far ahead and gets the far budgets.
+pub const UNVERIFIED_NEAR: u64 = 64;
+
+/// Unverified envelopes buffered per claimed sender further than [`UNVERIFIED_NEAR`] ahead
+/// of its high-water mark (§7.3).
+pub const MAX_UNVERIFIED_FAR_PER_SENDER: usize = 4;
+
+/// Unverified bytes buffered per claimed sender further than [`UNVERIFIED_NEAR`] ahead of
+/// its high-water mark (§7.3).
+pub const MAX_UNVERIFIED_FAR_BYTES_PER_SENDER: usize = 64 * 1024;
+
+/// Bytes of first envelopes buffered (senders not known yet, §7.3); the oldest-looking entry
+/// (the one furthest from becoming ready) is evicted to make room.
+pub const MAX_BUFFERED_UNKNOWN_BYTES: usize = 1024 * 1024;
+
+/// Short hashes kept per sender of its latest processed acks and application messages, so
+/// that a second authentic version of one is reported as equivocation (§7.6).
+pub const MAX_RECENT_HASHES: usize = 16;
+
 /// Most items in one batch envelope (coalesced acknowledgments, §12). A member holding
 /// this many items minus one sends them at once, so a batch never exceeds it; a longer
 /// one is [`crate::codec::DecodeError::ListTooLong`] with this `max`.

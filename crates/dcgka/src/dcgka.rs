@@ -672,7 +672,7 @@ impl Dcgka {
                 self.process_add(env, s, q, t, &bundles)
             }
             ControlBody::Ack { of, forwards } => {
-                let (os, oq) = self.check_ack(s, q, of, false, lookup)?;
+                let (os, oq, disputed) = self.check_ack(s, q, of, false, lookup)?;
                 let mine: Vec<&Forward> = forwards.iter().filter(|f| f.recipient == self.me.tag()).collect();
                 if mine.len() > 1 {
                     return Err(malformed("two forwards to one recipient"));
@@ -688,10 +688,14 @@ impl Dcgka {
                 {
                     self.update_acks.insert((s, os, oq));
                 }
+                if disputed {
+                    return self.process_disputed_ack(env, s, q, (os, oq), mine.first().map(|f| &f.ct));
+                }
                 self.process_ack(env, s, q, (os, oq), mine.first().map(|f| &f.ct))
             }
             ControlBody::AddAck { of, ratchet_ct } => {
-                let (os, oq) = self.check_ack(s, q, of, true, lookup)?;
+                // A disputed add-ack is processed as any other: its ratchet input is public.
+                let (os, oq, _) = self.check_ack(s, q, of, true, lookup)?;
                 self.process_add_ack(env, s, q, (os, oq), ratchet_ct.as_ref())
             }
         }
@@ -723,7 +727,8 @@ impl Dcgka {
     }
 
     /// V4 for an ack (`add_ack = false`) or add-ack by `a` at `aq`; returns the acknowledged
-    /// operation.
+    /// operation and whether the ack names another version of it than the one processed
+    /// here (§7.6: a disputed ack, which is not the acker's fault and is not rejected).
     fn check_ack(
         &self,
         a: MemberId,
@@ -731,7 +736,7 @@ impl Dcgka {
         of: &AckRef,
         add_ack: bool,
         lookup: &dyn Fn(&MemberId, u64) -> Option<AckTarget>,
-    ) -> Result<(MemberId, u64), ProcessError> {
+    ) -> Result<(MemberId, u64, bool), ProcessError> {
         let bad = |why| ProcessError::Reject(RejectReason::InvalidAck(why));
         let os = self.resolve(&of.of_sender).ok_or(bad("acknowledges an unknown sender"))?;
         let oq = of.of_seq.0;
@@ -739,13 +744,12 @@ impl Dcgka {
             return Err(bad("acknowledges its own message"));
         }
         let op = OpId::new(os, oq);
+        let mut disputed = false;
         let kind = match lookup(&os, oq) {
             None => return Err(bad("acknowledges an unprocessed message")),
             Some(AckTarget::NotAcknowledgeable) => return Err(bad("acknowledges an ack or application message")),
             Some(AckTarget::Known { kind, hash }) => {
-                if hash != of.of_hash {
-                    return Err(ProcessError::Reject(RejectReason::HashMismatch));
-                }
+                disputed = hash != of.of_hash;
                 Some(kind)
             }
             Some(AckTarget::BelowHorizon) => self.h.kind(&op).map(|k| match k {
@@ -774,7 +778,7 @@ impl Dcgka {
         if !self.h.removed_by(&a).is_empty() && self.h.follows_own_removal(&a, &op) {
             return Err(ProcessError::Reject(RejectReason::FollowsOwnRemoval));
         }
-        Ok((os, oq))
+        Ok((os, oq, disputed))
     }
 
     /// `process-create`. `ids` are the other initial members' MIDs.
@@ -957,6 +961,29 @@ impl Dcgka {
         let Some(x) = x else { return Ok(Processed::default()) };
         let i = self.update_ratchet(&a, RatchetInput::Member(&x))?;
         Ok(Processed { secrets: vec![self.secret(a, aq, i)], ..Default::default() })
+    }
+
+    /// An ack by `a` of another version of `(s, q)` than the one processed here (§7.6): it
+    /// counts as an ack in `H`, a forward to me is decrypted (keeping the 2SM session in
+    /// step) and discarded, and the member secret of `a` derived from my version is
+    /// erased unused, since `a` derived its own from the version it saw.
+    fn process_disputed_ack<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        a: MemberId,
+        aq: u64,
+        (s, q): (MemberId, u64),
+        fwd: Option<&TwoSmCiphertext>,
+    ) -> Result<Processed, ProcessError> {
+        let op = OpId::new(s, q);
+        if self.h.is_create(&op) || self.h.is_add(&op) || self.h.is_remove(&op) {
+            self.h.apply(Op::Ack { sender: a, seq: aq, of: op }).map_err(refused)?;
+        }
+        drop(self.ms.remove(&(s, q, a)));
+        if let Some(c) = fwd {
+            drop(self.decrypt_from(env, &a, c, Misbehaviour::BadForward)?);
+        }
+        Ok(Processed::default())
     }
 
     /// `process-add(γ, S, q, t)` for a member other than the newcomer.

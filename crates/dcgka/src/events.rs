@@ -34,7 +34,9 @@ pub enum RejectReason {
     /// V4: an ack of something not acknowledgeable, of the wrong type, twice, or by its sender.
     #[error("invalid ack: {0}")]
     InvalidAck(&'static str),
-    /// V4 (b): the acknowledged envelope's hash differs from the one processed here.
+    /// V4 (b): the acknowledged envelope's hash differs from the one processed here. No longer
+    /// produced: such an ack is processed and blames the acknowledged sender instead
+    /// ([`Event::Equivocation`] with [`EquivocationEvidence::Ack`], §7.6).
     #[error("ack references a different version of the acknowledged envelope")]
     HashMismatch,
     /// V4 (e), §7.5: the envelope provably follows its sender's own removal.
@@ -101,6 +103,61 @@ pub enum Misbehaviour {
     BadForward,
     /// The ratchet state sent to me, the newcomer, in an add-ack.
     BadRatchetCiphertext,
+}
+
+/// What shows that a sender signed two versions of one sequence number (§7.6). Every
+/// envelope is in its wire encoding and verifies under the key the sender had for that
+/// sequence number, so a third party holding the group's public keys can check it.
+#[non_exhaustive]
+#[derive(Clone, PartialEq, Eq)]
+pub enum EquivocationEvidence {
+    /// Both versions, as this member received them: it held both at once.
+    Envelopes {
+        /// The version processed here.
+        first: Vec<u8>,
+        /// The other one.
+        second: Vec<u8>,
+    },
+    /// The version processed here is known only by its short hash (§7.1) and the other
+    /// version arrived later.
+    Processed {
+        /// The short hash of the version processed here.
+        processed: [u8; 16],
+        /// The other version.
+        other: Vec<u8>,
+    },
+    /// Only a member's acknowledgment of another version was seen: the acker's signed
+    /// envelope, which names the other version's short hash. It proves what the acker
+    /// claims, not that the sender signed it; the acker is not blamed either way.
+    Ack {
+        /// Who acknowledged the other version.
+        acker: MemberId,
+        /// The acknowledgment, in its wire encoding (for an item of a batch, the item).
+        ack: Vec<u8>,
+        /// The short hash of the version processed here.
+        processed: [u8; 16],
+        /// The short hash the acknowledgment names.
+        acked: [u8; 16],
+    },
+}
+
+impl core::fmt::Debug for EquivocationEvidence {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Envelopes are public ciphertext, but long: show their sizes only.
+        match self {
+            Self::Envelopes { first, second } => {
+                write!(f, "Envelopes {{ first: {} bytes, second: {} bytes }}", first.len(), second.len())
+            }
+            Self::Processed { processed, other } => {
+                write!(f, "Processed {{ processed: {processed:02x?}, other: {} bytes }}", other.len())
+            }
+            Self::Ack { acker, ack, processed, acked } => write!(
+                f,
+                "Ack {{ acker: {acker:?}, ack: {} bytes, processed: {processed:02x?}, acked: {acked:02x?} }}",
+                ack.len()
+            ),
+        }
+    }
 }
 
 /// Something the application should know about. Events never contain key material.
@@ -186,12 +243,16 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
-    /// The sender signed two different envelopes with one sequence number (§7.6).
+    /// The sender signed two different envelopes with one sequence number (§7.6). Honest
+    /// members are not blamed for it; the application should remove the sender (the group
+    /// does not cut it off by itself, since members learn of it at different times).
     Equivocation {
         /// The equivocating sender.
         sender: MemberId,
         /// The sequence number used twice.
         seq: SeqNo,
+        /// What shows it.
+        evidence: EquivocationEvidence,
     },
     /// An envelope of my own, authentic under my current signing key, carries a sequence
     /// number beyond my own (§7.3): another copy of this state sent it, because the state

@@ -17,8 +17,8 @@ use zeroize::Zeroizing;
 use crate::codec::{Decode, DecodeError, Encode};
 use crate::consts::MAX_BATCH_ITEMS;
 use crate::crypto::{IdentityKey, KEY_LEN, SigningSecret, VerifyingKey};
-use crate::dcgka::{Dcgka, Env, ProcessError, Processed, StagedAdd, UpdateSecret};
-use crate::events::{DropReason, Event, MalformedBody, RejectReason};
+use crate::dcgka::{AckTarget, Dcgka, Env, ProcessError, Processed, StagedAdd, UpdateSecret};
+use crate::events::{DropReason, EquivocationEvidence, Event, MalformedBody, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, MessageIndex, Origin, SeqNo};
 use crate::ordering::{Arrival, Body, BufferError, Ordering, SenderState, Step, Verified};
 use crate::prekeys::{Identity, PrekeyProvider};
@@ -167,6 +167,12 @@ impl Group {
     /// Envelopes waiting in the buffer.
     pub fn pending(&self) -> usize {
         self.ord.buffered()
+    }
+
+    /// Bytes waiting in the buffer, as counted against
+    /// [`MAX_BUFFERED_BYTES`](crate::consts::MAX_BUFFERED_BYTES).
+    pub fn pending_bytes(&self) -> usize {
+        self.ord.buffered_bytes()
     }
 
     /// My last used sequence number.

@@ -132,7 +132,7 @@ layer!(crypto, dcgka, dgm, ordering, ratchet, two_party, welcome, wire);
 
 pub use crate::codec::DecodeError;
 pub use crate::crypto::{IdentityKey, VerifyingKey};
-pub use crate::events::{DropReason, Event, MalformedBody, Misbehaviour, RejectReason};
+pub use crate::events::{DropReason, EquivocationEvidence, Event, MalformedBody, Misbehaviour, RejectReason};
 pub use crate::group::{
     Accepted, Context, Group, GroupConfig, GroupError, GroupRecords, JoinError, Output, Peek, Received, Status,
     WelcomeMessage, WelcomeSummary, welcome_target,

@@ -9,13 +9,10 @@
 //! through a [`Roster`]; the group layer ([`crate::group`]) runs the drain loop, because
 //! processing an envelope needs the whole group state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::codec::{Decode, DecodeError, Encode};
-use crate::consts::{
-    MAX_AHEAD, MAX_BUFFERED_BYTES, MAX_BUFFERED_PER_GROUP, MAX_BUFFERED_PER_SENDER, MAX_BUFFERED_UNKNOWN,
-    MAX_CANDIDATES_PER_SLOT,
-};
+use crate::consts::MAX_AHEAD;
 use crate::crypto::{IdentityKey, KEY_LEN, PreparedKey, Signature, VerifyingKey};
 use crate::dcgka::AckTarget;
 use crate::dgm::OpId;
@@ -23,6 +20,11 @@ use crate::events::DropReason;
 use crate::ids::{GroupId, MemberId, MemberTag, Origin, SeqNo};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 use crate::wire::{AckRef, ApplicationBody, CertifiedKey, ControlBody, Envelope, EnvelopeKind, SenderRef};
+
+mod buffer;
+mod recent;
+#[cfg(test)]
+mod tests;
 
 /// What the ordering layer needs to know about the group: who its members are, by tag and
 /// by the operation that introduced them, and their identity keys.
@@ -60,6 +62,18 @@ pub enum BufferError {
         /// Currently held.
         held: usize,
         /// The bound.
+        max: usize,
+    },
+    /// An envelope that cannot be verified yet exceeds its claimed sender's unverified
+    /// budget ([`crate::consts::MAX_UNVERIFIED_PER_SENDER`] and the others): it is dropped
+    /// (sync brings it again once it is its sender's next one, verified on arrival).
+    #[error("unverified budget exhausted: {what} holds {held}, the maximum is {max}")]
+    Unverified {
+        /// Which budget.
+        what: &'static str,
+        /// Currently held.
+        held: usize,
+        /// The budget.
         max: usize,
     },
 }
@@ -153,6 +167,10 @@ pub(crate) struct Ordering {
     retained_keys: BTreeMap<(MemberId, u64), VerifyingKey>,
     /// A newcomer's horizon, per sender (§7.4).
     horizon: BTreeMap<MemberId, u64>,
+    /// The short hashes of each sender's latest processed envelopes that are not retained
+    /// (acks, application messages), at most [`crate::consts::MAX_RECENT_HASHES`] per
+    /// sender, oldest first: a second authentic version of one is equivocation (§7.6).
+    recent: BTreeMap<MemberId, VecDeque<(u64, [u8; 16])>>,
     /// Each sender's current signing key, decompressed once (a cache of `senders[X].key`).
     prepared: BTreeMap<MemberId, PreparedKey>,
     buffer: BTreeMap<BufKey, BTreeMap<u64, Vec<Buffered>>>,
@@ -172,6 +190,10 @@ pub(crate) enum Arrival {
         sender: MemberId,
         /// The sequence number used twice.
         seq: SeqNo,
+        /// The short hash of the version processed here.
+        processed: [u8; 16],
+        /// The other version, as received.
+        other: Envelope,
     },
     /// Taken: buffered until ready, or (an authentic batch that is next) unrolled.
     Taken {
@@ -250,6 +272,18 @@ pub(crate) enum Step {
         chosen: Option<Box<Verified>>,
         /// Forgeries.
         forged: Vec<Buffered>,
+        /// Other authentic versions of the chosen one: equivocation (§7.6).
+        equivocal: Vec<Buffered>,
+    },
+    /// Authentic envelopes for an already processed sequence number that differ from the
+    /// version processed: equivocation (§7.6).
+    Equivocal {
+        /// The sender.
+        sender: MemberId,
+        /// The short hash of the version processed.
+        processed: [u8; 16],
+        /// The other versions.
+        candidates: Vec<Buffered>,
     },
 }
 
@@ -260,6 +294,10 @@ pub(crate) enum Ready {
     /// Buffered envelopes to discard: a first envelope that no processed operation
     /// justifies (§7.5), a duplicate, or an echo of my own.
     Discard { candidates: Vec<Buffered>, reason: DropReason },
+    /// Candidates of a sender's next slot whose signature does not verify.
+    Forged { sender: MemberId, candidates: Vec<Buffered> },
+    /// Authentic versions of a processed sequence number that differ from it.
+    Equivocal { sender: MemberId, processed: [u8; 16], candidates: Vec<Buffered> },
 }
 
 impl Ordering {
@@ -278,6 +316,7 @@ impl Ordering {
         w.map(if senders { &self.senders } else { &none }, |w, id, st| {
             w.member(id);
             st.encode_state(w);
+            self.encode_recent(w, id);
         });
         w.map(&self.retained, |w, (id, q), (kind, hash)| {
             w.member(id);
@@ -320,8 +359,15 @@ impl Ordering {
 
     /// Reverses [`encode_state`](Self::encode_state).
     pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
-        let senders: BTreeMap<MemberId, SenderState> = r.map(3 + KEY_LEN, |r| {
-            Ok((r.member()?, SenderState::decode_state(r)?))
+        let mut recent = BTreeMap::new();
+        let senders: BTreeMap<MemberId, SenderState> = r.map(4 + KEY_LEN, |r| {
+            let id = r.member()?;
+            let st = SenderState::decode_state(r)?;
+            let q = Self::decode_recent(r)?;
+            if !q.is_empty() {
+                recent.insert(id, q);
+            }
+            Ok((id, st))
         })?;
         let retained = r.map(3 + 16, |r| {
             let k = (r.member()?, r.var()?);
@@ -355,6 +401,7 @@ impl Ordering {
             retained,
             retained_keys,
             horizon,
+            recent,
             prepared: BTreeMap::new(),
             buffer,
             buffered,
@@ -483,116 +530,6 @@ impl Ordering {
         v
     }
 
-    /// Number of buffered envelopes.
-    pub(crate) fn buffered(&self) -> usize {
-        self.buffered
-    }
-
-    /// Files an envelope until it is ready, enforcing every buffer bound.
-    pub(crate) fn buffer(&mut self, d: &impl Roster, env: Envelope, verified: bool) -> Result<(), BufferError> {
-        let key = BufKey::of(&env);
-        let seq = env.seq.0;
-        let known = match key {
-            BufKey::Tag(t) => d.resolve(&t),
-            BufKey::First(..) => None,
-        };
-        if let Some(id) = known {
-            let hwm = self.hwm(&id);
-            if seq > hwm.saturating_add(MAX_AHEAD) {
-                return Err(BufferError::TooFarAhead { seq, hwm, max: MAX_AHEAD });
-            }
-        } else {
-            let unknown: usize = self
-                .buffer
-                .iter()
-                .filter(|(k, _)| match k {
-                    BufKey::Tag(t) => d.resolve(t).is_none(),
-                    BufKey::First(..) => true,
-                })
-                .map(|(_, v)| v.values().map(Vec::len).sum::<usize>())
-                .sum();
-            if unknown >= MAX_BUFFERED_UNKNOWN {
-                return Err(BufferError::Full { what: "unknown senders", held: unknown, max: MAX_BUFFERED_UNKNOWN });
-            }
-        }
-        let size = buffered_size(&env);
-        if self.buffered >= MAX_BUFFERED_PER_GROUP {
-            return Err(BufferError::Full { what: "group", held: self.buffered, max: MAX_BUFFERED_PER_GROUP });
-        }
-        if self.buffered_bytes + size > MAX_BUFFERED_BYTES {
-            return Err(BufferError::Full { what: "group bytes", held: self.buffered_bytes, max: MAX_BUFFERED_BYTES });
-        }
-        let per_sender: usize = self.buffer.get(&key).map_or(0, |m| m.values().map(Vec::len).sum());
-        if per_sender >= MAX_BUFFERED_PER_SENDER {
-            return Err(BufferError::Full { what: "sender", held: per_sender, max: MAX_BUFFERED_PER_SENDER });
-        }
-        let slot = self.buffer.entry(key).or_default().entry(seq).or_default();
-        if slot.iter().any(|b| b.env == env) {
-            return Ok(());
-        }
-        if slot.len() >= MAX_CANDIDATES_PER_SLOT {
-            return Err(BufferError::Full { what: "slot", held: slot.len(), max: MAX_CANDIDATES_PER_SLOT });
-        }
-        slot.push(Buffered { env, size, verified, hash: None });
-        self.buffered += 1;
-        self.buffered_bytes += size;
-        Ok(())
-    }
-
-    /// Files the items of an authentic batch (§12) that lie above its sender's high-water
-    /// mark, each as an envelope of its own that needs no further signature check, carrying
-    /// the batch's hash. The batch's own size bounds them, so the buffer bounds are not
-    /// checked again.
-    pub(crate) fn unroll(&mut self, d: &impl Roster, batch: &Envelope, verified: bool) {
-        let Ok(items) = batch.items() else { return };
-        let hash = batch.short_hash();
-        let key = BufKey::of(batch);
-        let hwm = match key {
-            BufKey::Tag(t) => d.resolve(&t).map_or(0, |id| self.hwm(&id)),
-            BufKey::First(..) => 0,
-        };
-        for env in items.into_iter().filter(|e| e.seq.0 > hwm) {
-            let size = buffered_size(&env);
-            let slot = self.buffer.entry(key).or_default().entry(env.seq.0).or_default();
-            if slot.iter().any(|b| b.env == env) {
-                continue;
-            }
-            slot.push(Buffered { env, size, verified, hash: Some(hash) });
-            self.buffered += 1;
-            self.buffered_bytes += size;
-        }
-    }
-
-    /// Puts candidates back (processing must be retried later).
-    pub(crate) fn unbuffer_back(&mut self, candidates: Vec<Buffered>) {
-        for b in candidates {
-            let key = BufKey::of(&b.env);
-            self.buffered += 1;
-            self.buffered_bytes += b.size;
-            self.buffer.entry(key).or_default().entry(b.env.seq.0).or_default().push(b);
-        }
-    }
-
-    fn take(&mut self, key: &BufKey, seq: u64) -> Vec<Buffered> {
-        let Some(m) = self.buffer.get_mut(key) else { return Vec::new() };
-        let v = m.remove(&seq).unwrap_or_default();
-        if m.is_empty() {
-            self.buffer.remove(key);
-        }
-        for b in &v {
-            self.buffered -= 1;
-            self.buffered_bytes -= b.size;
-        }
-        v
-    }
-
-    /// Drops every buffered envelope (after TERMINATE or FATAL).
-    pub(crate) fn clear_buffer(&mut self) {
-        self.buffer.clear();
-        self.buffered = 0;
-        self.buffered_bytes = 0;
-    }
-
     /// Whether an ack's dependency holds (§7.3 rule 2).
     fn ack_ready(&self, d: &impl Roster, of: &AckRef) -> bool {
         d.resolve(&of.of_sender)
@@ -660,11 +597,11 @@ impl Ordering {
                 if last <= self.hwm(&id) {
                     // A different envelope under an already used sequence number, authentic
                     // under the key that was current then, is equivocation (§7.6).
-                    if let Some((hash, key)) = self.retained(&id, last)
+                    if let Some((hash, key)) = self.processed_version(&id, last)
                         && hash != env.short_hash()
                         && env.verify(&gid, &id, &key).is_ok()
                     {
-                        return Ok(Arrival::Equivocation { sender: id, seq: SeqNo(last) });
+                        return Ok(Arrival::Equivocation { sender: id, seq: SeqNo(last), processed: hash, other: env });
                     }
                     return Ok(Arrival::Dropped(DropReason::Duplicate));
                 }
@@ -701,6 +638,18 @@ impl Ordering {
                 if self.hwm(&id) >= 1 {
                     return Ok(Arrival::Dropped(DropReason::Duplicate));
                 }
+                if self.ack_ready(r, &of) {
+                    // The acknowledged operation was processed: it introduced this instance
+                    // or the envelope is junk, decided now rather than after buffering.
+                    if r.introduced_by(&id) != Some(OpId::new(by, of.of_seq.0)) {
+                        return Ok(Arrival::Dropped(DropReason::NotAMember));
+                    }
+                } else {
+                    let hwm = self.hwm(&by);
+                    if of.of_seq.0 > hwm.saturating_add(MAX_AHEAD) {
+                        return Err(BufferError::TooFarAhead { seq: of.of_seq.0, hwm, max: MAX_AHEAD });
+                    }
+                }
                 if env.verify(&gid, &id, &ik).is_err() {
                     return Ok(Arrival::Dropped(DropReason::BadSignature));
                 }
@@ -716,25 +665,34 @@ impl Ordering {
         Ok(Arrival::Taken { sender, last, unrolled: None })
     }
 
-    /// The next step of the drain loop: discards what became stale, or takes the
-    /// candidates for a sender's next envelope and verifies them (each on its own, so an
-    /// unauthenticated candidate never blocks the genuine one); an authentic batch is
-    /// unrolled, anything else is returned with its body parsed. `trusting` skips
-    /// signature checks (an adversarial test copy).
+    /// The next step of the drain loop: discards what became stale, drops the forgeries of
+    /// a sender's next slot, reports authentic conflicts, or takes the candidates for a
+    /// sender's next envelope (all verified); an authentic batch is unrolled, anything else
+    /// is returned with its body parsed. `trusting` skips signature checks (an adversarial
+    /// test copy).
     pub(crate) fn next(&mut self, r: &impl Roster, trusting: bool) -> Option<Step> {
-        let (sender, candidates) = match self.next_ready(r)? {
+        let (sender, candidates) = match self.next_ready(r, trusting)? {
             Ready::Envelope { sender, candidates } => (sender, candidates),
             Ready::Discard { candidates, reason } => return Some(Step::Discarded { candidates, reason }),
+            Ready::Forged { sender, candidates } => {
+                return Some(Step::Next { sender, chosen: None, forged: candidates, equivocal: Vec::new() });
+            }
+            Ready::Equivocal { sender, processed, candidates } => {
+                return Some(Step::Equivocal { sender, processed, candidates });
+            }
         };
         let Some(state) = self.sender(&sender, r) else {
-            return Some(Step::Next { sender, chosen: None, forged: Vec::new() });
+            return Some(Step::Next { sender, chosen: None, forged: Vec::new(), equivocal: Vec::new() });
         };
         let mut chosen = None;
         let mut forged = Vec::new();
+        let mut equivocal = Vec::new();
         for b in candidates {
             let authentic = b.verified || trusting || self.verify(&r.gid(), &sender, &state.key, &b.env);
             if chosen.is_none() && authentic {
                 chosen = Some(b);
+            } else if authentic && b.hash.is_none() {
+                equivocal.push(b);
             } else {
                 forged.push(b);
             }
@@ -744,39 +702,25 @@ impl Ordering {
             // beside the item of their own sequence number.
             let batch = Box::new(batch.env.clone());
             self.unbuffer_back(forged);
+            self.unbuffer_back(equivocal);
             self.unroll(r, &batch, true);
             return Some(Step::Unrolled { sender, batch });
         }
-        Some(Step::Next { sender, chosen: chosen.map(|b| Box::new(Verified::new(sender, state, b))), forged })
+        Some(Step::Next {
+            sender,
+            chosen: chosen.map(|b| Box::new(Verified::new(sender, state, b))),
+            forged,
+            equivocal,
+        })
     }
 
     /// Finds the next envelope that is ready to be verified and processed.
-    fn next_ready(&mut self, d: &impl Roster) -> Option<Ready> {
+    fn next_ready(&mut self, d: &impl Roster, trusting: bool) -> Option<Ready> {
         let keys: Vec<BufKey> = self.buffer.keys().copied().collect();
         for key in keys {
             match key {
                 BufKey::Tag(t) => {
                     let Some(id) = d.resolve(&t) else { continue };
-                    let hwm = self.hwm(&id);
-                    // Discard stale duplicates.
-                    let stale: Vec<u64> =
-                        self.buffer.get(&key).map(|m| m.range(..=hwm).map(|(s, _)| *s).collect()).unwrap_or_default();
-                    for s in stale {
-                        self.take(&key, s);
-                    }
-                    // Each candidate is judged on its own: an unauthenticated one whose
-                    // dependency never holds must not block the genuine envelope.
-                    let ready = self
-                        .buffer
-                        .get(&key)
-                        .and_then(|m| m.get(&(hwm + 1)))
-                        .is_some_and(|c| c.iter().any(|b| self.dependency_ready(d, &b.env)));
-                    if ready && id != d.me() {
-                        let (ready, waiting): (Vec<Buffered>, Vec<Buffered>) =
-                            self.take(&key, hwm + 1).into_iter().partition(|b| self.dependency_ready(d, &b.env));
-                        self.unbuffer_back(waiting);
-                        return Some(Ready::Envelope { sender: id, candidates: ready });
-                    }
                     if id == d.me() {
                         // Echoes of my own envelopes.
                         let all: Vec<u64> =
@@ -784,6 +728,42 @@ impl Ordering {
                         for s in all {
                             self.take(&key, s);
                         }
+                        continue;
+                    }
+                    let hwm = self.hwm(&id);
+                    // Stale entries: authentic versions that differ from the one processed
+                    // are equivocation; the rest are discarded silently.
+                    let stale: Vec<u64> =
+                        self.buffer.get(&key).map(|m| m.range(..=hwm).map(|(s, _)| *s).collect()).unwrap_or_default();
+                    for s in stale {
+                        let taken = self.take(&key, s);
+                        if let Some((processed, _)) = self.processed_version(&id, s) {
+                            let candidates: Vec<Buffered> = taken
+                                .into_iter()
+                                .filter(|b| b.verified && b.hash.is_none() && b.env.short_hash() != processed)
+                                .collect();
+                            if !candidates.is_empty() {
+                                return Some(Ready::Equivocal { sender: id, processed, candidates });
+                            }
+                        }
+                    }
+                    // The next slot is verified whole as soon as it is next, whether or not
+                    // the candidates' dependencies hold: forgeries leave at once and never
+                    // hold the slot against the genuine envelope.
+                    let forged = self.verify_slot(d, &key, id, hwm + 1, trusting);
+                    if !forged.is_empty() {
+                        return Some(Ready::Forged { sender: id, candidates: forged });
+                    }
+                    let ready = self
+                        .buffer
+                        .get(&key)
+                        .and_then(|m| m.get(&(hwm + 1)))
+                        .is_some_and(|c| c.iter().any(|b| self.dependency_ready(d, &b.env)));
+                    if ready {
+                        let (ready, waiting): (Vec<Buffered>, Vec<Buffered>) =
+                            self.take(&key, hwm + 1).into_iter().partition(|b| self.dependency_ready(d, &b.env));
+                        self.unbuffer_back(waiting);
+                        return Some(Ready::Envelope { sender: id, candidates: ready });
                     }
                 }
                 BufKey::First(ik, _, _) => {
@@ -810,5 +790,31 @@ impl Ordering {
             }
         }
         None
+    }
+
+    /// Verifies every unverified candidate of `id`'s slot `seq` (its next one) under its
+    /// current key: marks the authentic ones verified, removes and returns the forgeries.
+    fn verify_slot(&mut self, d: &impl Roster, key: &BufKey, id: MemberId, seq: u64, trusting: bool) -> Vec<Buffered> {
+        let Some(st) = self.sender(&id, d) else { return Vec::new() };
+        let gid = d.gid();
+        let Some(slot) = self.buffer.get(key).and_then(|m| m.get(&seq)) else { return Vec::new() };
+        if slot.iter().all(|b| b.verified) {
+            return Vec::new();
+        }
+        let verdicts: Vec<bool> =
+            slot.iter().map(|b| b.verified || trusting || self.verify(&gid, &id, &st.key, &b.env)).collect();
+        let taken = self.take(key, seq);
+        let mut forged = Vec::new();
+        let mut kept = Vec::new();
+        for (mut b, ok) in taken.into_iter().zip(verdicts) {
+            if ok {
+                b.verified = true;
+                kept.push(b);
+            } else {
+                forged.push(b);
+            }
+        }
+        self.unbuffer_back(kept);
+        forged
     }
 }

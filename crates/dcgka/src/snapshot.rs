@@ -74,9 +74,12 @@ use crate::ids::MemberId;
 /// The first byte of every group snapshot.
 pub const SNAPSHOT_MAGIC: u8 = 0xDC;
 
-/// The group snapshot format version this library writes (and the only one it reads so
-/// far). Every change of the format gets a new version; older versions keep loading.
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// The group snapshot format version this library writes, and the only one it reads.
+/// Every change of the format gets a new version. Version 2 added signing-key certificates
+/// and the recent hashes of §7.6; version 1 came before any persistent store and is refused
+/// with [`SnapshotError::UnsupportedVersion`] rather than migrated. From the store on, an
+/// older version keeps loading.
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 /// The first byte of every identity snapshot
 /// ([`Identity::snapshot`](crate::prekeys::Identity::snapshot)); not [`SNAPSHOT_MAGIC`],

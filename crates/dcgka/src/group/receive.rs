@@ -37,10 +37,11 @@ impl Group {
         let (sender, last, unrolled) = match self.ord.arrive(&self.d, env, self.trusting())? {
             Arrival::Dropped(reason) => return Err(GroupError::Dropped(reason)),
             Arrival::Own => return Err(GroupError::OwnEnvelope),
-            Arrival::Equivocation { sender, seq } => {
+            Arrival::Equivocation { sender, seq, processed, other } => {
+                let evidence = EquivocationEvidence::Processed { processed, other: other.to_bytes() };
                 return Ok(Output {
                     received: Some(Received::Duplicate),
-                    events: vec![Event::Equivocation { sender, seq }],
+                    events: vec![Event::Equivocation { sender, seq, evidence }],
                     ..Default::default()
                 });
             }
@@ -120,7 +121,7 @@ impl Group {
         // later calls (and its output is never sent).
         while self.processing() && (!was_active || self.status == Status::Active) {
             let Some(step) = self.ord.next(&self.d, self.trusting()) else { break };
-            let (sender, chosen, forged) = match step {
+            let (sender, chosen, forged, equivocal) = match step {
                 Step::Discarded { candidates, reason } => {
                     for b in candidates {
                         if incoming == Some((b.env.sender, b.env.seq)) {
@@ -133,7 +134,14 @@ impl Group {
                     out.accepted.push(Accepted::of(sender, &batch));
                     continue;
                 }
-                Step::Next { sender, chosen, forged } => (sender, chosen, forged),
+                Step::Equivocal { sender, processed, candidates } => {
+                    for b in candidates {
+                        let evidence = EquivocationEvidence::Processed { processed, other: b.env.to_bytes() };
+                        out.events.push(Event::Equivocation { sender, seq: b.env.seq, evidence });
+                    }
+                    continue;
+                }
+                Step::Next { sender, chosen, forged, equivocal } => (sender, chosen, forged, equivocal),
             };
             for b in &forged {
                 if incoming == Some((b.env.sender, b.env.seq)) && chosen.is_none() {
@@ -143,7 +151,18 @@ impl Group {
                 }
             }
             let Some(v) = chosen else { continue };
-            match self.process_one(ctx, &v, &mut out) {
+            let result = self.process_one(ctx, &v, &mut out);
+            if result.is_ok() {
+                let first = v.env().to_bytes();
+                for b in equivocal {
+                    let evidence = EquivocationEvidence::Envelopes { first: first.clone(), second: b.env.to_bytes() };
+                    out.events.push(Event::Equivocation { sender, seq: b.env.seq, evidence });
+                }
+                if v.buffered.hash.is_none() {
+                    self.ord.remember(sender, v.env().seq.0, v.env().short_hash());
+                }
+            }
+            match result {
                 // An item of a batch was logged with its batch.
                 Ok(()) if v.buffered.hash.is_none() => out.accepted.push(Accepted::of(sender, v.env())),
                 Ok(()) => {}
@@ -218,7 +237,24 @@ impl Group {
             .flatten();
         let ord = &self.ord;
         let lookup = |s: &MemberId, q: u64| ord.lookup(s, q);
+        // §7.6: an ack that names another version of what it acknowledges than the one
+        // processed here blames the acknowledged sender, not the acker.
+        let disputed = match body {
+            ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. } => {
+                self.d.resolve(&of.of_sender).and_then(|s| match ord.lookup(&s, of.of_seq.0) {
+                    Some(AckTarget::Known { hash, .. }) if hash != of.of_hash => Some((s, of.of_seq, hash, of.of_hash)),
+                    _ => None,
+                })
+            }
+            _ => None,
+        };
         let result = self.d.process(&mut env!(ctx), sender, seq, body, &lookup);
+        if result.is_ok()
+            && let Some((s, q, processed, acked)) = disputed
+        {
+            let evidence = EquivocationEvidence::Ack { acker: sender, ack: env.to_bytes(), processed, acked };
+            out.events.push(Event::Equivocation { sender: s, seq: q, evidence });
+        }
         match result {
             Ok(p) => {
                 if let Some((remover, removal)) = late {
@@ -233,14 +269,7 @@ impl Group {
                 Ok(())
             }
             Err(ProcessError::Reject(r)) => {
-                let equivocation = r == RejectReason::HashMismatch;
                 self.reject(sender, env, r, out, true);
-                if equivocation
-                    && let ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. } = body
-                    && let Some(s) = self.d.resolve(&of.of_sender)
-                {
-                    out.events.push(Event::Equivocation { sender: s, seq: of.of_seq });
-                }
                 Ok(())
             }
             Err(ProcessError::NeedBundle(ik)) => Err(ik),

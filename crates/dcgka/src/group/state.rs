@@ -49,7 +49,7 @@ impl Group {
     }
 
     /// One sender's record: `magic 0xDD ‖ version ‖ member table ‖ member ‖
-    /// head:opt<sender state> ‖ ratchet:opt<sender ratchet> ‖
+    /// head:opt<(sender state, recent:list<(seq:var, hash:[16])>)> ‖ ratchet:opt<sender ratchet> ‖
     /// index:opt<(epoch:var, next:var)>`.
     fn sender_record(&self, id: &MemberId) -> Zeroizing<Vec<u8>> {
         let mut w = StateWriter::of_kind(crate::snapshot::SnapshotKind::Sender);
@@ -58,6 +58,7 @@ impl Group {
         w.flag(head.is_some());
         if let Some(st) = head {
             st.encode_state(&mut w);
+            self.ord.encode_recent(&mut w, id);
         }
         w.flag(self.fs.contains_key(id));
         if let Some(r) = self.fs.get(id) {
@@ -90,7 +91,9 @@ impl Group {
             let mut any = false;
             if r.flag()? {
                 let st = SenderState::decode_state(&mut r)?;
+                let recent = Ordering::decode_recent(&mut r)?;
                 g.ord.insert_sender(id, st);
+                g.ord.insert_recent(id, recent);
                 any = true;
             }
             if r.flag()? {

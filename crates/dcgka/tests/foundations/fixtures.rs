@@ -1,5 +1,6 @@
-//! Frozen snapshot fixtures (`tests/fixtures/`): one group snapshot and one identity
-//! snapshot of format version 1, committed as binary files. Each must restore and re-encode
+//! Frozen snapshot fixtures (`tests/fixtures/`): one group snapshot of format version 2
+//! and one identity snapshot of version 1, committed as binary files, and the group
+//! snapshot of version 1, which is refused with a typed error. Each must restore and re-encode
 //! byte for byte, so any change of either format — of any layer's encoding — fails here
 //! instead of silently orphaning snapshots that applications have stored.
 //!
@@ -17,12 +18,17 @@ use dcgka::events::Event;
 use dcgka::group::{Context, Group, GroupConfig, Status};
 use dcgka::ids::SeqNo;
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory, SignedPrekeyId};
-use dcgka::snapshot::{IDENTITY_SNAPSHOT_MAGIC, IDENTITY_SNAPSHOT_VERSION, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+use dcgka::snapshot::{
+    IDENTITY_SNAPSHOT_MAGIC, IDENTITY_SNAPSHOT_VERSION, SNAPSHOT_MAGIC, SNAPSHOT_VERSION, SnapshotError,
+};
 use rand_chacha::ChaCha20Rng;
 
 use crate::{NOW, rng};
 
-const GROUP_FIXTURE: &str = "group-v1.bin";
+const GROUP_FIXTURE: &str = "group-v2.bin";
+
+/// The group snapshot of format version 1, from before signing-key certificates.
+const GROUP_FIXTURE_V1: &str = "group-v1.bin";
 const IDENTITY_FIXTURE: &str = "identity-v1.bin";
 
 /// Bob's identity key in the fixtures.
@@ -162,6 +168,14 @@ fn group_fixture_restores_and_re_encodes_byte_for_byte() {
     assert_eq!(g.seq(), SeqNo(2));
     let sync = g.sync_state();
     assert_eq!((sync.len(), sync.get(&g.me())), (3, Some(&SeqNo(2))));
+}
+
+#[test]
+fn group_fixture_of_version_1_is_refused_with_its_version() {
+    let bytes = read_fixture(GROUP_FIXTURE_V1);
+    assert_eq!(bytes[..2], [SNAPSHOT_MAGIC, 1]);
+    let err = Group::restore(&bytes).err().unwrap();
+    assert_eq!(err, SnapshotError::UnsupportedVersion { found: 1, supported: SNAPSHOT_VERSION });
 }
 
 #[test]
