@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 
 use dcgka::events::Event;
 use dcgka::group::{GroupConfig, Status};
@@ -11,135 +11,15 @@ use dcgka::ids::{GroupId, MemberId, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
 use dcgka_device::consts::{MAX_BACKLOG_ENVELOPES, MAX_SYNC_GROUPS};
 use dcgka_device::{
-    Commit, Destination, Device, DeviceError, Env, MemoryStore, Outcome, Report, StateKey, Storage, Stored, SyncError,
-    SyncRequest, SyncResponse, Transmit,
+    Commit, Destination, Device, DeviceError, Env, MemoryStore, Outcome, StateKey, Storage, Stored, SyncError,
+    SyncRequest, SyncResponse,
 };
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
-const NOW: u64 = 1_800_000_000;
+mod support;
 
-/// A few devices on a lossless network; devices listed in `offline` miss what is sent.
-struct Net {
-    rng: ChaCha20Rng,
-    dir: InMemoryPrekeyDirectory,
-    devs: Vec<Device>,
-    queue: VecDeque<(usize, Transmit)>,
-    offline: BTreeSet<usize>,
-    events: Vec<Vec<(GroupId, Event)>>,
-}
-
-impl Net {
-    fn new(n: usize, seed: u64) -> Self {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let mut dir = InMemoryPrekeyDirectory::new();
-        let devs = (0..n)
-            .map(|_| {
-                let mut id = Identity::generate(&mut rng);
-                dir.publish_identity(&mut rng, &mut id, NOW, 16).unwrap();
-                Device::new(id, GroupConfig::default(), MemoryStore::new()).unwrap()
-            })
-            .collect();
-        Net { rng, dir, devs, queue: VecDeque::new(), offline: BTreeSet::new(), events: vec![Vec::new(); n] }
-    }
-
-    fn call(
-        &mut self,
-        d: usize,
-        f: impl FnOnce(&mut Device, &mut Env<'_, ChaCha20Rng>) -> Result<Report, DeviceError>,
-    ) -> Report {
-        let mut env = Env { rng: &mut self.rng, now: NOW, prekeys: &mut self.dir };
-        let r = f(&mut self.devs[d], &mut env).unwrap();
-        self.post(d, &r);
-        r
-    }
-
-    /// [`Net::call`] when the report is not needed.
-    fn run(&mut self, d: usize, f: impl FnOnce(&mut Device, &mut Env<'_, ChaCha20Rng>) -> Result<Report, DeviceError>) {
-        let _ = self.call(d, f);
-    }
-
-    fn post(&mut self, from: usize, r: &Report) {
-        self.events[from].extend(r.events.iter().cloned());
-        let ids: Vec<u64> = r.transmit.iter().map(|t| t.id).collect();
-        for t in &r.transmit {
-            for to in 0..self.devs.len() {
-                let wanted = match t.to {
-                    Destination::Group => to != from,
-                    Destination::Identity(ik) => self.devs[to].public_key() == ik,
-                    _ => false,
-                };
-                if wanted && !self.offline.contains(&to) {
-                    self.queue.push_back((to, t.clone()));
-                }
-            }
-        }
-        self.devs[from].mark_sent(&ids).unwrap();
-    }
-
-    fn pump(&mut self) {
-        while let Some((to, t)) = self.queue.pop_front() {
-            if self.offline.contains(&to) {
-                continue;
-            }
-            let welcome = matches!(t.to, Destination::Identity(_));
-            self.run(to, |d, env| if welcome { d.receive_welcome(env, &t.bytes) } else { d.receive(env, &t.bytes) });
-        }
-    }
-
-    /// `to` asks `from` until nothing more comes.
-    fn sync(&mut self, to: usize, from: usize) -> usize {
-        let mut got = 0;
-        loop {
-            let req = self.devs[to].sync_request();
-            let req = SyncRequest::from_bytes(&req.to_bytes()).unwrap();
-            let resp = self.devs[from].answer_sync(&req);
-            let resp = SyncResponse::from_bytes(&resp.to_bytes()).unwrap();
-            got += resp.len();
-            if resp.is_empty() {
-                return got;
-            }
-            let r = self.call(to, |d, env| d.apply_sync(env, &resp));
-            self.pump();
-            if !resp.more && r.outcomes.iter().all(|o| !matches!(o, Outcome::Joined(_))) {
-                return got;
-            }
-        }
-    }
-
-    fn gid(&self, d: usize) -> GroupId {
-        *self.devs[d].groups().next().unwrap().0
-    }
-
-    fn me(&self, d: usize) -> MemberId {
-        self.devs[d].groups().next().unwrap().1.me()
-    }
-
-    fn members(&self, d: usize) -> BTreeSet<MemberId> {
-        self.devs[d].groups().next().map(|(_, g)| g.members()).unwrap_or_default()
-    }
-
-    fn plaintexts(&self, d: usize) -> Vec<Vec<u8>> {
-        self.events[d]
-            .iter()
-            .filter_map(|(_, e)| match e {
-                Event::Message { plaintext, .. } => Some(plaintext.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// A group of `n` devices created by device 0.
-    fn group(n: usize, seed: u64) -> Self {
-        let mut net = Net::new(n, seed);
-        let others: Vec<_> = (1..n).map(|d| net.devs[d].public_key()).collect();
-        let mut env = Env { rng: &mut net.rng, now: NOW, prekeys: &mut net.dir };
-        let (_, r) = net.devs[0].create(&mut env, &others).unwrap();
-        net.post(0, &r);
-        net.pump();
-        net
-    }
-}
+use support::{NOW, Net};
 
 #[test]
 fn a_group_forms_and_messages_flow_through_devices() {

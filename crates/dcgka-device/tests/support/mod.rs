@@ -1,4 +1,5 @@
-//! A few devices on a lossless in-memory network, shared by the hardening test suites.
+//! A few devices on a lossless in-memory network, shared by the device test suites; devices
+//! listed in `offline` miss what is sent.
 
 #![allow(dead_code)]
 
@@ -8,7 +9,9 @@ use dcgka::events::Event;
 use dcgka::group::GroupConfig;
 use dcgka::ids::{GroupId, MemberId};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
-use dcgka_device::{Destination, Device, DeviceError, Env, MemoryStore, Report, Transmit};
+use dcgka_device::{
+    Destination, Device, DeviceError, Env, MemoryStore, Outcome, Report, SyncRequest, SyncResponse, Transmit,
+};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -21,6 +24,7 @@ pub(crate) struct Net {
     pub(crate) dir: InMemoryPrekeyDirectory,
     pub(crate) devs: Vec<Device>,
     pub(crate) queue: VecDeque<(usize, Transmit)>,
+    pub(crate) offline: BTreeSet<usize>,
     pub(crate) events: Vec<Vec<(GroupId, Event)>>,
 }
 
@@ -36,7 +40,7 @@ impl Net {
                 Device::new(id, GroupConfig::default(), MemoryStore::new()).unwrap()
             })
             .collect();
-        Net { rng, dir, devs, queue: VecDeque::new(), events: vec![Vec::new(); n] }
+        Net { rng, dir, devs, queue: VecDeque::new(), offline: BTreeSet::new(), events: vec![Vec::new(); n] }
     }
 
     /// A group of `n` devices created by device 0, every packet delivered.
@@ -91,7 +95,7 @@ impl Net {
                     Destination::Identity(ik) => self.devs[to].public_key() == ik,
                     _ => false,
                 };
-                if wanted {
+                if wanted && !self.offline.contains(&to) {
                     self.queue.push_back((to, t.clone()));
                 }
             }
@@ -102,9 +106,32 @@ impl Net {
     /// Delivers everything in flight, and whatever that produces.
     pub(crate) fn pump(&mut self) {
         while let Some((to, t)) = self.queue.pop_front() {
+            if self.offline.contains(&to) {
+                continue;
+            }
             let welcome = matches!(t.to, Destination::Identity(_));
             let _ = self
                 .call(to, |d, env| if welcome { d.receive_welcome(env, &t.bytes) } else { d.receive(env, &t.bytes) });
+        }
+    }
+
+    /// `to` asks `from` until nothing more comes; returns how many items came.
+    pub(crate) fn sync(&mut self, to: usize, from: usize) -> usize {
+        let mut got = 0;
+        loop {
+            let req = self.devs[to].sync_request();
+            let req = SyncRequest::from_bytes(&req.to_bytes()).unwrap();
+            let resp = self.devs[from].answer_sync(&req);
+            let resp = SyncResponse::from_bytes(&resp.to_bytes()).unwrap();
+            got += resp.len();
+            if resp.is_empty() {
+                return got;
+            }
+            let r = self.call(to, |d, env| d.apply_sync(env, &resp));
+            self.pump();
+            if !resp.more && r.outcomes.iter().all(|o| !matches!(o, Outcome::Joined(_))) {
+                return got;
+            }
         }
     }
 
