@@ -208,6 +208,13 @@ impl Group {
         self.fs.get(id).map(|r| r.epoch())
     }
 
+    /// My current signing secret, so that a test or fuzz harness can seal envelopes that
+    /// verify as mine (authenticated insider input). Test hook only.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn signing_secret(&self) -> &SigningSecret {
+        &self.signing
+    }
+
     /// Whether an envelope with this routing information belongs to this group as far as
     /// this member can tell: a create of this group, a sender tag of a member ever added
     /// here, or a first envelope acknowledging an operation of such a member. Nothing is
