@@ -7,7 +7,7 @@ use std::fs;
 use std::path::PathBuf;
 
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("corpus").join(target)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("..").join("fuzz").join("corpus").join(target)
 }
 
 #[test]
