@@ -3,7 +3,7 @@
 
 use dcgka::events::Event;
 use dcgka_device::consts::MAX_SYNC_RESPONSE_ITEMS;
-use dcgka_device::{Env, Report, SyncRequest, SyncResponse};
+use dcgka_device::{Device, Env, Report, SyncRequest, SyncResponse};
 use dcgka_sim::{NOW, PacketKind};
 
 use crate::fixture::{self, Fixture};
@@ -22,7 +22,13 @@ const REQUEST: u8 = 3;
 /// see is one the fixture knows, and every message decrypted is one somebody sent; every
 /// group the device holds survives a snapshot and a restore.
 pub fn device(data: &[u8]) {
+    run(data);
+}
+
+/// [`device`], returning the device and the plaintexts it decrypted.
+fn run(data: &[u8]) -> (Device, Vec<Vec<u8>>) {
     let fx = fixture::get();
+    let mut read = Vec::new();
     let mut dev = fx.b_device.clone();
     let (mut dir, mut rng) = (fx.directory.clone(), Fixture::rng());
     for (tag, bytes) in frames(data) {
@@ -49,7 +55,7 @@ pub fn device(data: &[u8]) {
             }
         };
         if let Ok(report) = report {
-            check_report(fx, &report);
+            read.extend(check_report(fx, report));
         }
     }
     for (_, g) in dev.groups() {
@@ -58,14 +64,19 @@ pub fn device(data: &[u8]) {
         let back = dcgka::group::Group::restore(&s);
         assert!(back.is_ok_and(|b| b.snapshot() == s), "a group of the device does not restore");
     }
+    (dev, read)
 }
 
-fn check_report(fx: &Fixture, report: &Report) {
-    for (_, e) in &report.events {
+/// Checks a report's messages; returns their plaintexts.
+fn check_report(fx: &Fixture, report: Report) -> Vec<Vec<u8>> {
+    let mut read = Vec::new();
+    for (_, e) in report.events {
         if let Event::Message { plaintext, .. } = e {
-            assert!(fx.plaintexts.contains(plaintext), "the device decrypted a message nobody sent");
+            assert!(fx.plaintexts.contains(&plaintext), "the device decrypted a message nobody sent");
+            read.push(plaintext);
         }
     }
+    read
 }
 
 /// Seeds: the post-checkpoint transcript (envelopes and the Welcome, which is not for
@@ -82,4 +93,23 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
     frame(&mut sync, RESPONSE, &fx.sync_response);
     frame(&mut sync, REQUEST, &fx.sync_request);
     vec![all, sync]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The genuine transcript brings B's device to the end of the history (D added, C
+    /// removed, the newcomer's message read); A's sync answer alone does the same.
+    #[test]
+    fn the_seeds_replay_the_history_at_b() {
+        let fx = fixture::get();
+        for seed in seeds() {
+            let (dev, read) = run(&seed);
+            let g = dev.group(&fx.b.gid());
+            assert_eq!(g.map(|g| g.members().len()), Some(3));
+            assert!(g.is_some_and(|g| !g.members().is_subset(&fx.b.members())), "D is a member");
+            assert!(read.iter().any(|r| r == b"hello from the newcomer"));
+        }
+    }
 }

@@ -19,18 +19,23 @@ use crate::{frame, frames};
 /// only for the genuine Welcome (the adder's signature covers every byte), joining the
 /// members the fixture saw.
 pub fn welcome(data: &[u8]) {
+    join(data);
+}
+
+/// [`welcome`], returning the joined group.
+fn join(data: &[u8]) -> Option<Group> {
     let fx = fixture::get();
     if let Ok(w) = Welcome::from_bytes(data) {
         assert_eq!(w.to_bytes(), data, "Welcome decoding is not canonical");
     }
     let (mut dir, mut id, mut rng) = (fx.directory.clone(), fx.newcomer.clone(), Fixture::rng());
     let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut id };
-    if let Ok((g, out)) = Group::join(&mut ctx, data, GroupConfig::default()) {
-        assert_eq!(data, &fx.welcome[..], "a Welcome other than the genuine one was accepted");
-        assert_eq!(g.members(), fx.joined_members);
-        assert!(!out.broadcast.is_empty(), "a newcomer acknowledges its add");
-        assert_restores(&g);
-    }
+    let (g, out) = Group::join(&mut ctx, data, GroupConfig::default()).ok()?;
+    assert_eq!(data, &fx.welcome[..], "a Welcome other than the genuine one was accepted");
+    assert_eq!(g.members(), fx.joined_members);
+    assert!(!out.broadcast.is_empty(), "a newcomer acknowledges its add");
+    assert_restores(&g);
+    Some(g)
 }
 
 /// Seeds: the genuine Welcome.
@@ -116,18 +121,26 @@ fn receive_at_b(
 /// make B accept anything but genuine envelopes: every member B ever sees is one the
 /// fixture knows, and every message B decrypts is one somebody sent.
 pub fn receive_raw(data: &[u8]) {
+    run_raw(data);
+}
+
+/// [`receive_raw`], returning B's group and the plaintexts it decrypted.
+fn run_raw(data: &[u8]) -> (Group, Vec<Vec<u8>>) {
     let fx = fixture::get();
     let (mut g, mut id, mut dir) = (fx.b.clone(), fx.b_identity.clone(), fx.directory.clone());
+    let mut read = Vec::new();
     for (_, bytes) in frames(data) {
         let Some(out) = receive_at_b(&mut g, &mut id, &mut dir, bytes) else { continue };
-        for e in &out.events {
+        for e in out.events {
             if let Event::Message { plaintext, .. } = e {
-                assert!(fx.plaintexts.contains(plaintext), "B decrypted a message nobody sent");
+                assert!(fx.plaintexts.contains(&plaintext), "B decrypted a message nobody sent");
+                read.push(plaintext);
             }
         }
         assert!(g.members().is_subset(&fx.known), "B sees a member nobody added");
     }
     assert_restores(&g);
+    (g, read)
 }
 
 /// Seeds: every genuine envelope after the checkpoint in transcript order; each alone.
@@ -162,7 +175,13 @@ const AGAIN: u8 = 3;
 /// can do harm, but never a panic, never a half-applied failure, never a state that does
 /// not restore.
 pub fn receive_insider(data: &[u8]) {
+    run_insider(data);
+}
+
+/// [`receive_insider`], returning B's group and the plaintexts it decrypted.
+fn run_insider(data: &[u8]) -> (Group, Vec<Vec<u8>>) {
     let fx = fixture::get();
+    let mut read = Vec::new();
     let (mut g, mut id, mut dir) = (fx.b.clone(), fx.b_identity.clone(), fx.directory.clone());
     let (gid, a) = (fx.a.gid(), fx.a.me());
     let mut key = fx.a.signing_secret().clone();
@@ -203,9 +222,15 @@ pub fn receive_insider(data: &[u8]) {
             }
             env.to_bytes()
         };
-        receive_at_b(&mut g, &mut id, &mut dir, &bytes);
+        if let Some(out) = receive_at_b(&mut g, &mut id, &mut dir, &bytes) {
+            read.extend(out.events.into_iter().filter_map(|e| match e {
+                Event::Message { plaintext, .. } => Some(plaintext),
+                _ => None,
+            }));
+        }
     }
     assert_restores(&g);
+    (g, read)
 }
 
 /// Whether a batch body's last item rotates the signing key (a batch carries the new key
@@ -234,4 +259,45 @@ pub(crate) fn receive_insider_seeds() -> Vec<Vec<u8>> {
     let mut again = only_a.clone();
     frame(&mut again, AGAIN, &[EnvelopeKind::Application.tag(), 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     vec![all, only_a, again]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The genuine Welcome joins the newcomer (the target's checks then ran).
+    #[test]
+    fn the_genuine_welcome_joins() {
+        let g = join(&welcome_seeds()[0]);
+        assert_eq!(g.map(|g| g.members()), Some(fixture::get().joined_members.clone()));
+    }
+
+    /// Replaying the genuine transcript brings B to the end of the history: D added, C
+    /// removed, every message after the checkpoint read.
+    #[test]
+    fn the_raw_seed_replays_the_history_at_b() {
+        let fx = fixture::get();
+        let (g, read) = run_raw(&receive_raw_seeds()[0]);
+        assert_eq!(g.members().len(), 3);
+        assert!(g.members().contains(&fx.b.me()) && g.members().contains(&fx.a.me()));
+        assert!(!g.members().is_subset(&fx.b.members()), "D is a member");
+        for m in [&b"after the checkpoint, from A"[..], b"hello from the newcomer", b"after the removal, from A"] {
+            assert!(read.iter().any(|r| r == m), "B read {:?}", String::from_utf8_lossy(m));
+        }
+    }
+
+    /// A's envelopes, resealed by the harness under A's current key, pass the signature
+    /// check at B: B processes every one of them and reads A's messages, as with the
+    /// genuine transcript.
+    #[test]
+    fn insider_envelopes_pass_the_signature_check() {
+        let fx = fixture::get();
+        let (g, read) = run_insider(&receive_insider_seeds()[0]);
+        let from_a = fx.after.iter().filter(|p| p.from == 0 && p.kind != PacketKind::Welcome).count() as u64;
+        assert_eq!(g.sync_state().get(&fx.a.me()).map(|s| s.0), Some(fx.a.seq().0 + from_a));
+        assert_eq!(g.members(), run_raw(&receive_raw_seeds()[0]).0.members());
+        for m in [&b"after the checkpoint, from A"[..], b"after the removal, from A"] {
+            assert!(read.iter().any(|r| r == m), "B read {:?}", String::from_utf8_lossy(m));
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 
-use dcgka_sim::random::{RunConfig, run_with_schedule};
+use dcgka_sim::random::{RunConfig, RunReport, run_with_schedule};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng, TryRng};
 
@@ -69,12 +69,18 @@ fn config(head: [u8; 4]) -> RunConfig {
 /// `members:u8 ‖ steps:u8 ‖ flags:u8 ‖ seed:u8 ‖ decisions…`. The run must converge and
 /// every oracle hold (agreement, delivery, and with shadows confidentiality).
 pub fn sim(data: &[u8]) {
-    let Some((head, schedule)) = data.split_first_chunk::<4>() else { return };
+    run(data);
+}
+
+/// [`sim`], returning the run's report.
+fn run(data: &[u8]) -> Option<RunReport> {
+    let (head, schedule) = data.split_first_chunk::<4>()?;
     let cfg = config(*head);
     let then = ChaCha20Rng::seed_from_u64(u64::from_le_bytes([head[0], head[1], head[2], head[3], 0, 0, 0, 0]));
     let report = run_with_schedule(&cfg, Bytes { data: schedule, then }, &mut |_, _| {});
     assert!(report.violations.is_empty(), "{cfg:?}: {:#?}", report.violations);
     assert!(report.converged, "{cfg:?}: the run did not converge");
+    Some(report)
 }
 
 /// Seeds: a few configurations, each with a schedule from a simple generator.
@@ -92,4 +98,26 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
         out.push(input);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The input really drives the runner: over the seeds, every kind of action happens,
+    /// and every expected delivery succeeds.
+    #[test]
+    fn the_seeds_drive_every_kind_of_action() {
+        let reports: Vec<RunReport> = seeds().iter().filter_map(|s| run(s)).collect();
+        assert_eq!(reports.len(), seeds().len());
+        let sum = |f: fn(&RunReport) -> usize| reports.iter().map(f).sum::<usize>();
+        assert!(sum(|r| r.adds) > 0 && sum(|r| r.removes) > 0 && sum(|r| r.updates) > 0);
+        assert!(sum(|r| r.partitions) > 0 && sum(|r| r.app_messages) > 0 && sum(|r| r.batches) > 0);
+        assert_eq!(sum(|r| r.deliveries_ok), sum(|r| r.deliveries_expected));
+        // The decision bytes choose the actions: 72 rolls an update, 0 a send.
+        let with = |action: u8| [&[0u8, 20, 0, 1][..], &[action, 0].repeat(20)].concat();
+        let (updates, sends) = (run(&with(72)), run(&with(0)));
+        assert_eq!(updates.as_ref().map(|r| (r.updates, r.app_messages > 0)), Some((20, true)));
+        assert_eq!(sends.as_ref().map(|r| (r.updates, r.app_messages > 20)), Some((0, true)));
+    }
 }
