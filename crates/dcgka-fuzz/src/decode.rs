@@ -10,7 +10,7 @@ use dcgka::wire::{ApplicationBody, ControlBody, Envelope, EnvelopeKind, decode_b
 use dcgka_device::{SyncRequest, SyncResponse};
 use dcgka_sim::PacketKind;
 
-use crate::fixture;
+use crate::{fixture, frame, frames};
 
 /// Selectors of [`decode`].
 const ENVELOPE: u8 = 0;
@@ -24,9 +24,16 @@ const SYNC_REQUEST: u8 = 7;
 const SYNC_RESPONSE: u8 = 8;
 const SELECTORS: u8 = 9;
 
-/// `selector:u8 ‖ input`; for the control-body decoder, `selector ‖ kind:u8 ‖ body`.
+/// Frames (see [`crate::frames`]), each decoded on its own: the frame's tag selects the
+/// decoder, its bytes are the input; for the control-body decoder, `kind:u8 ‖ body`.
+/// (Inputs are independent, so one corpus file can pack many.)
 pub fn decode(data: &[u8]) {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    for (sel, rest) in frames(data) {
+        decode_one(sel, rest);
+    }
+}
+
+fn decode_one(sel: u8, rest: &[u8]) {
     match sel % SELECTORS {
         ENVELOPE => envelope(rest),
         CONTROL => {
@@ -108,7 +115,11 @@ fn panic_on(msg: &str) {
 /// Welcome, a 2SM ciphertext, a prekey bundle and the sync messages.
 pub(crate) fn seeds() -> Vec<Vec<u8>> {
     let fx = fixture::get();
-    let with = |sel: u8, b: &[u8]| [&[sel][..], b].concat();
+    let with = |sel: u8, b: &[u8]| {
+        let mut out = Vec::new();
+        frame(&mut out, sel, b);
+        out
+    };
     let mut out = Vec::new();
     let mut kinds_seen = Vec::new();
     for p in &fx.after {
@@ -126,7 +137,7 @@ pub(crate) fn seeds() -> Vec<Vec<u8>> {
             EnvelopeKind::Application => out.push(with(APPLICATION, &e.body)),
             EnvelopeKind::Batch => out.push(with(BATCH, &e.body)),
             k => {
-                out.push([&[CONTROL, k.tag()][..], &e.body].concat());
+                out.push(with(CONTROL, &[&[k.tag()][..], &e.body].concat()));
                 if let Ok(ControlBody::Update { seeds }) = ControlBody::from_bytes(k, &e.body)
                     && let Some(ct) = seeds.cts.first()
                 {

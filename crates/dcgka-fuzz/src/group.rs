@@ -18,8 +18,12 @@ use crate::{frame, frames};
 /// A Welcome: decoding is canonical, and `Group::join` at the genuine newcomer succeeds
 /// only for the genuine Welcome (the adder's signature covers every byte), joining the
 /// members the fixture saw.
+/// The input is frames (see [`crate::frames`]), each a Welcome on its own (one corpus
+/// file can pack many).
 pub fn welcome(data: &[u8]) {
-    join(data);
+    for (_, w) in frames(data) {
+        join(w);
+    }
 }
 
 /// [`welcome`], returning the joined group.
@@ -40,13 +44,22 @@ fn join(data: &[u8]) -> Option<Group> {
 
 /// Seeds: the genuine Welcome.
 pub(crate) fn welcome_seeds() -> Vec<Vec<u8>> {
-    vec![fixture::get().welcome.clone()]
+    let mut out = Vec::new();
+    frame(&mut out, 0, &fixture::get().welcome);
+    vec![out]
 }
 
 /// Selector `0`: a group snapshot; `1`: an identity snapshot; `2`: framed core and sender
 /// record for `Group::restore_records`. Whatever restores snapshots back to the same bytes.
+/// The input is frames (see [`crate::frames`]), each restored on its own with its tag as
+/// the selector (one corpus file can pack many).
 pub fn restore(data: &[u8]) {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    for (sel, rest) in frames(data) {
+        restore_one(sel, rest);
+    }
+}
+
+fn restore_one(sel: u8, rest: &[u8]) {
     match sel % 3 {
         0 => {
             if let Ok(g) = Group::restore(rest) {
@@ -76,14 +89,19 @@ pub fn restore(data: &[u8]) {
 /// Seeds: every snapshot, identity and sender record of the fixture.
 pub(crate) fn restore_seeds() -> Vec<Vec<u8>> {
     let fx = fixture::get();
-    let mut out: Vec<Vec<u8>> = fx.snapshots.iter().map(|s| [&[0u8][..], s].concat()).collect();
-    out.extend(fx.identities.iter().map(|s| [&[1u8][..], s].concat()));
+    let with = |sel: u8, b: &[u8]| {
+        let mut out = Vec::new();
+        frame(&mut out, sel, b);
+        out
+    };
+    let mut out: Vec<Vec<u8>> = fx.snapshots.iter().map(|s| with(0, s)).collect();
+    out.extend(fx.identities.iter().map(|s| with(1, s)));
     for (core, m, rec) in fx.records.iter().take(4) {
-        let mut buf = vec![2u8];
+        let mut buf = Vec::new();
         frame(&mut buf, 0, core);
         frame(&mut buf, 0, &m.0);
         frame(&mut buf, 0, rec);
-        out.push(buf);
+        out.push(with(2, &buf));
     }
     out
 }
@@ -268,7 +286,7 @@ mod tests {
     /// The genuine Welcome joins the newcomer (the target's checks then ran).
     #[test]
     fn the_genuine_welcome_joins() {
-        let g = join(&welcome_seeds()[0]);
+        let g = join(&fixture::get().welcome);
         assert_eq!(g.map(|g| g.members()), Some(fixture::get().joined_members.clone()));
     }
 

@@ -13,9 +13,9 @@
 //!
 //! | Target | What the bytes are |
 //! |---|---|
-//! | [`decode`] | a selector, then input to one wire decoder (envelope, control and application bodies, batch, Welcome, 2SM ciphertext, prekey bundle, sync messages) |
-//! | [`welcome`] | a Welcome, decoded and handed to `Group::join` at its genuine target |
-//! | [`restore`] | a selector, then a group snapshot, a sender record or an identity snapshot |
+//! | [`decode`] | frames, each a selector and the input to one wire decoder (envelope, control and application bodies, batch, Welcome, 2SM ciphertext, prekey bundle, sync messages) |
+//! | [`welcome`] | frames, each a Welcome, decoded and handed to `Group::join` at its genuine target |
+//! | [`restore`] | frames, each a selector and a group snapshot, a sender record or an identity snapshot |
 //! | [`receive_raw`] | framed byte strings fed to `Group::receive` at a live member |
 //! | [`receive_insider`] | frames whose bodies are sealed and signed under a real member's current key, so that they pass the signature check |
 //! | [`device`] | framed inputs to `Device::receive`, `receive_welcome`, `apply_sync` and `answer_sync` |
@@ -48,6 +48,22 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("device", device),
     ("sim", sim),
 ];
+
+/// The targets whose input is a sequence of independent frames, each a complete input:
+/// their corpora are packed many inputs to a file.
+pub const PACKED: &[&str] = &["decode", "welcome", "restore"];
+
+/// Every frame of `data`, each re-encoded whole (for packing a corpus).
+pub fn reframe(data: &[u8]) -> Vec<Vec<u8>> {
+    frames(data)
+        .into_iter()
+        .map(|(tag, bytes)| {
+            let mut out = Vec::new();
+            frame(&mut out, tag, bytes);
+            out
+        })
+        .collect()
+}
 
 /// Inputs that exercise the genuine paths of `target`, built from the fixture (a real
 /// group history): the starting corpus before fuzzing, also replayed by the corpus test.
