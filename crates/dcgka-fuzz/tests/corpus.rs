@@ -3,7 +3,7 @@
 //! `DCGKA_WRITE_FUZZ_SEEDS=1` it first writes the seeds into the corpus directories
 //! (the starting corpus before fuzzing; `cargo fuzz cmin` then keeps what adds coverage).
 //! With `DCGKA_PACK_FUZZ_CORPUS=1` it first packs the corpora of the targets whose
-//! inputs are independent frames ([`dcgka_fuzz::PACKED`]) into files of 64 frames each.
+//! inputs are independent frames ([`dcgka_fuzz::PACKED`]) into files of 256 frames each.
 
 use std::fs;
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ fn every_target_replays_its_seeds_and_its_corpus() {
     }
 }
 
-/// Rewrites every file of `dir` as files of 64 frames each (each frame re-encoded whole,
+/// Rewrites every file of `dir` as files of 256 frames each (each frame re-encoded whole,
 /// so that a frame cut short at the end of one file cannot swallow the next).
 fn pack_corpus(dir: &std::path::Path) {
     let mut files: Vec<PathBuf> =
@@ -59,7 +59,7 @@ fn pack_corpus(dir: &std::path::Path) {
         frames.extend(dcgka_fuzz::reframe(&data));
         assert!(fs::remove_file(f).is_ok());
     }
-    for (i, chunk) in frames.chunks(64).enumerate() {
+    for (i, chunk) in frames.chunks(256).enumerate() {
         assert!(fs::write(dir.join(format!("packed-{i:02}")), chunk.concat()).is_ok());
     }
 }
