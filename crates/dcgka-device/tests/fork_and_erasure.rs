@@ -73,13 +73,13 @@ fn a_device_restored_from_an_old_state_reports_the_fork_and_stops() {
 
     // What a corrupted instance keeps (§5.6): its signing secret, and no group key material.
     let mut copy = net.devs[2].group(&gid).unwrap().clone();
-    let seed = copy.signing_seed();
+    let seed = copy.signing_secret().to_bytes();
     let mut identity = net.devs[2].identity().clone();
     let mut ctx = Context { rng: &mut net.rng, now: NOW, prekeys: &mut net.dir, identity: &mut identity };
     let out = copy.receive(&mut ctx, &update).unwrap();
     assert_eq!(out.events[0], Event::StateForkSuspected { mine, seen });
     assert!(matches!(copy.status(), Status::Corrupted { .. }));
-    assert_eq!(copy.signing_seed(), seed);
+    assert_eq!(copy.signing_secret().to_bytes(), seed);
     no_group_secrets(&copy);
 
     // The update is signed under the restored state's current key: the fork is proven.
@@ -128,7 +128,7 @@ fn a_removed_member_keeps_no_group_secret() {
     net.pump();
     assert_eq!(net.plaintexts(2), vec![b"to read".to_vec()]);
     let before = net.devs[2].group(&gid).unwrap().clone();
-    let seed = before.signing_seed();
+    let seed = before.signing_secret().to_bytes();
     assert_ne!(*seed, [0; 32]);
     // The test looks for the right bytes: the live snapshot and the stored records hold them.
     assert!(contains(&before.snapshot(), &seed[..]));
@@ -145,7 +145,7 @@ fn a_removed_member_keeps_no_group_secret() {
     assert!(out.events.contains(&Event::RemovedFromGroup { by: a }));
     assert!(out.broadcast.is_empty(), "no ack of one's own removal");
     assert_eq!(g.status(), &Status::Removed { by: a });
-    assert_eq!(*g.signing_seed(), [0; 32]);
+    assert_eq!(*g.signing_secret().to_bytes(), [0; 32]);
     no_group_secrets(&g);
     let snap = g.snapshot();
     assert!(!contains(&snap, &seed[..]), "the removed instance's snapshot holds its signing secret");

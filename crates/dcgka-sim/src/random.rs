@@ -144,17 +144,18 @@ fn payload(n: usize, from: &str) -> Vec<u8> {
     format!("m{n} from {from}").into_bytes()
 }
 
-struct Runner<'a> {
+struct Runner<'a, G: Rng> {
     cfg: &'a RunConfig,
     sim: Sim,
-    rng: ChaCha20Rng,
+    /// The schedule's decisions (the devices' own randomness comes from the simulator).
+    rng: G,
     report: RunReport,
     sent: usize,
     /// Per device: its live instance after the last delivery.
     instance: Vec<Option<MemberId>>,
 }
 
-impl Runner<'_> {
+impl<G: Rng> Runner<'_, G> {
     fn below(&mut self, n: usize) -> usize {
         if n == 0 { 0 } else { (self.rng.next_u64() % n as u64) as usize }
     }
@@ -598,12 +599,20 @@ impl Runner<'_> {
 /// Runs one randomized schedule and checks the oracles. `progress(step, steps)` is
 /// called after each step (and once more with `steps` at the end).
 pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(usize, usize)) -> RunReport {
+    run_with_schedule(cfg, ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001), progress)
+}
+
+/// [`run`], with the schedule's every decision (which action, which device, which packet,
+/// duplicate or drop) drawn from `schedule` instead of a generator seeded from
+/// [`RunConfig::seed`]; the devices' own randomness still comes from the seed. A fuzzer
+/// drives the simulator this way, with a source that reads its input bytes.
+pub fn run_with_schedule(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn FnMut(usize, usize)) -> RunReport {
     let start = Instant::now();
     let members = cfg.members.max(1);
     let mut sim = Sim::new(members + cfg.spares, cfg.seed);
     sim.shadows = cfg.shadows;
     sim.config.coalesce_acks = cfg.coalesce_acks;
-    let rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001);
+    let rng = schedule;
     let report = RunReport { seed: cfg.seed, devices: sim.devices.len(), ..RunReport::default() };
     let n = sim.devices.len();
     let mut r = Runner { cfg, sim, rng, report, sent: 0, instance: vec![None; n] };

@@ -226,11 +226,12 @@ impl Group {
         self.fs.get(id).map(|r| r.epoch())
     }
 
-    /// Test hook: the seed of my current signing secret (all zeros once erased), to check
-    /// that no snapshot or record of an ended instance holds it (§5.7).
+    /// My current signing secret, so that a test or fuzz harness can seal envelopes that
+    /// verify as mine (authenticated insider input), or check that an ended instance erased
+    /// it (its seed is then all zeros, §5.7). Test hook only.
     #[cfg(any(test, feature = "test-hooks"))]
-    pub fn signing_seed(&self) -> Zeroizing<[u8; KEY_LEN]> {
-        self.signing.to_bytes()
+    pub fn signing_secret(&self) -> &SigningSecret {
+        &self.signing
     }
 
     /// Whether an envelope with this routing information belongs to this group as far as
