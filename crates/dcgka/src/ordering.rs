@@ -193,7 +193,7 @@ pub(crate) enum Arrival {
         /// The short hash of the version processed here.
         processed: [u8; 16],
         /// The other version, as received.
-        other: Envelope,
+        other: Box<Envelope>,
     },
     /// Taken: buffered until ready, or (an authentic batch that is next) unrolled.
     Taken {
@@ -601,7 +601,7 @@ impl Ordering {
                         && hash != env.short_hash()
                         && env.verify(&gid, &id, &key).is_ok()
                     {
-                        return Ok(Arrival::Equivocation { sender: id, seq: SeqNo(last), processed: hash, other: env });
+                        return Ok(Arrival::Equivocation { sender: id, seq: SeqNo(last), processed: hash, other: Box::new(env) });
                     }
                     return Ok(Arrival::Dropped(DropReason::Duplicate));
                 }
