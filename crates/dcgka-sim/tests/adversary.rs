@@ -34,6 +34,11 @@ fn hwm(sim: &Sim, at: usize, of: usize) -> u64 {
     group(sim, at).sync_state().get(&sim.mid(of).unwrap()).map_or(0, |s| s.0)
 }
 
+/// How many application messages device `d` failed to decrypt.
+fn app_failures(sim: &Sim, d: usize) -> usize {
+    sim.events_at(d, |e| matches!(e, Event::Rejected { reason: RejectReason::Application(_), .. })).len()
+}
+
 fn rejected(sim: &Sim, d: usize) -> Vec<Event> {
     sim.events_at(d, |e| matches!(e, Event::Rejected { .. }))
 }
@@ -148,6 +153,60 @@ fn junk_first_envelopes_lock_no_newcomer_out() {
 /// Item 7, application messages: a second authentic version of a processed application
 /// message was a silent duplicate; now it is equivocation with the envelope as evidence,
 /// while its sequence number is among the sender's last `MAX_RECENT_HASHES`.
+/// Item 7, the camps: A's two versions of one update split B and D (version 1) from C
+/// (version 2). B removes A while C and D each make an update, all three concurrently (the
+/// network is split). After the partition heals, B's remove has re-initialised B's ratchet
+/// and C's and D's updates theirs, from their fresh seeds, whatever the order in which the
+/// others process them: every honest member reads every other; A reads nothing sent after
+/// its removal.
+#[test]
+fn the_camps_read_each_other_after_a_removal_concurrent_with_updates() {
+    let mut sim = created(4, &[B, C, D], 96);
+    let a = sim.mid(A).unwrap();
+    let mut twin = Detached::of(&sim, A);
+    let v1 = sim.update(A).unwrap()[0];
+    let v2 = {
+        let mut rng = ChaCha20Rng::seed_from_u64(9601);
+        let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut sim.directory, identity: &mut twin.identity };
+        twin.group.update(&mut ctx).unwrap().broadcast.remove(0)
+    };
+    sim.devices[C].inbox.retain(|p| p.id != v1);
+    let out = recv(&mut sim, C, &v2).unwrap();
+    inject(&mut sim, C, out);
+    sim.deliver_all();
+    // Before the removal, the camps do not read each other.
+    let before = *sim.send(C, b"before").unwrap().last().unwrap();
+    sim.deliver_all();
+    assert!(!sim.decrypted(B, before) && !sim.decrypted(D, before));
+    sim.split(vec![0, 1, 2, 3]);
+    sim.remove(B, A).unwrap();
+    sim.update(C).unwrap();
+    sim.update(D).unwrap();
+    sim.deliver_all();
+    sim.heal();
+    sim.deliver_all();
+    let (b, c, d) = (sim.mid(B).unwrap(), sim.mid(C).unwrap(), sim.mid(D).unwrap());
+    for x in [B, C, D] {
+        assert_eq!(group(&sim, x).members(), [b, c, d].into_iter().collect(), "device {x}");
+    }
+    assert!(!group(&sim, B).members().contains(&a));
+    let mut sent = Vec::new();
+    for x in [B, C, D] {
+        sent.push((x, *sim.send(x, b"after").unwrap().last().unwrap()));
+    }
+    sim.deliver_all();
+    for (x, m) in sent {
+        for y in [B, C, D] {
+            assert!(x == y || sim.decrypted(y, m), "device {y} does not read device {x}");
+        }
+        assert!(!sim.decrypted(A, m), "the equivocator reads device {x}");
+    }
+    for x in [B, C, D] {
+        let cut_off = sim.events_at(x, |e| matches!(e, Event::Rejected { reason: RejectReason::CutOff, .. }));
+        assert!(cut_off.is_empty(), "device {x}: {cut_off:?}");
+    }
+}
+
 #[test]
 fn a_second_version_of_a_message_is_equivocation() {
     let (mut sim, key) = created_recorded(3, &[B, C], 94, 9401);
@@ -241,15 +300,28 @@ fn equivocation_blames_the_equivocator_not_the_ackers() {
         let cut_off = sim.events_at(x, |e| matches!(e, Event::Rejected { reason: RejectReason::CutOff, .. }));
         assert!(cut_off.is_empty(), "device {x}: {cut_off:?}");
     }
-    let md = *sim.send(D, b"after").unwrap().last().unwrap();
-    sim.deliver_all();
-    assert!(sim.decrypted(B, md));
-    // Known limit (docs/protocol.md §7.6, Appendix C): the acknowledged secrets of the
-    // disputed update differ between the camps, and the ratchets chain, so C and the others
-    // do not read each other's messages, also after A's removal; nobody is cut off for it.
+    // Until each honest member's own next update or remove, the camps still do not read
+    // each other: the disputed update's secrets differ, and acks chain on them.
     let mc = *sim.send(C, b"from C").unwrap().last().unwrap();
     sim.deliver_all();
-    assert!(!sim.decrypted(C, md) && !sim.decrypted(B, mc));
-    let failed = sim.events_at(B, |e| matches!(e, Event::Rejected { reason: RejectReason::Application(_), .. }));
-    assert_eq!(failed.len(), 1);
+    assert!(!sim.decrypted(B, mc) && !sim.decrypted(D, mc));
+    // B's remove re-initialised B's ratchet from its fresh seed; C's and D's updates do
+    // the same for theirs (docs/protocol.md §5.5, §7.6): the camps read each other again.
+    sim.update(C).unwrap();
+    sim.update(D).unwrap();
+    sim.deliver_all();
+    let before: Vec<usize> = [B, C, D].into_iter().map(|x| app_failures(&sim, x)).collect();
+    let mut sent = Vec::new();
+    for x in [B, C, D] {
+        sent.push((x, *sim.send(x, b"after").unwrap().last().unwrap()));
+    }
+    sim.deliver_all();
+    for (x, m) in sent {
+        for y in [B, C, D] {
+            assert!(x == y || sim.decrypted(y, m), "device {y} does not read device {x}");
+        }
+        assert!(!sim.decrypted(A, m), "the equivocator reads device {x}");
+    }
+    let after: Vec<usize> = [B, C, D].into_iter().map(|x| app_failures(&sim, x)).collect();
+    assert_eq!(before, after, "no application message failed after the updates");
 }

@@ -350,6 +350,16 @@ impl Dcgka {
         Ok(i)
     }
 
+    /// Erases ID's outer ratchet state, so that the next `update-ratchet` of ID starts from
+    /// its input alone. Done for the sender of an update or remove, just before its own
+    /// member secret of that operation is applied (§5.5, process-seed step 5): every member
+    /// then holds the same state for the sender, whatever it held before (§7.6,
+    /// equivocation). The sender's fresh seed is as secret as the chained state was
+    /// (§11.5).
+    fn reset_ratchet(&mut self, id: &MemberId) {
+        drop(self.rt.remove(id));
+    }
+
     /// `MS(seed, S, q, ID)` for every ID in `ids`.
     fn member_secrets(
         &self,
@@ -907,6 +917,9 @@ impl Dcgka {
         let x = self.member_secrets(&seed, &s, q, core::iter::once(s))?.pop().map(|(_, m)| m);
         drop(seed);
         let x = x.ok_or_else(|| fatal("member secret derivation"))?;
+        if kind != EnvelopeKind::Create {
+            self.reset_ratchet(&s);
+        }
         let is = self.update_ratchet(&s, RatchetInput::Member(&x))?;
         drop(x);
         let mut out = Processed { secrets: vec![self.secret(s, q, is)], ..Default::default() };
