@@ -168,6 +168,10 @@ pub(crate) struct Dcgka {
     ms: BTreeMap<(MemberId, u64, MemberId), Secret32>,
     rt: BTreeMap<MemberId, Secret32>,
     pub(crate) heal_pending: bool,
+    /// Another member acknowledged another version of an update or remove than the one I
+    /// processed (§7.6): its view of my ratchet differs from mine until my own next update
+    /// or remove re-initialises it. Auto-heal performs that update.
+    pub(crate) resync_pending: bool,
     /// `IK(m)` for every ever-added member.
     pub(crate) ik: BTreeMap<MemberId, IdentityKey>,
     /// Member tag → MID for every ever-added member.
@@ -189,6 +193,7 @@ impl Dcgka {
             ms: BTreeMap::new(),
             rt: BTreeMap::new(),
             heal_pending: false,
+            resync_pending: false,
             ik: BTreeMap::new(),
             tags: BTreeMap::new(),
             update_acks: BTreeSet::new(),
@@ -268,7 +273,7 @@ impl Dcgka {
 
     /// Snapshot encoding of γ: `me ‖ gid:[32] ‖ seq:var ‖ ik:map<member, [32]> ‖ H ‖
     /// next_seed:opt<[32]> ‖ sm:map<member, 2SM session> ‖ ms:map<(member, q:var, member),
-    /// [32]> ‖ rt:map<member, [32]> ‖ heal_pending:u8 ‖ update_acks:list<(member, member,
+    /// [32]> ‖ rt:map<member, [32]> ‖ heal_pending:u8 ‖ resync_pending:u8 ‖ update_acks:list<(member, member,
     /// q:var)>`. `H` is its operation log ([`History::encode_state`]); the tag table is not
     /// stored (it is `ik`'s keys by tag).
     pub(crate) fn encode_state(&self, w: &mut StateWriter) {
@@ -296,6 +301,7 @@ impl Dcgka {
             w.secret(state);
         });
         w.flag(self.heal_pending);
+        w.flag(self.resync_pending);
         w.items(self.update_acks.iter(), |w, (a, s, q)| {
             w.member(a);
             w.member(s);
@@ -327,8 +333,9 @@ impl Dcgka {
         let ms = r.map(3 + KEY_LEN, |r| Ok(((r.member()?, r.var()?, r.member()?), r.secret()?)))?;
         let rt = r.map(1 + KEY_LEN, |r| Ok((r.member()?, r.secret()?)))?;
         let heal_pending = r.flag()?;
+        let resync_pending = r.flag()?;
         let update_acks = r.map(3, |r| Ok(((r.member()?, r.member()?, r.var()?), ())))?.into_keys().collect();
-        Ok(Dcgka { me, gid, seq, h, next_seed, sm, ms, rt, heal_pending, ik, tags, update_acks })
+        Ok(Dcgka { me, gid, seq, h, next_seed, sm, ms, rt, heal_pending, resync_pending, ik, tags, update_acks })
     }
 
     // ------------------------------------------------------------------------------------
@@ -527,6 +534,7 @@ impl Dcgka {
         let blk = self.generate_seed(env, &bundles, &recipients)?;
         let out = self.process_seed(env, EnvelopeKind::Update, self.me, q, None, &bundles)?;
         self.heal_pending = false;
+        self.resync_pending = false;
         Ok((ControlBody::Update { seeds: blk }, SeqNo(q), out))
     }
 
@@ -548,6 +556,7 @@ impl Dcgka {
         let blk = self.generate_seed(env, &bundles, &recipients)?;
         let out = self.process_remove(env, self.me, q, t, None, &bundles)?;
         self.heal_pending = false;
+        self.resync_pending = false;
         Ok((ControlBody::Remove { target: t.tag(), seeds: blk }, SeqNo(q), out))
     }
 

@@ -279,8 +279,10 @@ pub enum Event {
         /// What happened.
         reason: String,
     },
-    /// A concurrent or missed removal means the next send or add first performs an update
-    /// (§5.8).
+    /// The next send or add first performs an update (with `auto_heal`): after a concurrent
+    /// or missed removal (§5.8), or after another member acknowledged another version of an
+    /// equivocated update or remove than mine, so that both camps can derive my ratchet
+    /// again (§7.6).
     HealPending,
     /// Processing stopped because a first contact needs this identity's prekey bundle: put
     /// one in the provider and call `process_pending`.

@@ -139,9 +139,11 @@ impl Group {
         &self.status
     }
 
-    /// Whether a heal (update) is pending (§5.8).
+    /// Whether an update is pending: a heal after concurrent removals (§5.8), or a resync
+    /// after another member acknowledged another version of an update or remove than mine
+    /// (§7.6). With `auto_heal`, the next send or add performs it first.
     pub fn heal_pending(&self) -> bool {
-        self.d.heal_pending
+        self.d.heal_pending || self.d.resync_pending
     }
 
     /// The identity key behind an ever-added member.

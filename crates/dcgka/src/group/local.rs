@@ -8,7 +8,7 @@ impl Group {
         ctx: &mut Context<'_, R>,
         out: &mut Output,
     ) -> Result<(), GroupError> {
-        if self.config.auto_heal && self.d.heal_pending {
+        if self.config.auto_heal && (self.d.heal_pending || self.d.resync_pending) {
             out.extend(self.update(ctx)?);
         }
         Ok(())

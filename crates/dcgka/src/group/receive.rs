@@ -242,7 +242,9 @@ impl Group {
         let disputed = match body {
             ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. } => {
                 self.d.resolve(&of.of_sender).and_then(|s| match ord.lookup(&s, of.of_seq.0) {
-                    Some(AckTarget::Known { hash, .. }) if hash != of.of_hash => Some((s, of.of_seq, hash, of.of_hash)),
+                    Some(AckTarget::Known { hash, kind }) if hash != of.of_hash => {
+                        Some((s, of.of_seq, hash, of.of_hash, kind))
+                    }
                     _ => None,
                 })
             }
@@ -250,10 +252,16 @@ impl Group {
         };
         let result = self.d.process(&mut env!(ctx), sender, seq, body, &lookup);
         if result.is_ok()
-            && let Some((s, q, processed, acked)) = disputed
+            && let Some((s, q, processed, acked, kind)) = disputed
         {
             let evidence = EquivocationEvidence::Ack { acker: sender, ack: env.to_bytes(), processed, acked };
             out.events.push(Event::Equivocation { sender: s, seq: q, evidence });
+            // The acker derived its ratchet, and its view of mine, from the other version:
+            // my next update re-initialises mine from a fresh seed both camps can open (§7.6).
+            if matches!(kind, EnvelopeKind::Update | EnvelopeKind::Remove) && !self.d.resync_pending {
+                self.d.resync_pending = true;
+                out.events.push(Event::HealPending);
+            }
         }
         match result {
             Ok(p) => {
