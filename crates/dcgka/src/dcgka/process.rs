@@ -362,18 +362,7 @@ impl Dcgka {
         (s, q): (MemberId, u64),
         fwd: Option<&TwoSmCiphertext>,
     ) -> Result<Processed, ProcessError> {
-        let op = OpId::new(s, q);
-        if self.h.is_create(&op) || self.h.is_add(&op) || self.h.is_remove(&op) {
-            self.h.apply(Op::Ack { sender: a, seq: aq, of: op }).map_err(refused)?;
-        }
-        let mut x = self.ms.remove(&(s, q, a));
-        if let Some(c) = fwd {
-            let y = self.decrypt_from(env, &a, c, Misbehaviour::BadForward)?;
-            if x.is_none() {
-                x = Some(y);
-            }
-        }
-        let Some(x) = x else { return Ok(Processed::default()) };
+        let Some(x) = self.take_ack_secret(env, a, aq, (s, q), fwd)? else { return Ok(Processed::default()) };
         let i = self.update_ratchet(&a, RatchetInput::Member(&x))?;
         Ok(Processed { secrets: vec![self.secret(a, aq, i)], ..Default::default() })
     }
@@ -390,15 +379,31 @@ impl Dcgka {
         (s, q): (MemberId, u64),
         fwd: Option<&TwoSmCiphertext>,
     ) -> Result<Processed, ProcessError> {
+        drop(self.take_ack_secret(env, a, aq, (s, q), fwd)?);
+        Ok(Processed::default())
+    }
+
+    /// What every ack does before its secret is used: it counts in `H` (for a membership
+    /// operation), the member secret of `a` for `(s, q)` is taken out of `ms`, and a forward
+    /// to me is decrypted. Returns the held secret, else the forwarded one.
+    fn take_ack_secret<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        a: MemberId,
+        aq: u64,
+        (s, q): (MemberId, u64),
+        fwd: Option<&TwoSmCiphertext>,
+    ) -> Result<Option<Secret32>, ProcessError> {
         let op = OpId::new(s, q);
         if self.h.is_create(&op) || self.h.is_add(&op) || self.h.is_remove(&op) {
             self.h.apply(Op::Ack { sender: a, seq: aq, of: op }).map_err(refused)?;
         }
-        drop(self.ms.remove(&(s, q, a)));
-        if let Some(c) = fwd {
-            drop(self.decrypt_from(env, &a, c, Misbehaviour::BadForward)?);
-        }
-        Ok(Processed::default())
+        let held = self.ms.remove(&(s, q, a));
+        let forwarded = match fwd {
+            Some(c) => Some(self.decrypt_from(env, &a, c, Misbehaviour::BadForward)?),
+            None => None,
+        };
+        Ok(held.or(forwarded))
     }
 
     /// `process-add(γ, S, q, t)` for a member other than the newcomer.
