@@ -38,6 +38,9 @@ pub(crate) struct SimArgs {
     /// their next envelope (spec §12).
     #[arg(long)]
     coalesce_acks: bool,
+    /// Every member withholds removed members' late operations (spec §7.5).
+    #[arg(long)]
+    withhold_late: bool,
     /// Print every action of the run (to stdout, before the summary; not with --json).
     #[arg(long, conflicts_with = "json")]
     trace: bool,
@@ -57,6 +60,7 @@ impl SimArgs {
         cfg.shadows = !self.no_shadows;
         cfg.trace = self.trace;
         cfg.coalesce_acks = self.coalesce_acks;
+        cfg.withhold_late = self.withhold_late;
         cfg
     }
 }
@@ -112,6 +116,8 @@ fn to_json(cfg: &RunConfig, r: &RunReport) -> serde_json::Value {
         "packets": r.packets,
         "batches": r.batches,
         "coalesce_acks": cfg.coalesce_acks,
+        "withhold_late": cfg.withhold_late,
+        "forks": r.forks,
         "shadows": cfg.shadows,
         "elapsed_ms": u64::try_from(r.elapsed_ms).unwrap_or(u64::MAX),
         "violations": r.violations,
@@ -140,6 +146,9 @@ fn print_summary(cfg: &RunConfig, r: &RunReport) {
     }
     println!("  final group: {} members {:?}", r.members, r.member_names);
     println!("  converged:   {}", if r.converged { "yes" } else { "NO" });
+    if cfg.withhold_late {
+        println!("  forks:       {} (both sides of a partition withheld each other's removal)", r.forks);
+    }
     println!(
         "  deliveries:  {}/{} intended (message, recipient) pairs decrypted",
         r.deliveries_ok, r.deliveries_expected

@@ -51,7 +51,7 @@ impl TryRng for Bytes<'_> {
 pub(crate) const MAX_STEPS: usize = 48;
 
 /// The configuration the first four bytes choose: members, steps, flags (coalesced acks,
-/// partitions, adversarial shadows) and the devices' seed.
+/// partitions, adversarial shadows, withheld late operations) and the devices' seed.
 fn config(head: [u8; 4]) -> RunConfig {
     let [m, s, flags, seed] = head;
     RunConfig {
@@ -62,6 +62,7 @@ fn config(head: [u8; 4]) -> RunConfig {
         partitions: usize::from(flags >> 1 & 3).min(2),
         shadows: flags & 8 != 0,
         coalesce_acks: flags & 1 != 0,
+        withhold_late: flags & 16 != 0,
         ..RunConfig::default()
     }
 }

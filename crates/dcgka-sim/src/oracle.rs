@@ -4,9 +4,11 @@
 
 use std::collections::BTreeSet;
 
+use dcgka::events::Event;
 use dcgka::group::Group;
+use dcgka::ids::{MemberId, SeqNo};
 
-use crate::{Dev, Sim};
+use crate::{Dev, PacketKind, SentMessage, Sim};
 
 /// The live, active groups of the simulation, with their device.
 pub fn active(sim: &Sim) -> Vec<(Dev, &Group)> {
@@ -18,16 +20,28 @@ pub fn active(sim: &Sim) -> Vec<(Dev, &Group)> {
 pub fn global_oracles(sim: &Sim) -> Vec<String> {
     let mut v = Vec::new();
     let groups = active(sim);
-    // 1. Same membership everywhere.
-    if let Some((d0, g0)) = groups.first() {
+    // 1. Same membership everywhere; with late operations withheld, the group may have
+    // forked (§7.5): then every active member agrees with the first one it shares a
+    // member with, and forks share no live member.
+    let fork_of = |g: &Group| -> (Dev, &Group) {
+        let (d0, g0) = groups[0];
+        if !sim.config.withhold_late_operations {
+            return (d0, g0);
+        }
+        let live: BTreeSet<MemberId> = groups.iter().map(|(_, x)| x.me()).collect();
+        let mine: BTreeSet<MemberId> = g.members().intersection(&live).copied().collect();
+        groups.iter().copied().find(|(_, x)| x.members().intersection(&mine).next().is_some()).unwrap_or((d0, g0))
+    };
+    if !groups.is_empty() {
         for (d, g) in &groups {
+            let (d0, g0) = fork_of(g);
             if g.members() != g0.members() {
                 v.push(format!(
                     "oracle 1: {} has members {:?}, {} has {:?}",
                     sim.devices[*d].name,
                     sim.member_names(*d),
-                    sim.devices[*d0].name,
-                    sim.member_names(*d0)
+                    sim.devices[d0].name,
+                    sim.member_names(d0)
                 ));
             }
         }
@@ -60,30 +74,68 @@ pub fn global_oracles(sim: &Sim) -> Vec<String> {
             }
         }
     }
-    // 5. Identical histories.
-    if let Some((d0, g0)) = groups.first() {
+    // 5. Identical histories (within a fork).
+    if !groups.is_empty() {
         for (d, g) in &groups {
+            let (d0, g0) = fork_of(g);
             if !g.history().same_history(g0.history()) {
-                v.push(format!(
-                    "oracle 5: {}'s history differs from {}'s",
-                    sim.devices[*d].name, sim.devices[*d0].name
-                ));
+                v.push(format!("oracle 5: {}'s history differs from {}'s", sim.devices[*d].name, sim.devices[d0].name));
             }
         }
     }
     v
 }
 
+/// Whether device `d` must decrypt message `m`: its instance `g` was in the sender's view
+/// when it was sent and is among the `final_members`, and the message does not depend on
+/// an operation that `d` withholds for good ([`withheld_at`]).
+pub fn must_decrypt(sim: &Sim, d: Dev, g: &Group, m: &SentMessage, final_members: &BTreeSet<MemberId>) -> bool {
+    let me = g.me();
+    if d == m.from || !m.view.contains(&me) || !final_members.contains(&me) {
+        return false;
+    }
+    let PacketKind::Envelope(_, seq) = sim.transcript[m.packet].kind else { return true };
+    !withheld_at(sim, d, g, m.sender, seq.0.saturating_sub(1))
+}
+
+/// Whether `sender`'s envelopes up to `upto` are out of reach at device `d` (instance `g`)
+/// because of a late operation withheld there for good (§7.5): one of `sender`'s own at or
+/// below `upto` (it blocks the rest of its stream), or the add that introduced `sender`
+/// (its instance then never exists there), recursively.
+pub fn withheld_at(sim: &Sim, d: Dev, g: &Group, sender: MemberId, upto: u64) -> bool {
+    let (mut sender, mut upto) = (sender, upto);
+    // Each step goes to the adder of an instance, so the chain ends (bounded for safety).
+    for _ in 0..sim.devices.len() * 8 {
+        let hwm = g.sync_state().get(&sender).copied().unwrap_or(SeqNo(0));
+        let blocked = sim.devices[d].events.iter().any(|e| {
+            matches!(e, Event::LateOperationWithheld { sender: s, seq: q } if *s == sender && q.0 <= upto && hwm < *q)
+        });
+        if blocked {
+            return true;
+        }
+        if g.ever_added().contains(&sender) {
+            return false;
+        }
+        // Not introduced here: look at the add that introduced it, in its own history.
+        let own = sim.devices.iter().flat_map(|x| x.retired.iter().chain(x.group())).find(|x| x.me() == sender);
+        let Some(op) = own.and_then(|x| x.history().addop(&sender).cloned()) else { return false };
+        (sender, upto) = (op.sender, op.seq);
+    }
+    false
+}
+
 /// Every application message must have been decrypted by every device whose instance was
-/// in the sender's view when it was sent and is still a member at the end.
+/// in the sender's view when it was sent and is still a member at the end (unless it comes
+/// after a late operation withheld there, [`must_decrypt`]).
 pub fn delivery_violations(sim: &Sim) -> Vec<String> {
     let mut v = Vec::new();
     let groups = active(sim);
-    let final_members: BTreeSet<_> = groups.first().map(|(_, g)| g.members()).unwrap_or_default();
+    let first: BTreeSet<_> = groups.first().map(|(_, g)| g.members()).unwrap_or_default();
     for m in &sim.messages {
         for (d, g) in &groups {
-            let me = g.me();
-            if *d != m.from && m.view.contains(&me) && final_members.contains(&me) && !sim.decrypted(*d, m.packet) {
+            // With withholding the group may have forked: each member judged in its fork.
+            let final_members = if sim.config.withhold_late_operations { g.members() } else { first.clone() };
+            if must_decrypt(sim, *d, g, m, &final_members) && !sim.decrypted(*d, m.packet) {
                 v.push(format!(
                     "delivery: {} did not decrypt message #{} from {}",
                     sim.devices[*d].name, m.packet, sim.devices[m.from].name

@@ -51,6 +51,9 @@ pub struct RunConfig {
     /// acks until their next envelope; a retransmission step also makes one random member
     /// flush, and quiescence flushes everyone.
     pub coalesce_acks: bool,
+    /// Every member withholds removed members' late operations
+    /// ([`dcgka::group::GroupConfig::withhold_late_operations`]).
+    pub withhold_late: bool,
 }
 
 impl Default for RunConfig {
@@ -66,6 +69,7 @@ impl Default for RunConfig {
             shadows: true,
             trace: false,
             coalesce_acks: false,
+            withhold_late: false,
         }
     }
 }
@@ -116,6 +120,9 @@ pub struct RunReport {
     pub packets: usize,
     /// Of those, batch envelopes (coalesced acks travelling with a later envelope).
     pub batches: usize,
+    /// With withheld late operations: how many more groups than one the active members
+    /// ended in (a fork, §7.5); always 0 otherwise.
+    pub forks: usize,
     /// How many times the group emptied: a step after which no device held an active
     /// instance with another member, following one at which some device did. The next
     /// step then creates a new group among the devices.
@@ -574,8 +581,8 @@ impl<G: Rng> Runner<'_, G> {
         let final_members = groups.first().map(|(_, g)| g.members()).unwrap_or_default();
         for m in &sim.messages {
             for (d, g) in &groups {
-                let me = g.me();
-                if *d != m.from && m.view.contains(&me) && final_members.contains(&me) {
+                let own = if sim.config.withhold_late_operations { g.members() } else { final_members.clone() };
+                if oracle::must_decrypt(sim, *d, g, m, &own) {
                     self.report.deliveries_expected += 1;
                     if sim.decrypted(*d, m.packet) {
                         self.report.deliveries_ok += 1;
@@ -583,6 +590,8 @@ impl<G: Rng> Runner<'_, G> {
                 }
             }
         }
+        let views: std::collections::BTreeSet<_> = groups.iter().map(|(_, g)| g.members()).collect();
+        self.report.forks = views.len().saturating_sub(1);
         self.report.members = final_members.len();
         self.report.member_names = final_members.iter().map(|m| sim.name_of_member(m)).collect();
         self.report.app_messages = sim.messages.len();
@@ -612,6 +621,7 @@ pub fn run_with_schedule(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn
     let mut sim = Sim::new(members + cfg.spares, cfg.seed);
     sim.shadows = cfg.shadows;
     sim.config.coalesce_acks = cfg.coalesce_acks;
+    sim.config.withhold_late_operations = cfg.withhold_late;
     let rng = schedule;
     let report = RunReport { seed: cfg.seed, devices: sim.devices.len(), ..RunReport::default() };
     let n = sim.devices.len();

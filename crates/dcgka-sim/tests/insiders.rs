@@ -12,12 +12,12 @@ use std::collections::BTreeSet;
 use dcgka::codec::Encode;
 use dcgka::crypto::{SigningSecret, VerifyingKey};
 use dcgka::events::{Event, Misbehaviour, RejectReason};
-use dcgka::group::Status;
+use dcgka::group::{Group, GroupConfig, Status};
 use dcgka::ids::SeqNo;
 use dcgka::prekeys::{CarriedPrekey, Identity, InMemoryPrekeyDirectory};
 use dcgka::wire::{CertifiedKey, ControlBody, Envelope, EnvelopeKind};
 use dcgka_sim::names::{A, B, C, D, E};
-use dcgka_sim::{PacketKind, Sim};
+use dcgka_sim::{PacketKind, Sim, oracle};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -315,8 +315,8 @@ fn an_add_whose_carried_prekey_fails_is_rejected_by_every_member() {
 /// every remaining member processes and acknowledges the removal. Much later B, which never
 /// received its removal, removes C. B's remove is concurrent with its own removal, so every
 /// member applies it alike: C leaves at A, C and D, and the remaining members agree, and
-/// each reports `LateOperation`. No receiver-local refusal is offered (it would split the
-/// group, §7.5); this test pins the documented behaviour.
+/// each reports `LateOperation`. This is the default; `withhold_late_operations` bounds it
+/// (the `with_withholding_*` tests below).
 #[test]
 fn a_removed_member_late_remove_applies_alike_everywhere() {
     let mut sim = created(4, &[B, C, D], 111);
@@ -370,4 +370,226 @@ fn a_mutual_removal_is_not_reported_as_late() {
         assert!(sim.events_at(x, |e| matches!(e, Event::LateOperation { .. })).is_empty(), "device {x}");
     }
     assert!(!group(&sim, C).members().contains(&b));
+}
+
+/// `created`, with every member withholding removed members' late operations (§7.5).
+fn created_withholding(n: usize, others: &[usize], seed: u64) -> Sim {
+    created_with(n, others, seed, |s| s.config.withhold_late_operations = true)
+}
+
+/// The bound of item 11: with `withhold_late_operations`, B's late remove of C, which
+/// reaches every member only after it processed B's removal, is withheld everywhere: C
+/// stays, every member reports `LateOperationWithheld` once, nothing of B's is processed
+/// after it, and the state survives a snapshot. A newcomer added afterwards withholds it
+/// too, and the group goes on.
+#[test]
+fn with_withholding_a_late_remove_after_the_removal_is_withheld_everywhere() {
+    let mut sim = created_withholding(5, &[B, C, D], 113);
+    let (a, b, c, d) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(C).unwrap(), sim.mid(D).unwrap());
+    sim.remove(A, B).unwrap();
+    deliver_all_except(&mut sim, &[B]);
+    let late = sim.remove(B, C).unwrap()[0];
+    let PacketKind::Envelope(EnvelopeKind::Remove, late_seq) = sim.transcript[late].kind else { panic!() };
+    sim.deliver_all();
+    let withheld = vec![Event::LateOperationWithheld { sender: b, seq: late_seq }];
+    for x in [A, C, D] {
+        assert_eq!(group(&sim, x).members(), [a, c, d].into_iter().collect(), "device {x}");
+        assert_eq!(sim.events_at(x, |e| matches!(e, Event::LateOperationWithheld { .. })), withheld, "device {x}");
+        assert!(sim.events_at(x, |e| matches!(e, Event::LateOperation { .. })).is_empty(), "device {x}");
+        assert!(group(&sim, x).sync_state()[&b] < late_seq, "device {x} processed nothing of B's from there on");
+    }
+    assert!(sim.events_at(C, |e| matches!(e, Event::RemovedFromGroup { .. })).is_empty(), "C stays");
+    // The withholding survives a restart, and is not reported twice.
+    let restored = Group::restore(&group(&sim, A).snapshot()).unwrap();
+    assert_eq!(restored.snapshot(), group(&sim, A).snapshot());
+    sim.devices[A].install(restored);
+    sim.sync();
+    sim.deliver_all();
+    assert_eq!(sim.events_at(A, |e| matches!(e, Event::LateOperationWithheld { .. })), withheld);
+    // A newcomer withholds it as well once sync brings it; messages flow among the members.
+    sim.add(A, E).unwrap();
+    sim.deliver_all();
+    sim.sync();
+    sim.deliver_all();
+    let e = sim.mid(E).unwrap();
+    assert_eq!(group(&sim, E).members(), [a, c, d, e].into_iter().collect());
+    let m = *sim.send(C, b"still here").unwrap().last().unwrap();
+    sim.deliver_all();
+    assert!([A, D, E].iter().all(|x| sim.decrypted(*x, m)));
+    assert!(oracle::global_oracles(&sim).is_empty(), "{:?}", oracle::global_oracles(&sim));
+}
+
+/// A late operation that some member processed before it learnt of the removal is
+/// released everywhere by that member's acknowledgment. A removes B and then E, and A, C
+/// and D settle both removals; E and B, cut off, know nothing of it. B removes D late: A,
+/// C and D withhold it, but E, which has not heard of B's removal (nor of its own),
+/// processes it and acknowledges it, and that releases it at A, C and D. Every member ends
+/// with the same group, as without the option.
+#[test]
+fn with_withholding_a_late_operation_that_one_member_processed_is_released_everywhere() {
+    let mut sim = created_withholding(5, &[B, C, D, E], 114);
+    let (a, b, c) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(C).unwrap());
+    sim.remove(A, B).unwrap();
+    sim.remove(A, E).unwrap();
+    deliver_all_except(&mut sim, &[B, E]);
+    let late = sim.remove(B, D).unwrap()[0];
+    let PacketKind::Envelope(EnvelopeKind::Remove, late_seq) = sim.transcript[late].kind else { panic!() };
+    assert!(sim.deliver_id(A, late));
+    assert_eq!(
+        sim.events_at(A, |e| matches!(e, Event::LateOperationWithheld { .. })),
+        vec![Event::LateOperationWithheld { sender: b, seq: late_seq }]
+    );
+    assert!(group(&sim, A).members().contains(&sim.mid(D).unwrap()), "withheld at A");
+    // E has not seen the removals: it applies the remove and acknowledges it.
+    assert!(sim.deliver_id(E, late));
+    assert!(!group(&sim, E).members().contains(&sim.mid(D).unwrap()));
+    sim.deliver_all();
+    for x in [A, C] {
+        assert_eq!(group(&sim, x).members(), [a, c].into_iter().collect(), "device {x}");
+    }
+    assert!(!sim.events_at(D, |e| matches!(e, Event::RemovedFromGroup { by } if *by == b)).is_empty());
+    assert!(oracle::global_oracles(&sim).is_empty(), "{:?}", oracle::global_oracles(&sim));
+}
+
+/// The option is safe to set per member: D does not withhold, so it applies B's late
+/// remove of C and acknowledges it, and that acknowledgment releases it at A and C, which
+/// withhold. The group stays whole; the bound only holds where every member sets it.
+#[test]
+fn withholding_at_some_members_only_never_splits_the_group() {
+    let mut sim = created_withholding(4, &[B, C, D], 115);
+    let (a, b, d) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(D).unwrap());
+    sim.remove(A, B).unwrap();
+    deliver_all_except(&mut sim, &[B]);
+    let (g, _) = sim.devices[D].group_mut().unwrap();
+    g.set_config(GroupConfig { withhold_late_operations: false, ..g.config() });
+    sim.config.withhold_late_operations = true;
+    sim.remove(B, C).unwrap();
+    sim.deliver_all();
+    for x in [A, D] {
+        assert_eq!(group(&sim, x).members(), [a, d].into_iter().collect(), "device {x}");
+    }
+    assert!(sim.events_at(D, |e| matches!(e, Event::LateOperationWithheld { .. })).is_empty());
+    assert!(!sim.events_at(C, |e| matches!(e, Event::RemovedFromGroup { by } if *by == b)).is_empty());
+    assert!(oracle::global_oracles(&sim).is_empty(), "{:?}", oracle::global_oracles(&sim));
+}
+
+/// The trade-off: a mutual removal (A removes B while B removes A) in which every other
+/// member, and A, receive A's remove first removes only B; without the option both leave
+/// (`a_mutual_removal_is_not_reported_as_late`).
+#[test]
+fn with_withholding_a_mutual_removal_seen_one_way_removes_one_side() {
+    let mut sim = created_withholding(4, &[B, C, D], 116);
+    let (a, c, d) = (sim.mid(A).unwrap(), sim.mid(C).unwrap(), sim.mid(D).unwrap());
+    let r = sim.remove(A, B).unwrap()[0];
+    for x in [C, D] {
+        assert!(sim.deliver_id(x, r));
+    }
+    sim.remove_member(B, a).unwrap();
+    sim.deliver_all();
+    for x in [A, C, D] {
+        assert_eq!(group(&sim, x).members(), [a, c, d].into_iter().collect(), "device {x}");
+        assert_eq!(sim.events_at(x, |e| matches!(e, Event::LateOperationWithheld { .. })).len(), 1, "device {x}");
+    }
+    assert!(oracle::global_oracles(&sim).is_empty(), "{:?}", oracle::global_oracles(&sim));
+}
+
+/// An operation that crosses a removal that is not yet settled is not withheld: C, the
+/// target of B's remove, receives it before A's removal of B and leaves, and since C never
+/// acknowledges that removal, it never settles at A or D, which apply B's remove too. The
+/// outcome is the paper's, and nobody is left listed as a member that has gone.
+#[test]
+fn with_withholding_an_operation_crossing_an_unsettled_removal_applies_everywhere() {
+    let mut sim = created_withholding(4, &[B, C, D], 117);
+    let (a, b, d) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(D).unwrap());
+    let r = sim.remove(A, B).unwrap()[0];
+    assert!(sim.deliver_id(D, r));
+    let late = sim.remove(B, C).unwrap()[0];
+    assert!(sim.deliver_id(C, late));
+    assert!(!sim.events_at(C, |e| matches!(e, Event::RemovedFromGroup { by } if *by == b)).is_empty());
+    sim.deliver_all();
+    for x in [A, D] {
+        assert_eq!(group(&sim, x).members(), [a, d].into_iter().collect(), "device {x}");
+        assert!(sim.events_at(x, |e| matches!(e, Event::LateOperationWithheld { .. })).is_empty(), "device {x}");
+    }
+    assert!(oracle::global_oracles(&sim).is_empty(), "{:?}", oracle::global_oracles(&sim));
+}
+
+/// The target of a late remove leaves with a farewell ack. C learns of B's removal but not
+/// yet that D saw it too, so at C the removal is not settled, while at A and D it is. B's
+/// late remove of C reaches all three: A and D withhold it, C processes it and leaves, and
+/// its farewell ack (no secret) releases the remove at A and D, which then drop C too.
+/// Without the farewell A and D would list C for good although it has left.
+#[test]
+fn with_withholding_a_target_that_leaves_releases_its_removal_everywhere() {
+    let mut sim = created_withholding(4, &[B, C, D], 118);
+    let (a, b, d) = (sim.mid(A).unwrap(), sim.mid(B).unwrap(), sim.mid(D).unwrap());
+    let r = sim.remove(A, B).unwrap()[0];
+    assert!(sim.deliver_id(C, r));
+    let c_ack = sim.last_from(C).unwrap();
+    assert!(sim.deliver_id(D, r));
+    let d_ack = sim.last_from(D).unwrap();
+    for (to, id) in [(A, c_ack), (D, c_ack), (A, d_ack)] {
+        assert!(sim.deliver_id(to, id));
+    }
+    let late = sim.remove(B, C).unwrap()[0];
+    let PacketKind::Envelope(EnvelopeKind::Remove, late_seq) = sim.transcript[late].kind else { panic!() };
+    for x in [A, D] {
+        assert!(sim.deliver_id(x, late));
+        assert_eq!(
+            sim.events_at(x, |e| matches!(e, Event::LateOperationWithheld { .. })),
+            vec![Event::LateOperationWithheld { sender: b, seq: late_seq }],
+            "device {x}"
+        );
+    }
+    assert!(sim.deliver_id(C, late));
+    assert!(!sim.events_at(C, |e| matches!(e, Event::RemovedFromGroup { by } if *by == b)).is_empty());
+    let farewell = sim.last_from(C).unwrap();
+    assert_eq!(sim.transcript[farewell].kind, PacketKind::Envelope(EnvelopeKind::Ack, SeqNo(3)));
+    sim.deliver_all();
+    for x in [A, D] {
+        assert_eq!(group(&sim, x).members(), [a, d].into_iter().collect(), "device {x}");
+        assert!(sim.events_at(x, |e| matches!(e, Event::Rejected { .. })).is_empty(), "device {x}");
+    }
+    assert!(oracle::global_oracles(&sim).is_empty(), "{:?}", oracle::global_oracles(&sim));
+}
+
+/// The fork (trade-off 3 of §7.5): A and B are cut apart; A removes B and adds C, B removes
+/// A and adds D. Each side's removal settles on its side (the newcomer joined after it), so
+/// after the partition heals each side withholds the other's removal: the group becomes
+/// two groups with no member in common, each told `LateOperationWithheld`. Without the
+/// option both removals would apply and neither side would keep the group.
+#[test]
+fn with_withholding_two_sides_that_remove_each_other_fork() {
+    let mut sim = created_withholding(4, &[B], 119);
+    let (a, b) = (sim.mid(A).unwrap(), sim.mid(B).unwrap());
+    sim.split(vec![0, 1, 0, 1]);
+    sim.remove(A, B).unwrap();
+    sim.add(A, C).unwrap();
+    sim.remove(B, A).unwrap();
+    sim.add(B, D).unwrap();
+    sim.deliver_all();
+    sim.heal();
+    sim.deliver_all();
+    sim.sync();
+    sim.deliver_all();
+    let (c, d) = (sim.mid(C).unwrap(), sim.mid(D).unwrap());
+    for x in [A, C] {
+        assert_eq!(group(&sim, x).members(), [a, c].into_iter().collect(), "device {x}");
+        assert!(
+            sim.events_at(x, |e| matches!(e, Event::LateOperationWithheld { sender, .. } if *sender == b)).len() == 1,
+            "device {x}"
+        );
+    }
+    for x in [B, D] {
+        assert_eq!(group(&sim, x).members(), [b, d].into_iter().collect(), "device {x}");
+        assert!(
+            sim.events_at(x, |e| matches!(e, Event::LateOperationWithheld { sender, .. } if *sender == a)).len() == 1,
+            "device {x}"
+        );
+    }
+    assert!(oracle::global_oracles(&sim).is_empty(), "{:?}", oracle::global_oracles(&sim));
+    // Each fork goes on by itself.
+    let m = *sim.send(C, b"our side").unwrap().last().unwrap();
+    sim.deliver_all();
+    assert!(sim.decrypted(A, m) && !sim.decrypted(B, m) && !sim.decrypted(D, m));
 }

@@ -28,6 +28,49 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// With every member withholding removed members' late operations (§7.5), random
+    /// schedules with partitions still converge: the members that remain agree on the
+    /// group, its history and its keys, whichever late operations were withheld or released.
+    #[test]
+    fn random_schedules_withholding_late_operations_converge(
+        seed in any::<u64>(),
+        members in 3usize..=6,
+        steps in 40usize..=150,
+        partitions in 1usize..=3,
+    ) {
+        let cfg = RunConfig { partitions, withhold_late: true, ..RunConfig::new(members, steps, seed) };
+        let report = run(&cfg, &mut |_, _| {});
+        prop_assert!(report.violations.is_empty(), "{cfg:?}: {:#?}", report.violations);
+        prop_assert!(report.converged, "{cfg:?}");
+        prop_assert_eq!(report.deliveries_ok, report.deliveries_expected, "{:?}", cfg);
+    }
+}
+
+/// Schedules that split the group under earlier versions of the withholding rule (§7.5):
+/// withholding as soon as a removal was known, and looking for evidence only in the
+/// acker's next envelope. Mutual removals with supporters on both sides left two groups.
+#[test]
+fn schedules_that_split_earlier_withholding_rules_converge() {
+    let runs: [(usize, usize, u64, usize, bool); 7] = [
+        (4, 95, 10950764489276683678, 1, true),
+        (3, 112, 1548764720268313609, 2, false),
+        (3, 136, 16911503352091354625, 2, false),
+        (4, 137, 9865474097705001494, 3, false),
+        (3, 132, 8802065995613016993, 3, false),
+        (4, 145, 9437406057138184370, 1, true),
+        (4, 83, 3269395173365163170, 1, false),
+    ];
+    for (members, steps, seed, partitions, coalesce_acks) in runs {
+        let cfg = RunConfig { partitions, coalesce_acks, withhold_late: true, ..RunConfig::new(members, steps, seed) };
+        let report = run(&cfg, &mut |_, _| {});
+        assert!(report.violations.is_empty(), "{cfg:?}: {:#?}", report.violations);
+        assert!(report.converged, "{cfg:?}");
+    }
+}
+
 /// The same fixed run with coalesced acks: members hold their acks and send them in
 /// batches with their next envelope.
 #[test]

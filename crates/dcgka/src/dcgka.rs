@@ -95,6 +95,10 @@ impl crate::ordering::Roster for Dcgka {
     fn introduced_by(&self, id: &MemberId) -> Option<OpId<MemberId>> {
         self.h.addop(id).cloned()
     }
+
+    fn removal_settled(&self, id: &MemberId) -> bool {
+        Dcgka::removal_settled(self, id)
+    }
 }
 
 /// A validated create with the prekey bundles it needs ([`Dcgka::stage_create`]).

@@ -327,4 +327,16 @@ pub enum Event {
         /// That removal's sequence number.
         removal: SeqNo,
     },
+    /// With [`GroupConfig::withhold_late_operations`](crate::group::GroupConfig): an
+    /// update, remove or add of `sender`, whose removal every current member here has seen,
+    /// is withheld (§7.5). It is processed only if some other member turns out to have
+    /// processed it (its acknowledgment arrives), and then as any other; otherwise never,
+    /// and nothing `sender` sends after it is processed either. Reported once per
+    /// operation (a restored snapshot remembers it).
+    LateOperationWithheld {
+        /// The removed member that sent it.
+        sender: MemberId,
+        /// Its sequence number.
+        seq: SeqNo,
+    },
 }

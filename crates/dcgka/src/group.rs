@@ -156,6 +156,18 @@ impl Group {
         self.d.member_view(id)
     }
 
+    /// This member's options in this group.
+    pub fn config(&self) -> GroupConfig {
+        self.config
+    }
+
+    /// Changes this member's options in this group; they apply from the next call on. None
+    /// of them must agree across members, so each may change at any time (acks already
+    /// held for coalescing still leave with the next envelope or [`Group::flush_acks`]).
+    pub fn set_config(&mut self, config: GroupConfig) {
+        self.config = config;
+    }
+
     /// Every member ever added here, current or not.
     pub fn ever_added(&self) -> BTreeSet<MemberId> {
         self.d.h.ever_added()

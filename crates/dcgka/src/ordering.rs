@@ -22,6 +22,7 @@ use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 use crate::wire::{AckRef, ApplicationBody, CertifiedKey, ControlBody, Envelope, EnvelopeKind, SenderRef};
 
 mod buffer;
+mod late;
 mod recent;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,9 @@ pub(crate) trait Roster {
     fn identity(&self, id: &MemberId) -> Option<IdentityKey>;
     /// The operation that introduced `id` (the create for initial members).
     fn introduced_by(&self, id: &MemberId) -> Option<OpId<MemberId>>;
+    /// Whether a removal of `id` is settled here: every current member has seen it (§7.5,
+    /// `Dcgka::settled_removal_of`), so an operation of `id` processed now comes late.
+    fn removal_settled(&self, id: &MemberId) -> bool;
 }
 
 /// Why an envelope could not be buffered.
@@ -176,6 +180,15 @@ pub(crate) struct Ordering {
     buffer: BTreeMap<BufKey, BTreeMap<u64, Vec<Buffered>>>,
     buffered: usize,
     buffered_bytes: usize,
+    /// Late operations withheld (§7.5, [`crate::group::GroupConfig::withhold_late_operations`]):
+    /// per removed sender, the sequence number of its operation that waits for evidence
+    /// that some member processed it. One entry per sender (FIFO: nothing of it passes).
+    withheld: BTreeMap<MemberId, u64>,
+    /// Entries of `withheld` made since the group layer last took them, to report.
+    newly_withheld: Vec<(MemberId, SeqNo)>,
+    /// Withheld operations for which the buffer held no evidence at the last look; cleared
+    /// on every arrival (only an arrival can bring evidence). Not persisted.
+    no_evidence: std::collections::BTreeSet<(MemberId, u64)>,
 }
 
 /// What became of a received envelope on arrival (§7.3, §7.6).
@@ -304,10 +317,10 @@ impl Ordering {
     /// Snapshot encoding: `senders:map<member, sender state>` (`SenderState::encode_state`) ‖
     /// retained:map<(member, seq:var), (kind:u8, hash:[16])> ‖ retained_keys:map<(member,
     /// seq:var), [32]> ‖ horizon:map<member, var> ‖ buffer:map<slot key, map<seq:var,
-    /// list<(envelope:opaque, verified:u8, batch_hash:opt<[16]>)>>>`, a slot key being `0 ‖
-    /// tag:[16]` or `1 ‖ ik:[32] ‖ of_sender:[16] ‖ of_seq:var`. Envelopes are in their wire
-    /// encoding, candidates in their order. The decompressed keys and the buffer counters
-    /// are rebuilt.
+    /// list<(envelope:opaque, verified:u8, batch_hash:opt<[16]>)>>> ‖ withheld:map<member,
+    /// seq:var>` (since version 3), a slot key being `0 ‖ tag:[16]` or `1 ‖ ik:[32] ‖
+    /// of_sender:[16] ‖ of_seq:var`. Envelopes are in their wire encoding, candidates in
+    /// their order. The decompressed keys and the buffer counters are rebuilt.
     ///
     /// With `senders` false the sender table is left empty (the group's core record; each
     /// sender's entry goes to its own record).
@@ -355,6 +368,10 @@ impl Ordering {
                 });
             });
         });
+        w.map(&self.withheld, |w, id, q| {
+            w.member(id);
+            w.var(*q);
+        });
     }
 
     /// Reverses [`encode_state`](Self::encode_state).
@@ -393,6 +410,8 @@ impl Ordering {
             })?;
             Ok((key, slots))
         })?;
+        // Version 3 added the withheld late operations.
+        let withheld = if r.version() >= 3 { r.map(2, |r| Ok((r.member()?, r.var()?)))? } else { BTreeMap::new() };
         let all = || buffer.values().flat_map(BTreeMap::values).flatten();
         let buffered = all().count();
         let buffered_bytes = all().fold(0usize, |n, b| n.saturating_add(b.size));
@@ -406,6 +425,9 @@ impl Ordering {
             buffer,
             buffered,
             buffered_bytes,
+            withheld,
+            newly_withheld: Vec::new(),
+            no_evidence: Default::default(),
         };
         for (id, st) in senders {
             ord.cache_key(id, &st.key);
@@ -458,6 +480,9 @@ impl Ordering {
             self.retained_keys.insert((id, seq), st.key);
         }
         st.hwm = seq;
+        if self.withheld.get(&id).is_some_and(|q| *q <= seq) {
+            self.withheld.remove(&id);
+        }
         if let Some(k) = new_key {
             st.key = k.key;
             st.cert = Some((k.seq, k.cert));
@@ -570,6 +595,7 @@ impl Ordering {
     /// `trusting` skips every signature check (an adversarial test copy reading a recorded
     /// transcript). Nothing changes unless the envelope is taken.
     pub(crate) fn arrive(&mut self, r: &impl Roster, env: Envelope, trusting: bool) -> Result<Arrival, BufferError> {
+        self.no_evidence.clear();
         let gid = r.gid();
         let mut verified = false;
         let (sender, last) = match env.sender {
@@ -670,8 +696,11 @@ impl Ordering {
     /// sender's next envelope (all verified); an authentic batch is unrolled, anything else
     /// is returned with its body parsed. `trusting` skips signature checks (an adversarial
     /// test copy).
-    pub(crate) fn next(&mut self, r: &impl Roster, trusting: bool) -> Option<Step> {
-        let (sender, candidates) = match self.next_ready(r, trusting)? {
+    ///
+    /// With `withhold_late`, an update, remove or add of a removed member waits until some
+    /// other member is known to have processed it (§7.5, [`Ordering::late_evidence`]).
+    pub(crate) fn next(&mut self, r: &impl Roster, trusting: bool, withhold_late: bool) -> Option<Step> {
+        let (sender, candidates) = match self.next_ready(r, trusting, withhold_late)? {
             Ready::Envelope { sender, candidates } => (sender, candidates),
             Ready::Discard { candidates, reason } => return Some(Step::Discarded { candidates, reason }),
             Ready::Forged { sender, candidates } => {
@@ -715,7 +744,7 @@ impl Ordering {
     }
 
     /// Finds the next envelope that is ready to be verified and processed.
-    fn next_ready(&mut self, d: &impl Roster, trusting: bool) -> Option<Ready> {
+    fn next_ready(&mut self, d: &impl Roster, trusting: bool, withhold_late: bool) -> Option<Ready> {
         let keys: Vec<BufKey> = self.buffer.keys().copied().collect();
         for key in keys {
             match key {
@@ -759,6 +788,9 @@ impl Ordering {
                         .get(&key)
                         .and_then(|m| m.get(&(hwm + 1)))
                         .is_some_and(|c| c.iter().any(|b| self.dependency_ready(d, &b.env)));
+                    if ready && withhold_late && self.withholds(d, &key, id, hwm + 1, trusting) {
+                        continue;
+                    }
                     if ready {
                         let (ready, waiting): (Vec<Buffered>, Vec<Buffered>) =
                             self.take(&key, hwm + 1).into_iter().partition(|b| self.dependency_ready(d, &b.env));

@@ -10,7 +10,7 @@
 //! state with the crate's canonical codec ([`crate::codec`]):
 //!
 //! ```text
-//! Snapshot = magic:u8 (0xDC) ‖ version:u8 (1)
+//! Snapshot = magic:u8 (0xDC) ‖ version:u8 (3; 2 is still read)
 //!          ‖ members:list<[32]>        every MID the state mentions, in order of first mention
 //!          ‖ group                     config, identity key, then the layers below, then the
 //!                                      signing secret, sender ratchets, message indices,
@@ -74,12 +74,15 @@ use crate::ids::MemberId;
 /// The first byte of every group snapshot.
 pub const SNAPSHOT_MAGIC: u8 = 0xDC;
 
-/// The group snapshot format version this library writes, and the only one it reads.
-/// Every change of the format gets a new version. Version 2 added signing-key certificates
-/// and the recent hashes of §7.6; version 1 came before any persistent store and is refused
-/// with [`SnapshotError::UnsupportedVersion`] rather than migrated. From the store on, an
-/// older version keeps loading.
-pub const SNAPSHOT_VERSION: u8 = 2;
+/// The group snapshot format version this library writes. Every change of the format gets
+/// a new version. Version 3 added the withholding of late operations (a configuration flag
+/// and the withheld operations, §7.5); version 2 added signing-key certificates and the
+/// recent hashes of §7.6 and still loads ([`MIN_SNAPSHOT_VERSION`]); version 1 came before
+/// any persistent store and is refused with [`SnapshotError::UnsupportedVersion`].
+pub const SNAPSHOT_VERSION: u8 = 3;
+
+/// The oldest group snapshot format version this library reads.
+pub const MIN_SNAPSHOT_VERSION: u8 = 2;
 
 /// The first byte of every identity snapshot
 /// ([`Identity::snapshot`](crate::prekeys::Identity::snapshot)); not [`SNAPSHOT_MAGIC`],
@@ -117,10 +120,18 @@ impl SnapshotKind {
         }
     }
 
-    /// The version written, and the only one read so far.
+    /// The version written (the newest one read).
     const fn version(self) -> u8 {
         match self {
             SnapshotKind::Group | SnapshotKind::Sender => SNAPSHOT_VERSION,
+            SnapshotKind::Identity => IDENTITY_SNAPSHOT_VERSION,
+        }
+    }
+
+    /// The oldest version read.
+    const fn min_version(self) -> u8 {
+        match self {
+            SnapshotKind::Group | SnapshotKind::Sender => MIN_SNAPSHOT_VERSION,
             SnapshotKind::Identity => IDENTITY_SNAPSHOT_VERSION,
         }
     }
@@ -299,7 +310,7 @@ impl<'a> StateReader<'a> {
             return Err(SnapshotError::NotASnapshot { found: magic, expected: kind.magic() });
         }
         let version = r.u8()?;
-        if version != kind.version() {
+        if version > kind.version() || version < kind.min_version() {
             return Err(SnapshotError::UnsupportedVersion { found: version, supported: kind.version() });
         }
         let mut sr = StateReader { r, version, table: Vec::new(), next: 0 };
@@ -316,10 +327,10 @@ impl<'a> StateReader<'a> {
 
     /// The format version in the snapshot's header, for the layers' `decode_state`.
     ///
-    /// Today every kind has one version, the only one [`open_kind`](Self::open_kind) accepts. When a
-    /// change of the format bumps it, `open` accepts the old and the new version and each
-    /// layer whose encoding changed branches on this value, so old snapshots keep loading
-    /// (and the frozen fixtures in the tests keep passing).
+    /// [`open_kind`](Self::open_kind) accepts every version from the kind's oldest supported
+    /// one to the current one (group snapshots and sender records: 2 and 3); each layer
+    /// whose encoding changed branches on this value, so old snapshots keep loading (and
+    /// the frozen fixtures in the tests keep passing).
     pub(crate) fn version(&self) -> u8 {
         self.version
     }

@@ -84,6 +84,9 @@ impl Dcgka {
                 self.process_add(env, s, q, t, &bundles)
             }
             ControlBody::Ack { of, forwards } => {
+                if forwards.is_empty() && self.is_farewell(s, of, lookup) {
+                    return Ok(Processed::default());
+                }
                 let (os, oq, disputed) = self.check_ack(s, q, of, false, lookup)?;
                 let mine: Vec<&Forward> = forwards.iter().filter(|f| f.recipient == self.me.tag()).collect();
                 if mine.len() > 1 {
@@ -133,9 +136,42 @@ impl Dcgka {
             .map(|r| (r.sender, SeqNo(r.seq)))
     }
 
+    /// Whether a removal of `s` is settled for withholding its late operations (§7.5): every
+    /// current member other than the remover (me included) has seen it, and there is at
+    /// least one. Unlike [`Self::settled_removal_of`] (which excludes me, so that a removal
+    /// merely crossing an operation is not reported as late), this test gives the same
+    /// answer at the removed member's target as at the others: in a group of two, a mutual
+    /// removal never settles, and both removals apply, as in the paper.
+    pub(crate) fn removal_settled(&self, s: &MemberId) -> bool {
+        let removals = self.h.removed_by(s);
+        if removals.is_empty() {
+            return false;
+        }
+        let view = self.view_me();
+        removals.iter().any(|r| {
+            let mut others = view.iter().filter(|m| **m != r.sender).peekable();
+            others.peek().is_some() && others.all(|m| *m == self.me || self.h.seen_by(m, r))
+        })
+    }
+
     /// Members I know of that S did not: the recipients of my forwarded member secret.
     pub(super) fn forward_targets(&self, s: &MemberId, r: &BTreeSet<MemberId>, v: &BTreeSet<MemberId>) -> Vec<MemberId> {
         v.iter().filter(|id| *id != s && !r.contains(id) && **id != self.me).copied().collect()
+    }
+
+    /// Whether an ack by `a` is a farewell (§7.5): it acknowledges a processed remove that
+    /// removes or cancels `a` itself, sent by a member leaving on a late remove. It has no
+    /// effect here (it is the evidence that releases the remove where it was withheld).
+    fn is_farewell(&self, a: MemberId, of: &AckRef, lookup: &dyn Fn(&MemberId, u64) -> Option<AckTarget>) -> bool {
+        let Some(os) = self.resolve(&of.of_sender) else { return false };
+        let op = OpId::new(os, of.of_seq.0);
+        let remove = match lookup(&os, op.seq) {
+            Some(AckTarget::Known { kind, .. }) => kind == EnvelopeKind::Remove,
+            // A newcomer knows the operations below its horizon from the history alone.
+            Some(AckTarget::BelowHorizon) => self.h.is_remove(&op),
+            _ => false,
+        };
+        remove && self.h.targets(&op).is_some_and(|t| t.contains(&a))
     }
 
     /// V4 for an ack (`add_ack = false`) or add-ack by `a` at `aq`; returns the acknowledged
@@ -261,7 +297,17 @@ impl Dcgka {
         let gone: BTreeSet<MemberId> = before.difference(&after).copied().collect();
         let removed_event = Event::MembersRemoved { by: s, ids: gone };
         if !after.contains(&self.me) {
-            return Ok(Processed { terminated_by: Some(s), events: vec![removed_event], ..Default::default() });
+            // §7.5: a remove that takes me out (directly or by cancelling my add), sent by a
+            // member already removed here, is a late operation the others may withhold; a
+            // farewell ack (no secret, no forward) tells them that I processed it, so that
+            // they apply it too instead of listing me for good. The group layer sends it
+            // only with `withhold_late_operations`.
+            let reply = (!self.h.removed_by(&s).is_empty()).then(|| {
+                self.seq += 1;
+                let of = AckRef { of_sender: s.tag(), of_seq: SeqNo(q), of_hash: [0; 16] };
+                (ControlBody::Ack { of, forwards: Vec::new() }, SeqNo(self.seq))
+            });
+            return Ok(Processed { terminated_by: Some(s), reply, events: vec![removed_event], ..Default::default() });
         }
         let mut out = self.process_seed(env, EnvelopeKind::Remove, s, q, blk, bundles)?;
         out.events.insert(0, removed_event);

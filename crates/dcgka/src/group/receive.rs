@@ -120,7 +120,9 @@ impl Group {
         // A removal ends the call, as for a real member; an adversarial copy goes on only in
         // later calls (and its output is never sent).
         while self.processing() && (!was_active || self.status == Status::Active) {
-            let Some(step) = self.ord.next(&self.d, self.trusting()) else { break };
+            let Some(step) = self.ord.next(&self.d, self.trusting(), self.config.withhold_late_operations) else {
+                break;
+            };
             let (sender, chosen, forged, equivocal) = match step {
                 Step::Discarded { candidates, reason } => {
                     for b in candidates {
@@ -175,6 +177,9 @@ impl Group {
         // TERMINATE and FATAL empty the buffer; otherwise the parked envelopes go back.
         if self.processing() {
             self.ord.unbuffer_back(parked);
+        }
+        for (sender, seq) in self.ord.take_newly_withheld() {
+            out.events.push(Event::LateOperationWithheld { sender, seq });
         }
         (out, incoming_dropped)
     }
@@ -318,6 +323,14 @@ impl Group {
         if let Some(by) = terminated {
             out.events.push(Event::RemovedFromGroup { by });
             self.status = Status::Removed { by };
+            // The farewell ack of a late remove that took me out (§7.5), with any held acks
+            // before it.
+            if let Some((mut body, seq)) = reply.filter(|_| self.config.withhold_late_operations) {
+                if let ControlBody::Ack { of, .. } = &mut body {
+                    of.of_hash = hash;
+                }
+                out.broadcast.push(self.emit(ctx, EnvelopeKind::Ack, seq, body.to_bytes()).0);
+            }
             if self.adversarial() {
                 // A test copy of an attacker holding this state: keep everything.
                 return Ok(());

@@ -117,7 +117,8 @@ impl Group {
         self.snapshot().len()
     }
 
-    /// The group layer of a snapshot: `auto_heal:u8 ‖ coalesce_acks:u8 ‖ my_ik:[32] ‖ γ ‖
+    /// The group layer of a snapshot: `auto_heal:u8 ‖ coalesce_acks:u8 ‖
+    /// withhold_late_operations:u8 (since version 3) ‖ my_ik:[32] ‖ γ ‖
     /// ordering ‖ signing:[32] ‖ fs:map<member, sender ratchet> ‖ app_index:map<member,
     /// (epoch:var, next:var)> ‖ status ‖ pending_removal:opt<member> ‖
     /// held:list<(seq:var, kind:u8, body:opaque)>`; `status` is `0` (active), `1 ‖ by`
@@ -134,6 +135,7 @@ impl Group {
         let (fs, app_index) = if senders { (&self.fs, &self.app_index) } else { (&no_fs, &no_index) };
         w.flag(self.config.auto_heal);
         w.flag(self.config.coalesce_acks);
+        w.flag(self.config.withhold_late_operations);
         w.raw(&self.my_ik.0);
         self.d.encode_state(w);
         self.ord.encode_parts(w, senders);
@@ -170,7 +172,10 @@ impl Group {
     }
 
     pub(super) fn decode_state(r: &mut StateReader<'_>) -> Result<Group, SnapshotError> {
-        let config = GroupConfig { auto_heal: r.flag()?, coalesce_acks: r.flag()? };
+        let (auto_heal, coalesce_acks) = (r.flag()?, r.flag()?);
+        // Version 3 added the withholding of late operations.
+        let withhold_late_operations = r.version() >= 3 && r.flag()?;
+        let config = GroupConfig { auto_heal, coalesce_acks, withhold_late_operations };
         let my_ik = VerifyingKey(r.array()?);
         let d = Dcgka::decode_state(r)?;
         let ord = Ordering::decode_state(r)?;

@@ -28,11 +28,28 @@ pub struct GroupConfig {
     /// has nothing else to send for a while (a timer), so that the others learn the acks.
     /// Default off.
     pub coalesce_acks: bool,
+    /// Withhold a removed member's late operations (spec §7.5): an update, remove or add of
+    /// a member whose removal every current member here has seen is not processed until
+    /// some other member is known to have processed it (its acknowledgment arrives), and
+    /// [`Event::LateOperationWithheld`] reports it. An operation that no member processed
+    /// before the removal settled there is then never applied anywhere, so a removed
+    /// member that ignores its removal cannot remove anyone once its removal has settled.
+    /// Every member reaches the same verdict, and the option is safe to set per member: a
+    /// member without it processes the operation and acknowledges it, which releases it
+    /// everywhere (the bound holds where every member sets it); a member that leaves on
+    /// such a remove sends a farewell ack (no secret) for the same purpose. Trade-off: a member removed
+    /// while partitioned loses the operations nobody processed in time and everything it
+    /// sent after them, messages included; a newcomer it added is never introduced; a
+    /// mutual removal whose removes arrive late everywhere removes one side only; and when
+    /// both sides of a partition remove each other and each side settles it before they
+    /// reconnect, the group forks into two groups with no member in common. Default off
+    /// (the paper's rule: every concurrent operation applies).
+    pub withhold_late_operations: bool,
 }
 
 impl Default for GroupConfig {
     fn default() -> Self {
-        GroupConfig { auto_heal: true, coalesce_acks: false }
+        GroupConfig { auto_heal: true, coalesce_acks: false, withhold_late_operations: false }
     }
 }
 

@@ -89,6 +89,9 @@ impl Roster for Net {
     fn introduced_by(&self, id: &MemberId) -> Option<OpId<MemberId>> {
         self.introduced.get(id).map(|(op, _)| op.clone())
     }
+    fn removal_settled(&self, _: &MemberId) -> bool {
+        false
+    }
 }
 
 fn encoded_len(ord: &Ordering) -> usize {
@@ -101,7 +104,7 @@ fn encoded_len(ord: &Ordering) -> usize {
 fn deliver_next(ord: &mut Ordering, net: &Net, i: usize, expect: &Envelope) {
     assert!(matches!(ord.arrive(net, expect.clone(), false), Ok(Arrival::Taken { .. })));
     loop {
-        match ord.next(net, false).expect("a step") {
+        match ord.next(net, false, false).expect("a step") {
             Step::Next { sender, chosen: Some(v), .. } => {
                 assert_eq!((sender, v.env()), (net.ids[i], expect));
                 ord.advance(net, sender, expect.seq.0, None, None);
@@ -305,7 +308,7 @@ fn four_unsigned_acks_do_not_freeze_a_sender() {
     assert!(matches!(r, Err(BufferError::Full { what: "slot", .. })), "{:?}", r.err());
     deliver_next(&mut ord, &net, 1, &g1);
     // The slot is next now: all its candidates are verified at once and the forgeries leave.
-    let Some(Step::Next { chosen: None, forged, .. }) = ord.next(&net, false) else { panic!("forgeries dropped") };
+    let Some(Step::Next { chosen: None, forged, .. }) = ord.next(&net, false, false) else { panic!("forgeries dropped") };
     assert_eq!(forged.len(), MAX_CANDIDATES_PER_SLOT);
     assert_eq!(ord.buffered(), 0);
     deliver_next(&mut ord, &net, 1, &net.app(1, 2, 10));
@@ -322,7 +325,7 @@ fn a_verified_envelope_replaces_unverified_candidates() {
     }
     ord.buffer(&net, g.clone(), true).unwrap();
     assert_eq!(ord.buffered(), 1);
-    let Some(Step::Next { chosen: Some(v), .. }) = ord.next(&net, false) else { panic!("the genuine one") };
+    let Some(Step::Next { chosen: Some(v), .. }) = ord.next(&net, false, false) else { panic!("the genuine one") };
     assert_eq!(v.env(), &g);
 }
 
@@ -346,7 +349,7 @@ fn junk_first_envelopes_do_not_lock_newcomers_out() {
     assert_eq!(ord.buffered(), MAX_BUFFERED_UNKNOWN);
     net.introduced.insert(nid, (OpId::new(net.ids[1], 1), nik));
     ord.advance(&net, net.ids[1], 1, None, None);
-    let chosen = std::iter::from_fn(|| ord.next(&net, false))
+    let chosen = std::iter::from_fn(|| ord.next(&net, false, false))
         .find_map(|s| match s {
             Step::Next { chosen: Some(v), .. } => Some(v),
             _ => None,

@@ -25,7 +25,11 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::{NOW, rng};
 
-const GROUP_FIXTURE: &str = "group-v2.bin";
+const GROUP_FIXTURE: &str = "group-v3.bin";
+
+/// The group snapshot of format version 2, from before the withholding of late operations:
+/// still read.
+const GROUP_FIXTURE_V2: &str = "group-v2.bin";
 
 /// The group snapshot of format version 1, from before signing-key certificates.
 const GROUP_FIXTURE_V1: &str = "group-v1.bin";
@@ -168,6 +172,19 @@ fn group_fixture_restores_and_re_encodes_byte_for_byte() {
     assert_eq!(g.seq(), SeqNo(2));
     let sync = g.sync_state();
     assert_eq!((sync.len(), sync.get(&g.me())), (3, Some(&SeqNo(2))));
+}
+
+#[test]
+fn group_fixture_of_version_2_loads_and_is_written_as_version_3() {
+    let old = read_fixture(GROUP_FIXTURE_V2);
+    assert_eq!(old[..2], [SNAPSHOT_MAGIC, 2]);
+    let g = Group::restore(&old).unwrap();
+    assert!(!g.config().withhold_late_operations, "version 2 had no withholding");
+    let new = g.snapshot();
+    assert_eq!(new[..2], [SNAPSHOT_MAGIC, SNAPSHOT_VERSION]);
+    // The same state: the current fixture was written from the same scenario.
+    assert_eq!(&new[..], &read_fixture(GROUP_FIXTURE)[..]);
+    assert_eq!(Group::restore(&new).unwrap().snapshot(), new);
 }
 
 #[test]
