@@ -187,7 +187,8 @@ pub(crate) struct Ordering {
     /// Entries of `withheld` made since the group layer last took them, to report.
     newly_withheld: Vec<(MemberId, SeqNo)>,
     /// Withheld operations for which the buffer held no evidence at the last look; cleared
-    /// on every arrival (only an arrival can bring evidence). Not persisted.
+    /// whenever envelopes arrive or parked ones return (only they can bring evidence). Not
+    /// persisted.
     no_evidence: std::collections::BTreeSet<(MemberId, u64)>,
 }
 

@@ -176,7 +176,7 @@ impl Group {
         }
         // TERMINATE and FATAL empty the buffer; otherwise the parked envelopes go back.
         if self.processing() {
-            self.ord.unbuffer_back(parked);
+            self.ord.parked_back(parked);
         }
         for (sender, seq) in self.ord.take_newly_withheld() {
             out.events.push(Event::LateOperationWithheld { sender, seq });

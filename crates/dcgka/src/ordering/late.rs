@@ -37,6 +37,15 @@ impl Ordering {
         true
     }
 
+    /// Envelopes set aside during a drain (waiting for a prekey bundle) are back in the
+    /// buffer: they may be evidence that was out of sight at the last look.
+    pub(crate) fn parked_back(&mut self, parked: Vec<Buffered>) {
+        if !parked.is_empty() {
+            self.no_evidence.clear();
+        }
+        self.unbuffer_back(parked);
+    }
+
     /// The late operations withheld since the last call, to report once each.
     pub(crate) fn take_newly_withheld(&mut self) -> Vec<(MemberId, SeqNo)> {
         std::mem::take(&mut self.newly_withheld)
