@@ -122,18 +122,7 @@ impl Dcgka {
     /// that merely crossed the removal in a group of three is not reported. Only removed
     /// members are looked at.
     pub(crate) fn settled_removal_of(&self, s: &MemberId) -> Option<(MemberId, SeqNo)> {
-        let removals = self.h.removed_by(s);
-        if removals.is_empty() {
-            return None;
-        }
-        let view = self.view_me();
-        removals
-            .into_iter()
-            .find(|r| {
-                let mut others = view.iter().filter(|m| **m != r.sender && **m != self.me).peekable();
-                others.peek().is_some() && others.all(|m| self.h.seen_by(m, r))
-            })
-            .map(|r| (r.sender, SeqNo(r.seq)))
+        self.settled(s, false).map(|r| (r.sender, SeqNo(r.seq)))
     }
 
     /// Whether a removal of `s` is settled for withholding its late operations (§7.5): every
@@ -143,13 +132,19 @@ impl Dcgka {
     /// answer at the removed member's target as at the others: in a group of two, a mutual
     /// removal never settles, and both removals apply, as in the paper.
     pub(crate) fn removal_settled(&self, s: &MemberId) -> bool {
+        self.settled(s, true).is_some()
+    }
+
+    /// The first removal of `s` that every current member but its remover has seen, and
+    /// there is at least one such member (`with_me`: counting me, who has seen it).
+    fn settled(&self, s: &MemberId, with_me: bool) -> Option<OpId<MemberId>> {
         let removals = self.h.removed_by(s);
         if removals.is_empty() {
-            return false;
+            return None;
         }
         let view = self.view_me();
-        removals.iter().any(|r| {
-            let mut others = view.iter().filter(|m| **m != r.sender).peekable();
+        removals.into_iter().find(|r| {
+            let mut others = view.iter().filter(|m| **m != r.sender && (with_me || **m != self.me)).peekable();
             others.peek().is_some() && others.all(|m| *m == self.me || self.h.seen_by(m, r))
         })
     }
