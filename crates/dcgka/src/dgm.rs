@@ -117,7 +117,7 @@ mod reference;
 #[cfg(test)]
 mod tests;
 
-pub use history::History;
+pub use history::{BaseMember, Compaction, Folded, History};
 pub use reference::{reference_view, reference_view_subset};
 
 use core::fmt::Debug;
@@ -357,6 +357,22 @@ pub enum DgmError<M> {
         /// The acknowledged operation.
         of: OpId<M>,
     },
+    /// A compact base that names a member twice, or has members but no create.
+    #[error("compact base: member {member:?} listed twice or without a create")]
+    InvalidBase {
+        /// The member.
+        member: M,
+    },
+    /// The sender has already seen the operation it acknowledges (in an earlier ack's
+    /// causal past, or inherited from its adder): an honest member acks each operation when
+    /// it processes it, so this ack is either a replay or crafted (V4 (d), §6.4 (c)).
+    #[error("ack {op:?}: its sender had already seen {of:?}")]
+    AckOfSeenOp {
+        /// The refused operation.
+        op: OpId<M>,
+        /// The acknowledged operation.
+        of: OpId<M>,
+    },
     /// The sender has already acknowledged this operation (V4 (d)).
     #[error("ack {op:?}: {of:?} was already acknowledged by the same sender")]
     DuplicateAck {
@@ -390,6 +406,8 @@ impl<M> DgmError<M> {
             DgmError::UnknownOp { .. } => "an ack of an unknown operation",
             DgmError::NotMembershipOp { .. } => "an ack of an operation that is not a membership operation",
             DgmError::DuplicateAck { .. } => "a second ack of one operation",
+            DgmError::InvalidBase { .. } => "an invalid compact base",
+            DgmError::AckOfSeenOp { .. } => "an ack of an operation its sender had already seen",
         }
     }
 }

@@ -325,14 +325,14 @@ fn skipped_ack_is_closed_over_the_causal_past() {
     assert_consistent(&h, true);
     assert_eq!(h.targets(&id(C, 3)), Some(&set(&[B])));
     assert_eq!(h.view_me(), set(&[A, C, D, E]));
-    // A late ack of B2 is still accepted and changes no saw entry.
-    let saw_before = h.saw.clone();
-    h.apply(ack(C, 4, (B, 2))).unwrap();
-    assert_eq!(h.saw, saw_before);
-    assert!(h.has_acked(&id(B, 2), &C));
+    // A late ack of B2, which C had already seen, is refused (§6.4 (c)): nothing changes.
+    let before = h.clone();
+    assert_eq!(h.apply(ack(C, 4, (B, 2))), Err(DgmError::AckOfSeenOp { op: id(C, 4), of: id(B, 2) }));
+    assert_eq!(h, before);
+    assert!(!h.has_acked(&id(B, 2), &C));
     // Every order of this history agrees.
     let mut all = ops.clone();
-    all.extend([rm(C, 3, B), ack(C, 4, (B, 2))]);
+    all.push(rm(C, 3, B));
     check_all_orders(&all, |h| assert_eq!(h.view_me(), set(&[A, C, D, E])));
 }
 

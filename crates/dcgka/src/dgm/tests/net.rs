@@ -9,18 +9,21 @@ pub(super) enum Wire {
     Op(Op<Id>),
     Update { sender: Id, seq: u64 },
     UpdateAck { sender: Id, seq: u64, of: OpId<Id> },
+    /// A removed member's farewell (§7.5): it processed its removal `of` and sends
+    /// nothing more. Never enters `H`; the receivers mark the sender departed.
+    Farewell { sender: Id, seq: u64, of: OpId<Id> },
 }
 impl Wire {
     fn sender(&self) -> Id {
         match self {
             Wire::Op(op) => *op.sender(),
-            Wire::Update { sender, .. } | Wire::UpdateAck { sender, .. } => *sender,
+            Wire::Update { sender, .. } | Wire::UpdateAck { sender, .. } | Wire::Farewell { sender, .. } => *sender,
         }
     }
     fn seq(&self) -> u64 {
         match self {
             Wire::Op(op) => op.seq(),
-            Wire::Update { seq, .. } | Wire::UpdateAck { seq, .. } => *seq,
+            Wire::Update { seq, .. } | Wire::UpdateAck { seq, .. } | Wire::Farewell { seq, .. } => *seq,
         }
     }
     fn id(&self) -> OpId<Id> {
@@ -40,6 +43,9 @@ pub(super) enum Status {
 #[derive(Clone, Debug)]
 pub(super) struct Node {
     hist: History<Id>,
+    /// The same history, compacted after every step (§6.7): the differential twin of
+    /// `hist`, which is never compacted.
+    shadow: History<Id>,
     /// Last sequence number used.
     pub(super) seq: u64,
     status: Status,
@@ -48,13 +54,14 @@ pub(super) struct Node {
 }
 impl Node {
     fn new() -> Self {
-        Node { hist: History::new(), seq: 0, status: Status::Waiting, processed: BTreeMap::new() }
+        Node { hist: History::new(), shadow: History::new(), seq: 0, status: Status::Waiting, processed: BTreeMap::new() }
     }
 }
 
 pub(super) struct Welcome {
     adder: Id,
     snapshot: History<Id>,
+    shadow: History<Id>,
     add: Op<Id>,
     hwm: BTreeMap<Id, u64>,
 }
@@ -68,6 +75,9 @@ pub(super) struct Stats {
     pub(super) partitions: usize,
     pub(super) skipped_acks: usize,
     pub(super) final_members: usize,
+    /// Operations folded by the compacted twins, summed over every compaction.
+    pub(super) folded: usize,
+    pub(super) forgotten: usize,
 }
 
 pub(super) struct Net {
@@ -126,6 +136,22 @@ impl Net {
 
     fn check(&self, n: Id) {
         assert_consistent(self.hist(n), self.deep);
+        assert_same_views(&self.nodes[&n].hist, &self.nodes[&n].shadow, n);
+    }
+
+    /// Compacts `n`'s twin and checks that nothing it answers changed.
+    fn compact(&mut self, n: Id) {
+        let node = self.nodes.get_mut(&n).unwrap();
+        let before = node.shadow.clone();
+        let c = node.shadow.compact();
+        self.stats.folded += c.folded;
+        self.stats.forgotten += c.forgotten.len();
+        if c.folded > 0 {
+            // The compacted history is its own replay.
+            assert_eq!(History::rebuilt(node.shadow.folded()).unwrap(), node.shadow, "replay at {n}");
+            assert_same_views(&before, &node.shadow, n);
+        }
+        self.check(n);
     }
 
     /// `n` sends a message; membership operations are applied locally at once.
@@ -143,16 +169,17 @@ impl Net {
                     assert!(node.hist.view_me().contains(&n), "{n} sends while removed");
                 }
                 node.hist.apply(op.clone()).unwrap();
+                node.shadow.apply(op.clone()).unwrap();
             }
             Wire::UpdateAck { of, .. } => {
                 assert!(!node.hist.follows_own_removal(&n, of), "honest {n} flagged");
             }
-            Wire::Update { .. } => {}
+            Wire::Update { .. } | Wire::Farewell { .. } => {}
         }
         node.processed.insert(n, node.seq);
         let wid = w.id();
         self.log.entry(n).or_default().push(w);
-        self.check(n);
+        self.compact(n);
         wid
     }
 
@@ -160,11 +187,12 @@ impl Net {
         assert!(!self.nodes.contains_key(&t), "{t} is not fresh");
         let node = &self.nodes[&s];
         let snapshot = node.hist.clone();
+        let shadow = node.shadow.clone();
         let mut hwm = node.processed.clone();
         hwm.insert(s, node.seq);
         let aid = self.send(s, |q| Wire::Op(add(s, q, t)));
         let add_op = self.hist(s).get(&aid).unwrap().clone();
-        self.welcomes.insert(t, Welcome { adder: s, snapshot, add: add_op, hwm });
+        self.welcomes.insert(t, Welcome { adder: s, snapshot, shadow, add: add_op, hwm });
         self.nodes.insert(t, Node::new());
         if let Some(side) = &mut self.side {
             let s_side = side.get(&s).copied().unwrap_or(false);
@@ -200,8 +228,10 @@ impl Net {
         let aid = w.add.id();
         let node = self.nodes.get_mut(&t).unwrap();
         node.hist = w.snapshot;
+        node.shadow = w.shadow;
         node.processed = w.hwm;
-        node.hist.apply(w.add).unwrap();
+        node.hist.apply(w.add.clone()).unwrap();
+        node.shadow.apply(w.add).unwrap();
         node.processed.insert(aid.sender, aid.seq);
         node.status = Status::Live;
         assert!(node.hist.view_me().contains(&t));
@@ -228,7 +258,7 @@ impl Net {
             _ => {}
         }
         let ready = match w {
-            Wire::Op(Op::Ack { of, .. }) | Wire::UpdateAck { of, .. } => {
+            Wire::Op(Op::Ack { of, .. }) | Wire::UpdateAck { of, .. } | Wire::Farewell { of, .. } => {
                 node.processed.get(&of.sender).is_some_and(|&s| s >= of.seq)
             }
             _ => true,
@@ -249,6 +279,13 @@ impl Net {
             }
             Wire::UpdateAck { sender, of, .. } => {
                 assert!(!node.hist.follows_own_removal(&sender, &of), "{sender} flagged");
+                if !node.shadow.departed(&sender) && node.shadow.ever_added().contains(&sender) {
+                    assert!(!node.shadow.follows_own_removal(&sender, &of), "{sender} flagged by the twin");
+                }
+            }
+            Wire::Farewell { sender, .. } => {
+                node.shadow.depart(&sender);
+                self.compact(n);
             }
             Wire::Op(op) => {
                 if let Op::Ack { sender, of, .. } = &op {
@@ -262,6 +299,9 @@ impl Net {
                 }
                 let oid = op.id();
                 let kind = op.kind();
+                if let Err(e) = node.shadow.apply(op.clone()) {
+                    panic!("{n}'s compacted twin cannot apply {oid:?}: {e}");
+                }
                 if let Err(e) = node.hist.apply(op) {
                     panic!("{n} cannot apply {oid:?}: {e}");
                 }
@@ -271,7 +311,7 @@ impl Net {
                 if kind == OpKind::Remove && node.hist.targets(&oid).is_some_and(|t| t.len() > 1) {
                     self.stats.cascades += 1;
                 }
-                self.check(n);
+                self.compact(n);
                 if kind != OpKind::Ack {
                     let node = &mut self.nodes.get_mut(&n).unwrap();
                     let skip = self.lazy
@@ -279,9 +319,13 @@ impl Net {
                         && n.is_multiple_of(3)
                         && (oid.seq + u64::from(oid.sender) + u64::from(n)).is_multiple_of(2);
                     if !node.hist.view_me().contains(&n) {
-                        // TERMINATE: never ack one's own removal.
+                        // TERMINATE: never ack one's own removal; say farewell.
                         assert_eq!(kind, OpKind::Remove);
                         node.status = Status::Stopped;
+                        node.seq += 1;
+                        let seq = node.seq;
+                        node.processed.insert(n, seq);
+                        self.log.entry(n).or_default().push(Wire::Farewell { sender: n, seq, of: oid });
                         self.stats.stopped += 1;
                     } else if skip {
                         self.stats.skipped_acks += 1;
@@ -360,7 +404,28 @@ impl Net {
             }
             // Every live member is a member, and every member is live.
             assert_eq!(h.view_me(), live, "at {n}");
+            // Once everything is delivered and every removed member said farewell, a
+            // member that acked everything has folded everything (§6.7).
+            let twin = &self.nodes[n].shadow;
+            assert_eq!(twin.view_me(), live, "twin at {n}");
+            if !self.lazy {
+                assert_eq!(twin.unfolded_len(), 0, "twin at {n}: {:?}", twin.folded());
+                assert!(twin.ever_added().is_subset(&live), "twin at {n} keeps departed members");
+            }
         }
         self.stats.final_members = live.len();
     }
+}
+
+/// A history and its compacted twin give the same answers: the same view for the holder
+/// and for every member that may still send, the same removal state of every member the
+/// twin still knows, and the twin holds no more than the original.
+fn assert_same_views(h: &History<Id>, twin: &History<Id>, at: Id) {
+    assert_eq!(h.view_me(), twin.view_me(), "view_me at {at}");
+    for x in twin.live_members() {
+        assert_eq!(h.view_of(x), twin.view_of(x), "view_of({x}) at {at}");
+        assert_eq!(h.removed_by(x), twin.removed_by(x), "removed_by({x}) at {at}");
+    }
+    assert!(twin.ever_added().is_subset(&h.ever_added()));
+    assert!(twin.len() <= h.len(), "the twin holds more operations at {at}");
 }

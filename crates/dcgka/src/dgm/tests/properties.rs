@@ -104,12 +104,16 @@ fn seeded_protocol_runs_converge_and_match_the_reference() {
         total.partitions += st.partitions;
         total.skipped_acks += st.skipped_acks;
         total.final_members += st.final_members;
+        total.folded += st.folded;
+        total.forgotten += st.forgotten;
     }
     // The runs exercise what they are meant to.
     assert!(total.cascades > 0, "{total:?}");
     assert!(total.cancelled_at_once > 0, "{total:?}");
     assert!(total.stopped > 0 && total.joins > 0 && total.partitions > 0, "{total:?}");
     assert!(total.final_members > 0 && total.skipped_acks > 0, "{total:?}");
+    // Compaction folded operations and forgot departed members along the way.
+    assert!(total.folded > 0 && total.forgotten > 0, "{total:?}");
 }
 
 proptest! {
