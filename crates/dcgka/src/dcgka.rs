@@ -265,6 +265,24 @@ impl Dcgka {
         self.ms.range((*s, q, MemberId([0; 32]))..=(*s, q, MemberId([0xff; 32]))).map(|(k, _)| k.2).collect()
     }
 
+    /// Folds what the membership history allows (§6.7) and forgets, everywhere in γ, the
+    /// members it forgot: their identity keys, tags, 2SM sessions, outer ratchets and the
+    /// member secrets held for them or from their operations. Returns the forgotten members
+    /// (the caller forgets them in the outer layers).
+    pub(crate) fn compact(&mut self) -> Vec<MemberId> {
+        let c = self.h.compact();
+        for id in &c.forgotten {
+            self.ik.remove(id);
+            self.tags.remove(&id.tag());
+            self.sm.remove(id);
+            self.rt.remove(id);
+        }
+        if !c.forgotten.is_empty() {
+            self.ms.retain(|(s, _, id), _| !c.forgotten.contains(s) && !c.forgotten.contains(id));
+        }
+        c.forgotten
+    }
+
     /// Erases every secret (TERMINATE).
     pub(crate) fn erase_secrets(&mut self) {
         self.next_seed = None;

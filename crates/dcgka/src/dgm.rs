@@ -55,6 +55,7 @@
 //! | [`History::ever_added`] | `everAdded(H)` | — |
 //! | [`History::follows_own_removal`] | the post-removal rule (§7.5, V4 (e)) | — |
 //! | [`reference_view`], [`reference_view_subset`] | the reference evaluator (§6.4 (a)) | Def. 6, literally |
+//! | [`History::compact`], [`History::depart`], [`Folded`] | compaction, live members, the compact base (§6.7) | — |
 //!
 //! # Two evaluators
 //!
@@ -103,7 +104,9 @@
 //! - every member ID is added once (V2's freshness), never by itself;
 //! - V3: a remover is not its target, and the target is in `member-view(remover)`;
 //! - V4 (a) and (d): an ack names a create, add or remove in `H`, not its own sender's,
-//!   and a member acks an operation at most once.
+//!   a member acks an operation at most once, and never one it had already seen (inherited
+//!   or in the causal past of an earlier ack of its own), but for a newcomer's ack of its
+//!   own add ([`DgmError::AckOfSeenOp`]; what makes compaction invisible, §6.7).
 //!
 //! Rules that need more than `H` (signatures, identities, tags, seed blocks) belong to
 //! the caller, and so does V4 (e): call [`History::follows_own_removal`] before applying

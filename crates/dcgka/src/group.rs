@@ -59,7 +59,13 @@ pub struct Group {
     adversarial: bool,
     /// My acks and add-acks not sent yet, in sequence order (coalescing only).
     held: Vec<HeldItem>,
+    /// The history length at which the next compaction is tried (§6.7; not persisted).
+    compact_at: usize,
 }
+
+/// How many operations the membership history grows by, at least, between two attempts to
+/// compact it (§6.7).
+const COMPACT_SLACK: usize = 64;
 
 /// The seed that stands for an erased signing secret (after TERMINATE): public, so it
 /// authenticates nothing, and a removed instance never signs (§5.7).
@@ -112,6 +118,7 @@ impl Group {
             #[cfg(any(test, feature = "test-hooks"))]
             adversarial: false,
             held: Vec::new(),
+            compact_at: 0,
         }
     }
 

@@ -10,12 +10,12 @@
 //! state with the crate's canonical codec ([`crate::codec`]):
 //!
 //! ```text
-//! Snapshot = magic:u8 (0xDC) ‖ version:u8 (3; 2 is still read)
+//! Snapshot = magic:u8 (0xDC) ‖ version:u8 (4; 2 and 3 are still read)
 //!          ‖ members:list<[32]>        every MID the state mentions, in order of first mention
 //!          ‖ group                     config, identity key, then the layers below, then the
 //!                                      signing secret, sender ratchets, message indices,
 //!                                      status, pending duplicate removal, held acks
-//!              dcgka  (γ, §5.1)        me, gid, seq, IK table, H as its operation log,
+//!              dcgka  (γ, §5.1)        me, gid, seq, IK table, H as its compact base and log,
 //!                                      next seed, 2SM sessions, member secrets, outer
 //!                                      ratchets, heal flag, processed update acks
 //!              ordering (§7)           sender table, retained hashes and keys, horizon,
@@ -75,11 +75,12 @@ use crate::ids::MemberId;
 pub const SNAPSHOT_MAGIC: u8 = 0xDC;
 
 /// The group snapshot format version this library writes. Every change of the format gets
-/// a new version. Version 3 added the withholding of late operations (a configuration flag
+/// a new version. Version 4 stores the membership history compacted (its compact base,
+/// remaining operations and departed members, §6.7); version 3 added the withholding of late operations (a configuration flag
 /// and the withheld operations, §7.5); version 2 added signing-key certificates and the
 /// recent hashes of §7.6 and still loads ([`MIN_SNAPSHOT_VERSION`]); version 1 came before
 /// any persistent store and is refused with [`SnapshotError::UnsupportedVersion`].
-pub const SNAPSHOT_VERSION: u8 = 3;
+pub const SNAPSHOT_VERSION: u8 = 4;
 
 /// The oldest group snapshot format version this library reads.
 pub const MIN_SNAPSHOT_VERSION: u8 = 2;

@@ -12,7 +12,11 @@
 //! The history is the adder's `H` before the add as a compact operation log. Members are
 //! numbered in the order the log introduces them (the creator is 0, the create's initial
 //! members follow in list order, then each add's target), and every later reference is
-//! that number as a varint. Identity keys appear once, where a member is introduced, and
+//! that number as a varint. A compacted history (§6.7) starts with its compact base: a
+//! `Folded` entry naming the folded create's creator, then one `Member` entry per member
+//! whose add is folded (numbered in that order, before the log's own members), and ends
+//! with a `Tail` entry (sequence numbers the log no longer shows, departed members). A
+//! member the base no longer numbers (forgotten, §6.7) is named by its MID (`MidRef`). Identity keys appear once, where a member is introduced, and
 //! MIDs are recomputed from them (§2.2), so neither MIDs nor tags travel. The signature,
 //! by the adder's **identity** key, covers every preceding byte.
 
@@ -21,7 +25,7 @@ use std::collections::BTreeMap;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::consts::WIRE_VERSION;
 use crate::crypto::{CryptoError, IdentityKey, Signature, SigningSecret, VerifyingKey, labels};
-use crate::dgm::{History, Op, OpId};
+use crate::dgm::{BaseMember, Folded, History, Op, OpId};
 use crate::ids::{GroupId, MemberId, Origin, SeqNo};
 use crate::two_party::TwoSmCiphertext;
 use crate::wire::CertifiedKey;
@@ -54,6 +58,31 @@ pub enum LogOp {
         /// The removed member's number.
         target: u64,
     },
+    /// The base of a compacted history (§6.7): the create `(creator, 1)` is folded. First
+    /// entry when present.
+    Folded {
+        /// The creator.
+        creator: MidRef,
+    },
+    /// A member of the compact base: its identity and the operation that added it, which
+    /// together give its MID (§2.2), and the folded removes that remove or cancel it.
+    Member {
+        /// Its identity key.
+        identity: IdentityKey,
+        /// `None` for the creator; else the operation `(sender, seq)` that introduced it
+        /// (the create for an initial member).
+        origin: Option<(MidRef, u64)>,
+        /// The folded removes of it, in processing order.
+        removed_by: Vec<(MidRef, u64)>,
+    },
+    /// The end of a compacted history: each member's highest sequence number where the
+    /// log does not show it, and the departed members (numbers).
+    Tail {
+        /// `(member, seq)`.
+        last_seq: Vec<(u64, u64)>,
+        /// Members that said farewell.
+        departed: Vec<u64>,
+    },
     /// An ack or add-ack of a create, add or remove.
     Ack {
         /// The acker's number.
@@ -67,9 +96,71 @@ pub enum LogOp {
     },
 }
 
+/// A member named in a compacted history: by its number, or by its MID when the history
+/// no longer numbers it (`0 ‖ mid:[32]`, or `n + 1` for number n, as one varint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MidRef {
+    /// A member of the log's member table.
+    Number(u64),
+    /// A member the history forgot.
+    Mid(MemberId),
+}
+
+impl MidRef {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            MidRef::Mid(m) => {
+                w.var(0);
+                w.raw(&m.0);
+            }
+            MidRef::Number(n) => w.var(n.saturating_add(1)),
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match r.var()? {
+            0 => MidRef::Mid(MemberId(r.array()?)),
+            n => MidRef::Number(n - 1),
+        })
+    }
+
+    fn resolve(&self, table: &[MemberId]) -> Result<MemberId, &'static str> {
+        match self {
+            MidRef::Mid(m) => Ok(*m),
+            MidRef::Number(n) => {
+                usize::try_from(*n).ok().and_then(|i| table.get(i)).copied().ok_or("history names an unknown member")
+            }
+        }
+    }
+}
+
 impl Encode for LogOp {
     fn encode(&self, w: &mut Writer) {
         match self {
+            LogOp::Folded { creator } => {
+                w.u8(4);
+                creator.encode(w);
+            }
+            LogOp::Member { identity, origin, removed_by } => {
+                w.u8(5);
+                w.raw(&identity.0);
+                w.opt(origin.as_ref(), |w, (s, q)| {
+                    s.encode(w);
+                    w.var(*q);
+                });
+                w.list(removed_by, |w, (s, q)| {
+                    s.encode(w);
+                    w.var(*q);
+                });
+            }
+            LogOp::Tail { last_seq, departed } => {
+                w.u8(6);
+                w.list(last_seq, |w, (m, q)| {
+                    w.var(*m);
+                    w.var(*q);
+                });
+                w.list(departed, |w, m| w.var(*m));
+            }
             LogOp::Create { creator, members } => {
                 w.u8(0);
                 w.raw(&creator.0);
@@ -108,6 +199,13 @@ impl Decode for LogOp {
             1 => LogOp::Add { sender: r.var()?, seq: r.var()?, target: VerifyingKey(r.array()?) },
             2 => LogOp::Remove { sender: r.var()?, seq: r.var()?, target: r.var()? },
             3 => LogOp::Ack { sender: r.var()?, seq: r.var()?, of_sender: r.var()?, of_seq: r.var()? },
+            4 => LogOp::Folded { creator: MidRef::decode(r)? },
+            5 => LogOp::Member {
+                identity: VerifyingKey(r.array()?),
+                origin: r.opt(|r| Ok((MidRef::decode(r)?, r.var()?)))?,
+                removed_by: r.list(2, |r| Ok((MidRef::decode(r)?, r.var()?)))?,
+            },
+            6 => LogOp::Tail { last_seq: r.list(2, |r| Ok((r.var()?, r.var()?)))?, departed: r.list(1, |r| r.var())? },
             t => return Err(DecodeError::UnknownTag { what: "history operation", tag: u64::from(t) }),
         })
     }
@@ -225,16 +323,29 @@ pub(crate) struct Replayed {
     pub(crate) table: Vec<MemberId>,
 }
 
-/// Encodes `h` as a log. `ik` must hold the identity of every ever-added member; returns
-/// the log and each member's number.
+/// Encodes `h` as a log: its compact base (if compacted), its operations, its tail. `ik`
+/// must hold the identity of every member `h` still knows; returns the log and each
+/// member's number.
 pub(crate) fn encode_history(
     h: &History<MemberId>,
     ik: &BTreeMap<MemberId, IdentityKey>,
 ) -> Option<(Vec<LogOp>, BTreeMap<MemberId, u64>)> {
+    let f = h.folded();
     let mut num: BTreeMap<MemberId, u64> = BTreeMap::new();
-    let mut log = Vec::with_capacity(h.len());
+    let mut log = Vec::with_capacity(f.members.len() + f.ops.len() + 2);
     let number = |num: &BTreeMap<MemberId, u64>, m: &MemberId| num.get(m).copied();
-    for op in h.ops() {
+    let mref = |num: &BTreeMap<MemberId, u64>, m: &MemberId| num.get(m).map_or(MidRef::Mid(*m), |n| MidRef::Number(*n));
+    if let Some(c) = &f.create {
+        log.push(LogOp::Folded { creator: MidRef::Mid(c.sender) });
+    }
+    for b in &f.members {
+        let origin = (b.addop.sender != b.id).then(|| (mref(&num, &b.addop.sender), b.addop.seq));
+        let removed_by = b.removed_by.iter().map(|r| (mref(&num, &r.sender), r.seq)).collect();
+        log.push(LogOp::Member { identity: *ik.get(&b.id)?, origin, removed_by });
+        let n = num.len() as u64;
+        num.insert(b.id, n);
+    }
+    for op in &f.ops {
         let entry = match op {
             Op::Create { sender, members, .. } => {
                 let creator = *ik.get(sender)?;
@@ -267,6 +378,17 @@ pub(crate) fn encode_history(
         };
         log.push(entry);
     }
+    if f.create.is_some() || !f.departed.is_empty() {
+        let mut last_seq = Vec::with_capacity(f.last_seq.len());
+        for (m, q) in &f.last_seq {
+            last_seq.push((number(&num, m)?, *q));
+        }
+        let mut departed = Vec::with_capacity(f.departed.len());
+        for m in &f.departed {
+            departed.push(number(&num, m)?);
+        }
+        log.push(LogOp::Tail { last_seq, departed });
+    }
     Some((log, num))
 }
 
@@ -276,8 +398,8 @@ pub(crate) fn introduced(log: &[LogOp]) -> usize {
     log.iter()
         .map(|op| match op {
             LogOp::Create { members, .. } => 1 + members.len(),
-            LogOp::Add { .. } => 1,
-            LogOp::Remove { .. } | LogOp::Ack { .. } => 0,
+            LogOp::Add { .. } | LogOp::Member { .. } => 1,
+            LogOp::Remove { .. } | LogOp::Ack { .. } | LogOp::Folded { .. } | LogOp::Tail { .. } => 0,
         })
         .fold(0usize, usize::saturating_add)
 }
@@ -298,16 +420,29 @@ pub(crate) fn identity_of(log: &[LogOp], n: u64) -> Option<IdentityKey> {
                 }
                 next = next.checked_add(1 + members.len() as u64)?;
             }
-            LogOp::Add { target, .. } => {
+            LogOp::Add { target: identity, .. } | LogOp::Member { identity, .. } => {
                 if n == next {
-                    return Some(*target);
+                    return Some(*identity);
                 }
                 next = next.checked_add(1)?;
             }
-            LogOp::Remove { .. } | LogOp::Ack { .. } => {}
+            LogOp::Remove { .. } | LogOp::Ack { .. } | LogOp::Folded { .. } | LogOp::Tail { .. } => {}
         }
     }
     None
+}
+
+/// The MID of a base member (`LogOp::Member`): from its identity and origin (§2.2).
+fn base_mid(
+    gid: &GroupId,
+    identity: &IdentityKey,
+    origin: &Option<(MidRef, u64)>,
+    table: &[MemberId],
+) -> Result<MemberId, &'static str> {
+    Ok(match origin {
+        None => MemberId::derive(gid, identity, Origin::Creator),
+        Some((s, q)) => MemberId::derive(gid, identity, Origin::Operation(s.resolve(table)?, SeqNo(*q))),
+    })
 }
 
 /// The member table a log introduces (creator, initial members, then each add's
@@ -329,7 +464,11 @@ pub(crate) fn member_table(gid: &GroupId, log: &[LogOp]) -> Result<Vec<MemberId>
                     .ok_or("history names an unknown member")?;
                 table.push(MemberId::derive(gid, target, Origin::Operation(s, SeqNo(*seq))));
             }
-            LogOp::Remove { .. } | LogOp::Ack { .. } => {}
+            LogOp::Member { identity, origin, .. } => {
+                let m = base_mid(gid, identity, origin, &table)?;
+                table.push(m);
+            }
+            LogOp::Remove { .. } | LogOp::Ack { .. } | LogOp::Folded { .. } | LogOp::Tail { .. } => {}
         }
     }
     Ok(table)
@@ -339,12 +478,61 @@ pub(crate) fn member_table(gid: &GroupId, log: &[LogOp]) -> Result<Vec<MemberId>
 pub(crate) fn replay_history(gid: &GroupId, log: &[LogOp]) -> Result<Replayed, &'static str> {
     let mut table: Vec<MemberId> = Vec::new();
     let mut identities = BTreeMap::new();
-    let mut h = History::new();
+    let mut f = Folded {
+        create: None,
+        members: Vec::new(),
+        ops: Vec::with_capacity(log.len()),
+        last_seq: BTreeMap::new(),
+        departed: Default::default(),
+    };
     let member = |table: &Vec<MemberId>, n: u64| -> Result<MemberId, &'static str> {
         usize::try_from(n).ok().and_then(|i| table.get(i)).copied().ok_or("history names an unknown member")
     };
+    let last = log.len().saturating_sub(1);
     for (k, op) in log.iter().enumerate() {
         let op = match op {
+            LogOp::Folded { creator } => {
+                if k != 0 {
+                    return Err("the compact base is not first");
+                }
+                f.create = Some(OpId::new(creator.resolve(&table)?, 1));
+                continue;
+            }
+            LogOp::Member { identity, origin, removed_by } => {
+                let create = f.create.clone().ok_or("a base member without a folded create")?;
+                if !f.ops.is_empty() {
+                    return Err("a base member after the log");
+                }
+                let m = base_mid(gid, identity, origin, &table)?;
+                let (addop, adder) = match origin {
+                    None => (create, None),
+                    Some((s, q)) => {
+                        let op = OpId::new(s.resolve(&table)?, *q);
+                        let adder = (op != create).then_some(op.sender);
+                        (op, adder)
+                    }
+                };
+                let mut rs = Vec::with_capacity(removed_by.len());
+                for (s, q) in removed_by {
+                    rs.push(OpId::new(s.resolve(&table)?, *q));
+                }
+                table.push(m);
+                identities.insert(m, *identity);
+                f.members.push(BaseMember { id: m, addop, adder, removed_by: rs });
+                continue;
+            }
+            LogOp::Tail { last_seq, departed } => {
+                if k != last {
+                    return Err("the tail is not last");
+                }
+                for (n, q) in last_seq {
+                    f.last_seq.insert(member(&table, *n)?, *q);
+                }
+                for n in departed {
+                    f.departed.insert(member(&table, *n)?);
+                }
+                continue;
+            }
             LogOp::Create { creator, members } => {
                 if k != 0 {
                     return Err("the create is not first");
@@ -380,7 +568,11 @@ pub(crate) fn replay_history(gid: &GroupId, log: &[LogOp]) -> Result<Replayed, &
         if k == 0 && !matches!(op, Op::Create { .. }) {
             return Err("the history does not start with a create");
         }
-        h.apply(op).map_err(|_| "the history is not a valid operation sequence")?;
+        f.ops.push(op);
     }
+    if log.is_empty() {
+        return Err("the history does not start with a create");
+    }
+    let h = History::rebuilt(f).map_err(|_| "the history is not a valid operation sequence")?;
     Ok(Replayed { history: h, identities, table })
 }

@@ -85,6 +85,9 @@ impl Dcgka {
             }
             ControlBody::Ack { of, forwards } => {
                 if forwards.is_empty() && self.is_farewell(s, of, lookup) {
+                    // §7.5: nothing more of `s` is processed; it no longer holds the
+                    // history's compaction back (§6.7).
+                    self.h.depart(&s);
                     return Ok(Processed::default());
                 }
                 let (os, oq, disputed) = self.check_ack(s, q, of, false, lookup)?;
@@ -292,16 +295,14 @@ impl Dcgka {
         let gone: BTreeSet<MemberId> = before.difference(&after).copied().collect();
         let removed_event = Event::MembersRemoved { by: s, ids: gone };
         if !after.contains(&self.me) {
-            // §7.5: a remove that takes me out (directly or by cancelling my add), sent by a
-            // member already removed here, is a late operation the others may withhold; a
-            // farewell ack (no secret, no forward) tells them that I processed it, so that
-            // they apply it too instead of listing me for good. The group layer sends it
-            // only with `withhold_late_operations`.
-            let reply = (!self.h.removed_by(&s).is_empty()).then(|| {
-                self.seq += 1;
-                let of = AckRef { of_sender: s.tag(), of_seq: SeqNo(q), of_hash: [0; 16] };
-                (ControlBody::Ack { of, forwards: Vec::new() }, SeqNo(self.seq))
-            });
+            // §7.5: a remove that takes me out (directly or by cancelling my add) gets a
+            // farewell ack (no secret, no forward): it tells the others that I processed it
+            // and will send nothing more, so that they stop keeping history for me (§6.7);
+            // where the remove came late (its sender already removed) and was withheld, it
+            // is the evidence that releases it.
+            self.seq += 1;
+            let of = AckRef { of_sender: s.tag(), of_seq: SeqNo(q), of_hash: [0; 16] };
+            let reply = Some((ControlBody::Ack { of, forwards: Vec::new() }, SeqNo(self.seq)));
             return Ok(Processed { terminated_by: Some(s), reply, events: vec![removed_event], ..Default::default() });
         }
         let mut out = self.process_seed(env, EnvelopeKind::Remove, s, q, blk, bundles)?;

@@ -586,52 +586,112 @@ impl<M: Ord + Clone + Debug> History<M> {
 // --------------------------------------------------------------------------------------
 
 impl History<crate::ids::MemberId> {
-    /// Snapshot encoding: the operation log only, in processing order, as
-    /// `list<tag:u8 ‖ sender ‖ seq:var ‖ …>` with `0 ‖ members:list<member>` (create),
-    /// `1 ‖ target` (add), `2 ‖ target` (remove), `3 ‖ of_sender ‖ of_seq:var` (ack). Every
-    /// other table is a function of the log: [`decode_state`](Self::decode_state) rebuilds
-    /// it by applying the operations in order, which yields an equal history (every
-    /// history is built by [`History::apply`] from [`History::new`], a Welcome's too).
+    /// Snapshot encoding (version 4): the compact base, the remaining operations in
+    /// processing order, and what the operations do not say:
+    /// `create:opt<(member ‖ seq:var)> ‖ base:list<BaseMember> ‖ log:list<LogOp> ‖
+    /// last_seq:map<member, var> ‖ departed:list<member>` with
+    /// `BaseMember = id ‖ addop_sender ‖ addop_seq:var ‖ adder:opt<member> ‖
+    /// removed_by:list<(member ‖ seq:var)>` and `LogOp = tag:u8 ‖ sender ‖ seq:var ‖ …` with
+    /// `0 ‖ members:list<member>` (create), `1 ‖ target` (add), `2 ‖ target` (remove),
+    /// `3 ‖ of_sender ‖ of_seq:var` (ack). Every other table is a function of these:
+    /// [`decode_state`](Self::decode_state) rebuilds it with [`History::rebuilt`], which
+    /// yields an equal history (a compacted history is defined as that replay). Versions 2
+    /// and 3 held the log alone.
     pub(crate) fn encode_state(&self, w: &mut StateWriter) {
-        w.items(self.ops.iter(), |w, op| {
-            let tag = match op.kind() {
-                OpKind::Create => 0,
-                OpKind::Add => 1,
-                OpKind::Remove => 2,
-                OpKind::Ack => 3,
-            };
-            w.u8(tag);
-            w.member(op.sender());
-            w.var(op.seq());
-            match op {
-                Op::Create { members, .. } => w.items(members.iter(), |w, m| w.member(m)),
-                Op::Add { target, .. } | Op::Remove { target, .. } => w.member(target),
-                Op::Ack { of, .. } => {
-                    w.member(&of.sender);
-                    w.var(of.seq);
-                }
+        let f = self.folded();
+        w.flag(f.create.is_some());
+        if let Some(c) = &f.create {
+            w.member(&c.sender);
+            w.var(c.seq);
+        }
+        w.items(f.members.iter(), |w, b| {
+            w.member(&b.id);
+            w.member(&b.addop.sender);
+            w.var(b.addop.seq);
+            w.flag(b.adder.is_some());
+            if let Some(a) = &b.adder {
+                w.member(a);
             }
+            w.items(b.removed_by.iter(), |w, r| {
+                w.member(&r.sender);
+                w.var(r.seq);
+            });
         });
+        encode_log(w, &f.ops);
+        w.map(&f.last_seq, |w, m, s| {
+            w.member(m);
+            w.var(*s);
+        });
+        w.items(f.departed.iter(), |w, m| w.member(m));
     }
 
-    /// Reverses [`encode_state`](Self::encode_state): applies the log to an empty history.
-    /// An operation the history refuses is [`SnapshotError::History`].
+    /// Reverses [`encode_state`](Self::encode_state) (and reads the log-only encoding of
+    /// versions 2 and 3). A history the rules refuse is [`SnapshotError::History`].
     pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
-        let mut h = History::new();
-        // Every operation takes at least a tag, a sender, a sequence number and one more byte.
-        r.items(4, |r| {
-            let tag = r.u8()?;
-            let sender = r.member()?;
-            let seq = r.var()?;
-            let op = match tag {
-                0 => Op::Create { sender, seq, members: r.items(1, |r| r.member())? },
-                1 => Op::Add { sender, seq, target: r.member()? },
-                2 => Op::Remove { sender, seq, target: r.member()? },
-                3 => Op::Ack { sender, seq, of: OpId::new(r.member()?, r.var()?) },
-                t => return Err(DecodeError::UnknownTag { what: "history operation", tag: u64::from(t) }.into()),
-            };
-            h.apply(op).map_err(|e| SnapshotError::History(e.to_string()))
+        let refused = |e: DgmError<crate::ids::MemberId>| SnapshotError::History(e.to_string());
+        if r.version() < 4 {
+            let ops = decode_log(r)?;
+            return History::rebuilt(Folded {
+                create: None,
+                members: Vec::new(),
+                ops,
+                last_seq: BTreeMap::new(),
+                departed: BTreeSet::new(),
+            })
+            .map_err(refused);
+        }
+        let create = if r.flag()? { Some(OpId::new(r.member()?, r.var()?)) } else { None };
+        let members = r.items(3, |r| {
+            Ok(BaseMember {
+                id: r.member()?,
+                addop: OpId::new(r.member()?, r.var()?),
+                adder: if r.flag()? { Some(r.member()?) } else { None },
+                removed_by: r.items(2, |r| Ok(OpId::new(r.member()?, r.var()?)))?,
+            })
         })?;
-        Ok(h)
+        let ops = decode_log(r)?;
+        let last_seq = r.map(2, |r| Ok((r.member()?, r.var()?)))?;
+        let departed = r.items(1, |r| r.member())?.into_iter().collect();
+        History::rebuilt(Folded { create, members, ops, last_seq, departed }).map_err(refused)
     }
+}
+
+/// The operation log of a snapshot: `list<tag:u8 ‖ sender ‖ seq:var ‖ …>`.
+fn encode_log(w: &mut StateWriter, ops: &[Op<crate::ids::MemberId>]) {
+    w.items(ops.iter(), |w, op| {
+        let tag = match op.kind() {
+            OpKind::Create => 0,
+            OpKind::Add => 1,
+            OpKind::Remove => 2,
+            OpKind::Ack => 3,
+        };
+        w.u8(tag);
+        w.member(op.sender());
+        w.var(op.seq());
+        match op {
+            Op::Create { members, .. } => w.items(members.iter(), |w, m| w.member(m)),
+            Op::Add { target, .. } | Op::Remove { target, .. } => w.member(target),
+            Op::Ack { of, .. } => {
+                w.member(&of.sender);
+                w.var(of.seq);
+            }
+        }
+    });
+}
+
+/// Reverses [`encode_log`].
+fn decode_log(r: &mut StateReader<'_>) -> Result<Vec<Op<crate::ids::MemberId>>, SnapshotError> {
+    // Every operation takes at least a tag, a sender, a sequence number and one more byte.
+    r.items(4, |r| {
+        let tag = r.u8()?;
+        let sender = r.member()?;
+        let seq = r.var()?;
+        Ok(match tag {
+            0 => Op::Create { sender, seq, members: r.items(1, |r| r.member())? },
+            1 => Op::Add { sender, seq, target: r.member()? },
+            2 => Op::Remove { sender, seq, target: r.member()? },
+            3 => Op::Ack { sender, seq, of: OpId::new(r.member()?, r.var()?) },
+            t => return Err(DecodeError::UnknownTag { what: "history operation", tag: u64::from(t) }.into()),
+        })
+    })
 }

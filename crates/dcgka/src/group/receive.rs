@@ -276,9 +276,14 @@ impl Group {
                 let retain = matches!(env.kind, EnvelopeKind::Update | EnvelopeKind::Remove | EnvelopeKind::Add)
                     .then_some((env.kind, hash));
                 self.ord.advance(&self.d, sender, seq, env.certified_key(), retain);
+                if self.d.h.departed(&sender) {
+                    // After its farewell a member sends nothing more (§7.5).
+                    self.ord.cut_off(&self.d, sender);
+                }
                 if let Err(e) = self.finish_processed(ctx, p, hash, out) {
                     self.corrupt(e.to_string(), out);
                 }
+                self.compact_history();
                 Ok(())
             }
             Err(ProcessError::Reject(r)) => {
@@ -323,9 +328,9 @@ impl Group {
         if let Some(by) = terminated {
             out.events.push(Event::RemovedFromGroup { by });
             self.status = Status::Removed { by };
-            // The farewell ack of a late remove that took me out (§7.5), with any held acks
+            // The farewell ack of the remove that took me out (§7.5), with any held acks
             // before it.
-            if let Some((mut body, seq)) = reply.filter(|_| self.config.withhold_late_operations) {
+            if let Some((mut body, seq)) = reply {
                 if let ControlBody::Ack { of, .. } = &mut body {
                     of.of_hash = hash;
                 }
@@ -348,6 +353,22 @@ impl Group {
             self.remove_duplicate(ctx, t, out);
         }
         Ok(())
+    }
+
+    /// Compacts the membership history (§6.7) once it has grown to the next threshold, and
+    /// forgets the members it forgot in every layer. Amortised O(1) per operation: after an
+    /// attempt the threshold moves to twice what is left (at least [`COMPACT_SLACK`] more).
+    pub(super) fn compact_history(&mut self) {
+        if self.d.h.len() < self.compact_at || !matches!(self.status, Status::Active) {
+            return;
+        }
+        for id in self.d.compact() {
+            self.ord.forget(&id);
+            self.fs.remove(&id);
+            self.app_index.remove(&id);
+        }
+        let left = self.d.h.len();
+        self.compact_at = left + left.max(COMPACT_SLACK);
     }
 
     pub(super) fn corrupt(&mut self, reason: String, out: &mut Output) {

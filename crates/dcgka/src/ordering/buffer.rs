@@ -317,6 +317,25 @@ impl Ordering {
         v
     }
 
+    /// Forgets a member the history forgot (§6.7): its ordering state, its retained hashes
+    /// and keys, and anything of it still buffered. An envelope of it that arrives later
+    /// comes from an unknown sender.
+    pub(crate) fn forget(&mut self, id: &crate::ids::MemberId) {
+        self.senders.remove(id);
+        self.prepared.remove(id);
+        self.recent.remove(id);
+        self.horizon.remove(id);
+        self.withheld.remove(id);
+        self.retained.retain(|(s, _), _| s != id);
+        self.retained_keys.retain(|(s, _), _| s != id);
+        if let Some(slots) = self.buffer.remove(&BufKey::Tag(id.tag())) {
+            for b in slots.values().flatten() {
+                self.buffered -= 1;
+                self.buffered_bytes -= b.size;
+            }
+        }
+    }
+
     /// Drops every buffered envelope (after TERMINATE or FATAL).
     pub(crate) fn clear_buffer(&mut self) {
         self.buffer.clear();

@@ -397,3 +397,72 @@ fn before_and_queries() {
     other.apply(rm(A, 3, B)).unwrap();
     assert!(other.same_history(&h));
 }
+
+// ---------------------------------------------------------------------------------
+// Compaction (§6.7)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn add_remove_cycles_fold_into_a_base_of_the_current_members() {
+    // A, B, C; then ten cycles: A adds a newcomer, everyone acks, B removes it, everyone
+    // acks, the newcomer says farewell. After each cycle the compacted history holds the
+    // three members and nothing else, and gives every answer the full history gives.
+    let mut full = build(&base3());
+    let mut compact = full.clone();
+    let (mut qa, mut qb, mut qc) = (1, 1, 1);
+    for i in 0..10u32 {
+        let n = 100 + i;
+        qa += 1;
+        let ops = [add(A, qa, n), ack(n, 1, (A, qa)), ack(B, qb + 1, (A, qa)), ack(C, qc + 1, (A, qa))];
+        qb += 2;
+        qc += 1;
+        let rm_op = rm(B, qb, n);
+        let more = [rm_op.clone(), ack(A, qa + 1, (B, qb)), ack(C, qc + 1, (B, qb))];
+        qa += 1;
+        qc += 1;
+        for op in ops.into_iter().chain(more) {
+            full.apply(op.clone()).unwrap();
+            compact.apply(op).unwrap();
+        }
+        compact.depart(&n);
+        let c = compact.compact();
+        assert!(c.folded >= 2, "cycle {i}: {c:?}");
+        assert_eq!(c.forgotten, vec![n], "cycle {i}");
+        assert_eq!(compact.view_me(), set(&[A, B, C]));
+        assert_eq!(full.view_me(), compact.view_me());
+        for x in [A, B, C] {
+            assert_eq!(full.view_of(&x), compact.view_of(&x));
+        }
+        assert_eq!(compact.len(), 0, "cycle {i}: {:?}", compact.folded());
+        assert_eq!(compact.ever_added(), set(&[A, B, C]));
+        assert_eq!(History::rebuilt(compact.folded()).unwrap(), compact);
+    }
+    assert_eq!(full.len(), 3 + 10 * 7);
+    // A second ack of a folded operation is refused, as the full history refuses it.
+    let late = ack(C, qc + 1, (A, 2));
+    assert!(matches!(full.apply(late.clone()), Err(DgmError::DuplicateAck { .. })));
+    assert!(matches!(compact.apply(late), Err(DgmError::UnknownOp { .. })));
+}
+
+#[test]
+fn a_removed_member_that_has_not_said_farewell_holds_compaction_back() {
+    // B removes C; A acks; C never processes it. C's late add must still be judged as the
+    // full history judges it, so nothing C has not seen is folded.
+    let mut ops = base3();
+    ops.extend([rm(B, 2, C), ack(A, 2, (B, 2))]);
+    let mut h = build(&ops);
+    let c = h.compact();
+    assert_eq!(h.unfolded_len(), 1, "only the create folds: {c:?}");
+    h.apply(add(C, 2, D)).unwrap();
+    assert!(!h.view_me().contains(&D), "C's late add is cancelled at once");
+    assert_eq!(h.removed_by(&D), vec![id(B, 2)]);
+    // Once C says farewell (and D, whose add it cancelled), everything folds.
+    h.apply(ack(A, 3, (C, 2))).unwrap();
+    h.apply(ack(B, 3, (C, 2))).unwrap();
+    h.depart(&C);
+    h.depart(&D);
+    h.compact();
+    assert_eq!(h.unfolded_len(), 0, "{:?}", h.folded());
+    assert_eq!(h.ever_added(), set(&[A, B]));
+    assert_eq!(h.view_me(), set(&[A, B]));
+}
