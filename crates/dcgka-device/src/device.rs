@@ -176,6 +176,8 @@ pub struct Device<S: Storage = MemoryStore> {
     retired: Vec<(GroupId, Group)>,
     #[cfg(feature = "test-hooks")]
     adversarial: bool,
+    #[cfg(feature = "test-hooks")]
+    no_compaction: bool,
 }
 
 impl<S: Storage> Device<S> {
@@ -198,6 +200,8 @@ impl<S: Storage> Device<S> {
             retired: Vec::new(),
             #[cfg(feature = "test-hooks")]
             adversarial: false,
+            #[cfg(feature = "test-hooks")]
+            no_compaction: false,
         };
         let ch = Changes { identity: true, ..Changes::default() };
         let _ = d.commit(ch)?;
@@ -261,6 +265,8 @@ impl<S: Storage> Device<S> {
             retired: Vec::new(),
             #[cfg(feature = "test-hooks")]
             adversarial: false,
+            #[cfg(feature = "test-hooks")]
+            no_compaction: false,
         })
     }
 
@@ -566,6 +572,7 @@ impl<S: Storage> Device<S> {
                 let g = {
                     let mut g = g;
                     g.set_adversarial(self.adversarial);
+                    g.set_compaction(!self.no_compaction);
                     g
                 };
                 if let Some(old) = slot.live.replace(g) {
@@ -656,6 +663,7 @@ impl<S: Storage> Device<S> {
         let g = {
             let mut g = g;
             g.set_adversarial(self.adversarial);
+            g.set_compaction(!self.no_compaction);
             g
         };
         g
@@ -804,6 +812,12 @@ impl<S: Storage> Device<S> {
     /// ([`Group::set_adversarial`]), for the simulator's shadows.
     pub fn set_adversarial_instances(&mut self, on: bool) {
         self.adversarial = on;
+    }
+
+    /// Test hook: whether instances created or joined from now on compact their membership
+    /// history (on by default; see `Group::set_compaction`).
+    pub fn set_compaction_instances(&mut self, on: bool) {
+        self.no_compaction = !on;
     }
 
     /// Test hook: makes `group` the live instance of its group, bypassing the rules, the

@@ -5,6 +5,7 @@
 
 mod support;
 
+use dcgka::EnvelopeKind;
 use dcgka::events::Event;
 use dcgka::group::{Context, Group, GroupConfig, Status};
 use dcgka::ids::{GroupId, SeqNo};
@@ -143,7 +144,12 @@ fn a_removed_member_keeps_no_group_secret() {
     let mut ctx = Context { rng: &mut net.rng, now: NOW, prekeys: &mut net.dir, identity: &mut identity };
     let out = g.receive(&mut ctx, &removal).unwrap();
     assert!(out.events.contains(&Event::RemovedFromGroup { by: a }));
-    assert!(out.broadcast.is_empty(), "no ack of one's own removal");
+    // Its only envelope is the farewell (§7.5, §6.7): an ack of the removal with no forward.
+    assert_eq!(out.broadcast.len(), 1, "one farewell");
+    let farewell = Group::peek(&out.broadcast[0]).unwrap();
+    assert_eq!(farewell.kind, EnvelopeKind::Ack);
+    assert_eq!(farewell.acknowledges, None);
+    assert!(out.broadcast[0].len() < 200, "a farewell carries no forward");
     assert_eq!(g.status(), &Status::Removed { by: a });
     assert_eq!(*g.signing_secret().to_bytes(), [0; 32]);
     no_group_secrets(&g);

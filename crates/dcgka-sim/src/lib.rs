@@ -204,6 +204,10 @@ pub struct Sim {
     pub held: Vec<Vec<Packet>>,
     /// Whether to run adversarial shadows (see [`SimDevice::shadows`]).
     pub shadows: bool,
+    /// Whether instances compact their membership history (§6.7; on by default). Tests
+    /// that read the acks recorded in a history, or run the reference evaluator over it,
+    /// turn it off; the differential tests compare runs with and without.
+    pub compaction: bool,
     /// The group the simulation is about: the last one created through [`Sim::create`].
     /// Instances of earlier groups (a group that emptied and was replaced) go on living on
     /// the devices, but their events and instances are outside the oracles.
@@ -285,6 +289,7 @@ impl Sim {
             partition: None,
             links: BTreeSet::new(),
             shadows: false,
+            compaction: true,
             gid: None,
             by_bytes: HashMap::new(),
         }
@@ -302,6 +307,7 @@ impl Sim {
         let dev = &mut self.devices[d].device;
         dev.set_config(self.config);
         dev.set_adversarial_instances(self.shadows);
+        dev.set_compaction_instances(self.compaction);
         let mut env = Env { rng: &mut self.rng, now: NOW, prekeys: &mut self.directory };
         f(dev, &mut env)
     }

@@ -54,6 +54,9 @@ pub struct RunConfig {
     /// Every member withholds removed members' late operations
     /// ([`dcgka::group::GroupConfig::withhold_late_operations`]).
     pub withhold_late: bool,
+    /// Members compact their membership history (§6.7; the default). Off, a run is the
+    /// uncompacted twin a differential test compares it with.
+    pub compaction: bool,
 }
 
 impl Default for RunConfig {
@@ -70,6 +73,7 @@ impl Default for RunConfig {
             trace: false,
             coalesce_acks: false,
             withhold_late: false,
+            compaction: true,
         }
     }
 }
@@ -622,6 +626,7 @@ pub fn run_with_schedule(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn
     sim.shadows = cfg.shadows;
     sim.config.coalesce_acks = cfg.coalesce_acks;
     sim.config.withhold_late_operations = cfg.withhold_late;
+    sim.compaction = cfg.compaction;
     let rng = schedule;
     let report = RunReport { seed: cfg.seed, devices: sim.devices.len(), ..RunReport::default() };
     let n = sim.devices.len();

@@ -49,6 +49,34 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Compaction of the membership history (§6.7) changes nothing anyone observes: the same
+    /// random schedule run with and without it passes every oracle in both, ends with the
+    /// same members, and delivers the same messages to the same devices.
+    #[test]
+    fn random_schedules_with_and_without_compaction_agree(
+        seed in any::<u64>(),
+        members in 2usize..=6,
+        steps in 20usize..=150,
+        partitions in 0usize..=3,
+        coalesce_acks in any::<bool>(),
+        withhold_late in any::<bool>(),
+    ) {
+        let base = RunConfig { partitions, coalesce_acks, withhold_late, ..RunConfig::new(members, steps, seed) };
+        let on = run(&base, &mut |_, _| {});
+        let off = run(&RunConfig { compaction: false, ..base.clone() }, &mut |_, _| {});
+        prop_assert!(on.violations.is_empty(), "{base:?}: {:#?}", on.violations);
+        prop_assert!(off.violations.is_empty(), "{base:?} without compaction: {:#?}", off.violations);
+        prop_assert_eq!(&on.member_names, &off.member_names, "{:?}", base);
+        prop_assert_eq!(on.deliveries_expected, off.deliveries_expected, "{:?}", base);
+        prop_assert_eq!(on.deliveries_ok, off.deliveries_ok, "{:?}", base);
+        prop_assert_eq!(on.packets, off.packets, "{:?}", base);
+        prop_assert_eq!(on.forks, off.forks, "{:?}", base);
+    }
+}
+
 /// Schedules that split the group under earlier versions of the withholding rule (§7.5):
 /// withholding as soon as a removal was known, and looking for evidence only in the
 /// acker's next envelope. Mutual removals with supporters on both sides left two groups.

@@ -361,12 +361,14 @@ fn s1_create_add_update_remove_with_concurrent_update_of_removed() {
     dl_silent(&mut sim, B, c4);
     let m_b_b5 = msg(&mut sim, B, "mB@B5");
     dl(&mut sim, C, m_b_b5);
-    // 8. A ⟵ C2 → A4; A ⟵ B3; A ⟵ C3 → RemovedFromGroup (no ack). B, C process A4.
+    // 8. A ⟵ C2 → A4; A ⟵ B3; A ⟵ C3 → RemovedFromGroup and its farewell (§7.5, an ack
+    // of C3 with no secret). B, C process A4.
     let a4 = dl_reply(&mut sim, A, c2);
     dl_silent(&mut sim, A, b3);
     let snap_a_before_removal = snapshot(&sim, A);
+    let farewell = dl_reply(&mut sim, A, c3);
     let at_removal = sim.transcript.len();
-    dl_silent(&mut sim, A, c3);
+    assert_eq!(forwards(&sim, farewell), 0, "a farewell forwards nothing");
     assert_removed(&sim, A);
     dl_silent(&mut sim, B, a4);
     dl_silent(&mut sim, C, a4);
@@ -374,10 +376,7 @@ fn s1_create_add_update_remove_with_concurrent_update_of_removed() {
 
     assert_members(&sim, &[B, C], &["B", "C"]);
     assert_removed(&sim, A);
-    assert!(
-        !sim.transcript[at_removal..].iter().any(|p| p.from == A),
-        "A sends nothing after it processed its removal (never acks C3)"
-    );
+    assert!(!sim.transcript[at_removal..].iter().any(|p| p.from == A), "A sends nothing after its farewell");
     reads(&sim, m_a_a1, &[B], &[C]);
     reads(&sim, m_c_c1, &[A, B], &[]);
     reads(&sim, m_a_a3, &[B, C], &[]);
@@ -792,7 +791,8 @@ fn s8_remove_concurrent_with_add_by_removed() {
             dl(&mut sim, E, m);
             assert!(sim.decrypted(E, m), "E reads mC sent while it was a member in C's view");
             snap_e = Some(snapshot(&sim, E));
-            dl_silent(&mut sim, E, a2);
+            // Removed, E sends its farewell (§7.5) and nothing else.
+            dl_reply(&mut sim, E, a2);
             assert_removed(&sim, E);
             dl_reply(&mut sim, C, a2);
             dl(&mut sim, C, m_a_a2);

@@ -143,7 +143,9 @@ fn inspect_welcome_shows_the_adder_and_the_group_size_before_join() {
     assert_eq!(s.adder_identity, sim.ik(A));
     assert_eq!(s.members_introduced, 3);
     assert_eq!(s.removes, 0);
-    assert_eq!(s.history_len, 3, "the create and the acks of B and C");
+    // A compacts before the Welcome (§6.7): the folded create, one base entry per member
+    // and the tail.
+    assert_eq!(s.history_len, 5, "the compact base of A, B and C");
     let g = join(&sim, &d, &welcome).unwrap();
     assert_eq!(g.members().len(), 4);
     // A Welcome altered anywhere is refused by the same check.

@@ -266,11 +266,14 @@ impl Dcgka {
     }
 
     /// Folds what the membership history allows (§6.7) and forgets, everywhere in γ, the
-    /// members it forgot: their identity keys, tags, 2SM sessions, outer ratchets and the
+    /// members it forgot (never one for which `keep` holds): their identity keys, tags, 2SM sessions, outer ratchets and the
     /// member secrets held for them or from their operations. Returns the forgotten members
     /// (the caller forgets them in the outer layers).
-    pub(crate) fn compact(&mut self) -> Vec<MemberId> {
-        let c = self.h.compact();
+    pub(crate) fn compact(&mut self, keep: &dyn Fn(&MemberId) -> bool) -> Vec<MemberId> {
+        // A member whose operations I still hold member secrets of stays known: the acks
+        // that take those secrets name it.
+        let holding: BTreeSet<MemberId> = self.ms.keys().map(|(s, _, _)| *s).collect();
+        let c = self.h.compact_keeping(&|m| keep(m) || holding.contains(m));
         for id in &c.forgotten {
             self.ik.remove(id);
             self.tags.remove(&id.tag());

@@ -567,6 +567,11 @@ impl Ordering {
             return true;
         }
         match ControlBody::from_bytes(env.kind, &env.body) {
+            // An ack that is its sender's next envelope and names a member this group does
+            // not know names one it forgot (§6.7): the member who acknowledges had processed
+            // the introduction of everyone it names before this ack, and so have I. Ready;
+            // processing accepts it without effect on the history.
+            Ok(ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. }) if d.resolve(&of.of_sender).is_none() => true,
             Ok(ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. }) => self.ack_ready(d, &of),
             // Malformed: ready, so that processing rejects it and the sender is not stuck.
             _ => true,

@@ -83,6 +83,23 @@ impl Dcgka {
                 self.learn(t, ik);
                 self.process_add(env, s, q, t, &bundles)
             }
+            ControlBody::Ack { of, forwards } if self.resolve(&of.of_sender).is_none() => {
+                // An ack of an operation of a member this group forgot (§6.7): an operation
+                // that every member has processed, which a member that joined later acks
+                // below its horizon or one acks whose acks never reached here. It changes no
+                // history; a forward to me still carries the acker's member secret, as for
+                // any ack of an operation below my horizon.
+                let mine: Vec<&Forward> = forwards.iter().filter(|f| f.recipient == self.me.tag()).collect();
+                let [fwd] = mine.as_slice() else {
+                    return if mine.is_empty() { Ok(Processed::default()) } else { Err(malformed("two forwards to one recipient")) };
+                };
+                let x = self.decrypt_from(env, &s, &fwd.ct, Misbehaviour::BadForward)?;
+                let i = self.update_ratchet(&s, RatchetInput::Member(&x))?;
+                Ok(Processed { secrets: vec![self.secret(s, q, i)], ..Default::default() })
+            }
+            // An add-ack of a forgotten member's add: its ratchet ciphertext is only ever for
+            // the add's target, which is known; nothing to do.
+            ControlBody::AddAck { of, .. } if self.resolve(&of.of_sender).is_none() => Ok(Processed::default()),
             ControlBody::Ack { of, forwards } => {
                 if forwards.is_empty() && self.is_farewell(s, of, lookup) {
                     // §7.5: nothing more of `s` is processed; it no longer holds the

@@ -572,12 +572,33 @@ impl<M: Ord + Clone + Debug> History<M> {
         self.last_seq.get(m).copied()
     }
 
-    /// Whether two histories hold the same operation set and the same `saw` entries,
-    /// whatever order they were processed in (§10, oracle 5).
+    /// Whether two histories hold the same operations and `saw` entries, whatever order
+    /// they were processed in and however far each was compacted (§10, oracle 5, §6.7):
+    /// the same view, the same live members with the same views and removals, the same
+    /// `saw` row (over the live members) for every operation both still hold, and every
+    /// operation only one of them holds is foldable there (every live member has seen it,
+    /// or, for an ack, what it acknowledges is missing from the other too).
     pub fn same_history(&self, other: &Self) -> bool {
-        self.ops.len() == other.ops.len()
-            && self.saw.keys().all(|o| self.saw_row(o) == other.saw_row(o))
-            && self.ops.iter().all(|op| other.get(&op.id()) == Some(op))
+        let live: BTreeSet<&M> = self.live_members().collect();
+        if self.view_me() != other.view_me() || live != other.live_members().collect::<BTreeSet<&M>>() {
+            return false;
+        }
+        let removals = |h: &Self, m: &M| h.removed_by(m).into_iter().collect::<BTreeSet<OpId<M>>>();
+        if live.iter().any(|m| self.view_of(m) != other.view_of(m) || removals(self, m) != removals(other, m)) {
+            return false;
+        }
+        let row = |h: &Self, o: &OpId<M>| {
+            h.saw_row(o).map(|r| r.into_iter().filter(|(m, _)| live.contains(m)).collect::<BTreeMap<M, u64>>())
+        };
+        [(self, other), (other, self)].iter().all(|(x, y)| {
+            x.ops.iter().all(|op| match y.get(&op.id()) {
+                Some(same) => same == op && (op.kind() == OpKind::Ack || row(x, &op.id()) == row(y, &op.id())),
+                None => match op {
+                    Op::Ack { of, .. } => !y.contains(of),
+                    _ => live.iter().all(|m| x.seen_by(m, &op.id())),
+                },
+            })
+        })
     }
 }
 
@@ -651,8 +672,15 @@ impl History<crate::ids::MemberId> {
         })?;
         let ops = decode_log(r)?;
         let last_seq = r.map(2, |r| Ok((r.member()?, r.var()?)))?;
-        let departed = r.items(1, |r| r.member())?.into_iter().collect();
-        History::rebuilt(Folded { create, members, ops, last_seq, departed }).map_err(refused)
+        let departed: BTreeSet<_> = r.map(1, |r| Ok((r.member()?, ())))?.into_keys().collect();
+        let f = Folded { create, members, ops, last_seq, departed };
+        History::check_canonical(&f).map_err(SnapshotError::Inconsistent)?;
+        let (named, departed) = (f.last_seq.keys().cloned().collect::<Vec<_>>(), f.departed.clone());
+        let h = History::rebuilt(f).map_err(refused)?;
+        if named.iter().chain(&departed).any(|m| h.addop(m).is_none()) {
+            return Err(SnapshotError::Inconsistent("a member the history does not know"));
+        }
+        Ok(h)
     }
 }
 

@@ -87,8 +87,7 @@ impl Group {
         let t = self.d.add_target(&staged).map_err(|e| unchanged(map_process_error(e)))?;
         // The Welcome carries the history and sender table from before the add, as compact
         // as the history allows (§6.7).
-        self.compact_at = 0;
-        self.compact_history();
+        self.compact_now();
         let (history, num) =
             encode_history(&self.d.h, &self.d.ik).ok_or(unchanged(GroupError::Internal("history encoding")))?;
         let mut senders = Vec::new();

@@ -255,6 +255,7 @@ impl Group {
             }
             _ => None,
         };
+        let history_len = self.d.h.len();
         let result = self.d.process(&mut env!(ctx), sender, seq, body, &lookup);
         if result.is_ok()
             && let Some((s, q, processed, acked, kind)) = disputed
@@ -283,7 +284,7 @@ impl Group {
                 if let Err(e) = self.finish_processed(ctx, p, hash, out) {
                     self.corrupt(e.to_string(), out);
                 }
-                self.compact_history();
+                self.compact_history(history_len);
                 Ok(())
             }
             Err(ProcessError::Reject(r)) => {
@@ -355,20 +356,30 @@ impl Group {
         Ok(())
     }
 
-    /// Compacts the membership history (§6.7) once it has grown to the next threshold, and
-    /// forgets the members it forgot in every layer. Amortised O(1) per operation: after an
-    /// attempt the threshold moves to twice what is left (at least [`COMPACT_SLACK`] more).
-    pub(super) fn compact_history(&mut self) {
-        if self.d.h.len() < self.compact_at || !matches!(self.status, Status::Active) {
+    /// Compacts the membership history (§6.7) when processing took its length past a
+    /// multiple of [`COMPACT_SLACK`] (`before` is the length before): amortised O(1) per
+    /// operation, and a function of the state alone, so that a restored copy compacts
+    /// exactly when the original does.
+    pub(super) fn compact_history(&mut self, before: usize) {
+        if self.d.h.len() / COMPACT_SLACK != before / COMPACT_SLACK {
+            self.compact_now();
+        }
+    }
+
+    /// Compacts the membership history (§6.7) and forgets the members it forgot in every
+    /// layer.
+    pub(super) fn compact_now(&mut self) {
+        if !self.compaction || !matches!(self.status, Status::Active) {
             return;
         }
-        for id in self.d.compact() {
+        // A member whose updates some member may still acknowledge stays known (their acks
+        // name it, and `H` does not hold updates).
+        let ord = &self.ord;
+        for id in self.d.compact(&|m| ord.retains_any_of(m)) {
             self.ord.forget(&id);
             self.fs.remove(&id);
             self.app_index.remove(&id);
         }
-        let left = self.d.h.len();
-        self.compact_at = left + left.max(COMPACT_SLACK);
     }
 
     pub(super) fn corrupt(&mut self, reason: String, out: &mut Output) {

@@ -214,7 +214,7 @@ impl Group {
             #[cfg(any(test, feature = "test-hooks"))]
             adversarial: false,
             held,
-            compact_at: 0,
+            compaction: true,
         })
     }
 }

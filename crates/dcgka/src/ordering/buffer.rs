@@ -317,6 +317,12 @@ impl Ordering {
         v
     }
 
+    /// Whether a processed create, update, remove or add of `id` is still retained (some
+    /// member may still acknowledge it).
+    pub(crate) fn retains_any_of(&self, id: &crate::ids::MemberId) -> bool {
+        self.retained.range((*id, 0)..=(*id, u64::MAX)).next().is_some()
+    }
+
     /// Forgets a member the history forgot (§6.7): its ordering state, its retained hashes
     /// and keys, and anything of it still buffered. An envelope of it that arrives later
     /// comes from an unknown sender.

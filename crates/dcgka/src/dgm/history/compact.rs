@@ -67,8 +67,8 @@ pub struct Folded<M> {
     pub members: Vec<BaseMember<M>>,
     /// The remaining operations, in processing order.
     pub ops: Vec<Op<M>>,
-    /// Each kept member's highest sequence number (its last operation may have been
-    /// folded away).
+    /// The highest sequence number of each kept member whose last operation was folded
+    /// away (only where the remaining operations show a lower one, or none).
     pub last_seq: BTreeMap<M, u64>,
     /// The kept members that departed.
     pub departed: BTreeSet<M>,
@@ -167,6 +167,13 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// The base and remaining operations after folding the first `p` membership
     /// operations, and the members that folding forgets.
     pub fn folded_at(&self, p: usize) -> (Folded<M>, Vec<M>) {
+        self.folded_keeping(p, &|_| false)
+    }
+
+    /// [`History::folded_at`], keeping every member for which `keep` holds even if it
+    /// could be forgotten (the caller still needs it, for example to accept acks of its
+    /// updates, which `H` does not hold).
+    pub fn folded_keeping(&self, p: usize, keep: &dyn Fn(&M) -> bool) -> (Folded<M>, Vec<M>) {
         let p = p.min(self.mops.len());
         let now: BTreeSet<&OpId<M>> = self.mops.iter().take(p).collect();
         let is_folded = |o: &OpId<M>| now.contains(o) || self.folded.contains(o);
@@ -197,18 +204,26 @@ impl<M: Ord + Clone + Debug> History<M> {
         for (u, a) in &self.addop {
             let removed_by: Vec<OpId<M>> =
                 self.removes.get(u).into_iter().flatten().filter(|r| is_folded(r)).cloned().collect();
-            if !removed_by.is_empty() && !named.contains(u) {
+            if !removed_by.is_empty() && !named.contains(u) && !keep(u) {
                 forgotten.push(u.clone());
             } else if is_folded(a) {
                 members.push(BaseMember { id: u.clone(), addop: a.clone(), adder: self.adder_of(u), removed_by });
             }
         }
         let kept = |u: &M| !forgotten.contains(u);
+        // Only what the remaining operations do not show (canonical: nothing redundant).
+        let shown = log_last_seq(&ops);
+        let last_seq = self
+            .last_seq
+            .iter()
+            .filter(|(u, s)| kept(u) && shown.get(*u).is_none_or(|q| q < *s))
+            .map(|(u, s)| (u.clone(), *s))
+            .collect();
         let folded = Folded {
             create: self.create.clone().filter(|c| is_folded(c)),
             members,
             ops,
-            last_seq: self.last_seq.iter().filter(|(u, _)| kept(u)).map(|(u, s)| (u.clone(), *s)).collect(),
+            last_seq,
             departed: self.departed.iter().filter(|u| kept(u)).cloned().collect(),
         };
         (folded, forgotten)
@@ -224,12 +239,17 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// documentation). If the replay of the result were refused — which would be a bug —
     /// the history is left as it was and nothing is reported folded.
     pub fn compact(&mut self) -> Compaction<M> {
+        self.compact_keeping(&|_| false)
+    }
+
+    /// [`History::compact`], forgetting no member for which `keep` holds.
+    pub fn compact_keeping(&mut self, keep: &dyn Fn(&M) -> bool) -> Compaction<M> {
         let ops_before = self.ops.len();
         let p = self.fold_point();
-        if p == 0 {
+        if p == 0 && self.forgettable(keep).is_empty() {
             return Compaction::none(ops_before);
         }
-        let (folded, forgotten) = self.folded_at(p);
+        let (folded, forgotten) = self.folded_keeping(p, keep);
         match History::rebuilt(folded) {
             Ok(h) => {
                 *self = h;
@@ -279,8 +299,42 @@ impl<M: Ord + Clone + Debug> History<M> {
         Ok(h)
     }
 
+    /// The members a compaction at the current fold would forget that are not forgotten
+    /// yet (kept earlier by `keep`, which may have changed since).
+    fn forgettable(&self, keep: &dyn Fn(&M) -> bool) -> Vec<M> {
+        self.addop
+            .keys()
+            .filter(|u| !keep(u) && self.removes.get(*u).is_some_and(|rs| rs.iter().any(|r| self.folded.contains(r))))
+            .cloned()
+            .collect()
+    }
+
+    /// Checks that a decoded base and log are canonical, as [`History::folded`] writes
+    /// them: base members in ascending order, and every sequence number of `last_seq` above
+    /// what the log shows for its member. Returns the reason otherwise.
+    pub fn check_canonical(f: &Folded<M>) -> Result<(), &'static str> {
+        if !f.members.windows(2).all(|w| w[0].id < w[1].id) {
+            return Err("compact base members out of order");
+        }
+        let shown = log_last_seq(&f.ops);
+        if f.last_seq.iter().any(|(u, s)| shown.get(u).is_some_and(|q| q >= s)) {
+            return Err("a sequence number the log already shows");
+        }
+        Ok(())
+    }
+
     /// Whether anything has been folded.
     pub fn is_compacted(&self) -> bool {
         !self.folded.is_empty()
     }
+}
+
+/// Each sender's highest sequence number among `ops`.
+fn log_last_seq<M: Ord + Clone>(ops: &[Op<M>]) -> BTreeMap<M, u64> {
+    let mut m: BTreeMap<M, u64> = BTreeMap::new();
+    for op in ops {
+        let e = m.entry(op.sender().clone()).or_insert(0);
+        *e = (*e).max(op.seq());
+    }
+    m
 }

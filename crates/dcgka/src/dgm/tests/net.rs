@@ -408,6 +408,7 @@ impl Net {
             // member that acked everything has folded everything (§6.7).
             let twin = &self.nodes[n].shadow;
             assert_eq!(twin.view_me(), live, "twin at {n}");
+            assert!(twin.same_history(h) && h.same_history(twin), "twin at {n} differs (oracle 5)");
             if !self.lazy {
                 assert_eq!(twin.unfolded_len(), 0, "twin at {n}: {:?}", twin.folded());
                 assert!(twin.ever_added().is_subset(&live), "twin at {n} keeps departed members");
