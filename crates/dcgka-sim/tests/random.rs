@@ -54,7 +54,8 @@ proptest! {
 
     /// Compaction of the membership history (§6.7) changes nothing anyone observes: the same
     /// random schedule run with and without it passes every oracle in both, ends with the
-    /// same members, and delivers the same messages to the same devices.
+    /// same members, and delivers the same messages to the same devices. (Sync traffic may
+    /// differ: a forgotten member's stream is not synced.)
     #[test]
     fn random_schedules_with_and_without_compaction_agree(
         seed in any::<u64>(),
@@ -72,7 +73,6 @@ proptest! {
         prop_assert_eq!(&on.member_names, &off.member_names, "{:?}", base);
         prop_assert_eq!(on.deliveries_expected, off.deliveries_expected, "{:?}", base);
         prop_assert_eq!(on.deliveries_ok, off.deliveries_ok, "{:?}", base);
-        prop_assert_eq!(on.packets, off.packets, "{:?}", base);
         prop_assert_eq!(on.forks, off.forks, "{:?}", base);
     }
 }

@@ -284,6 +284,8 @@ impl Net {
                 }
             }
             Wire::Farewell { sender, .. } => {
+                // Departure changes no answer of a history; only what it may fold.
+                node.hist.depart(&sender);
                 node.shadow.depart(&sender);
                 self.compact(n);
             }
@@ -388,11 +390,9 @@ impl Net {
             let h = self.hist(*n);
             assert_eq!(h.len(), total, "{n} misses operations");
             assert_consistent(h, true);
-            // A Welcome ships `ops()`; replaying them rebuilds the same state.
-            let mut rebuilt = History::new();
-            for op in h.ops() {
-                rebuilt.apply(op.clone()).unwrap();
-            }
+            // A Welcome ships `ops()` (and the departed members); replaying them rebuilds
+            // the same state.
+            let rebuilt = History::rebuilt(h.folded()).unwrap();
             assert_eq!(&rebuilt, h);
             match first {
                 Some(f) => {
