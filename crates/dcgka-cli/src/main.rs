@@ -7,6 +7,8 @@
 //!   schedule checked by the simulator's oracles.
 //! - `dcgka bench [--sizes …] [--ops …] [--iterations K] [--csv F] [--plot F.svg]`: the
 //!   paper's Figures 6 and 7 (traffic and per-member CPU per operation).
+//! - `dcgka bench --longevity [--sizes 16,128] [--csv F]`: long-lived groups (issue 10):
+//!   state, Welcome, restore time and memory after 0, 1,000 and 10,000 operations.
 //!
 //! The exit status is 0 exactly when every check holds.
 
@@ -19,6 +21,10 @@ mod sim;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The allocator, counting live heap bytes for `dcgka bench --longevity`'s memory figure.
+#[global_allocator]
+static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
 /// Decentralized continuous group key agreement: demo and simulation.
 #[derive(Debug, Parser)]

@@ -104,3 +104,68 @@ fn coalesced_acks_cut_the_traffic_of_acknowledged_operations() {
         assert_eq!(coalesced[&key("message")], plain[&key("message")]);
     }
 }
+
+/// The CSV header of `dcgka bench --longevity` (issue 10).
+const LONGEVITY_HEADER: &str = "n,operations,state_bytes,welcome_bytes,restore_ms,memory_bytes_per_member";
+
+/// Runs `dcgka bench --longevity --sizes 3,4 --operations 0,20,40 --seed <seed>` and
+/// returns standard output and the CSV text.
+fn longevity_csv(name: &str, seed: &str) -> (String, String) {
+    let path = std::env::temp_dir().join(format!("dcgka-longevity-test-{}-{name}.csv", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_dcgka"))
+        .args(["bench", "--longevity", "--sizes", "3,4", "--operations", "0,20,40", "--seed", seed, "--csv"])
+        .arg(&path)
+        .output()
+        .expect("run dcgka bench --longevity");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "dcgka bench --longevity failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(&path).expect("CSV written");
+    let _ = std::fs::remove_file(&path);
+    (stdout, csv)
+}
+
+#[test]
+fn longevity_writes_one_row_per_size_and_checkpoint() {
+    let (stdout, csv) = longevity_csv("a", "5");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(LONGEVITY_HEADER));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let keys: Vec<(usize, usize)> = rows.iter().map(|f| (f[0].parse().unwrap(), f[1].parse().unwrap())).collect();
+    assert_eq!(keys, [(3, 0), (3, 20), (3, 40), (4, 0), (4, 20), (4, 40)], "{csv}");
+    for f in &rows {
+        assert_eq!(f.len(), 6, "{f:?}");
+        assert!(f[2].parse::<usize>().unwrap() > 0, "state_bytes: {f:?}");
+        assert!(f[3].parse::<usize>().unwrap() > 0, "welcome_bytes: {f:?}");
+        let restore: f64 = f[4].parse().unwrap();
+        assert!(restore > 0.0, "restore_ms: {f:?}");
+        assert_eq!(f[4].split('.').nth(1).map(str::len), Some(3), "restore_ms with 3 decimals: {f:?}");
+        // The binary counts its heap: a restored group occupies some.
+        assert!(f[5].parse::<usize>().unwrap() > 0, "memory_bytes_per_member: {f:?}");
+    }
+    // The verdict of issue 10's target, per size, against the largest K.
+    for n in [3, 4] {
+        assert!(stdout.contains(&format!("n = {n}: issue 10's target at K = 40 against K = 0:")), "{stdout}");
+    }
+    assert_eq!(stdout.matches("state_bytes at K = 40").count(), 2, "{stdout}");
+
+    // State and Welcome sizes are deterministic for a fixed seed (times and heap are not).
+    let (_, again) = longevity_csv("b", "5");
+    let sizes = |text: &str| -> Vec<String> {
+        text.lines().map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect()
+    };
+    assert_eq!(sizes(&csv), sizes(&again));
+}
+
+#[test]
+fn operations_need_longevity() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dcgka"))
+        .args(["bench", "--sizes", "4", "--operations", "0,20"])
+        .output()
+        .expect("run dcgka bench");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--longevity"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -4,7 +4,8 @@
 //! that is what a simulation needs and what a benchmark must not pay for. A [`Network`]
 //! holds n + 1 nodes, each an [`Identity`] and at most one [`Group`]: nodes `0..n` are
 //! the group's members once [`Network::create`] has run, node n is a spare device for an
-//! add ([`Network::newcomer`]). Delivery is a plain FIFO: each broadcast goes to every
+//! add ([`Network::newcomer`]). Long runs that add many devices create more with
+//! [`Network::add_device`] and drop removed ones with [`Network::retire`]. Delivery is a plain FIFO: each broadcast goes to every
 //! other node in the group, each Welcome to its newcomer; broadcasts that reach a node
 //! before the create or Welcome that makes it a member wait in its backlog. Removed nodes
 //! get nothing more.
@@ -192,6 +193,8 @@ pub struct Network<M = ()> {
     rng: ChaCha20Rng,
     directory: InMemoryPrekeyDirectory,
     nodes: Vec<Node>,
+    /// n: the initial members are nodes `0..n`, node n is the spare device.
+    members: usize,
     queue: VecDeque<Packet>,
     traffic: Traffic,
     config: GroupConfig,
@@ -214,12 +217,45 @@ impl<M: Meter> Network<M> {
                 .map_err(|error| LeanError::Prekeys { node, error })?;
             nodes.push(Node { identity, group: None, expecting: false, backlog: Vec::new(), decrypted: 0 });
         }
-        Ok(Network { rng, directory, nodes, queue: VecDeque::new(), traffic: Traffic::default(), config, meter })
+        Ok(Network {
+            rng,
+            directory,
+            nodes,
+            members: n,
+            queue: VecDeque::new(),
+            traffic: Traffic::default(),
+            config,
+            meter,
+        })
     }
 
     /// The spare device (node n), not a member until someone adds it.
     pub fn newcomer(&self) -> Dev {
-        self.nodes.len() - 1
+        self.members
+    }
+
+    /// A new device, not a member until someone adds it: a fresh identity (from the
+    /// network's generator) with its prekeys published, `one_time_prekeys` one-time
+    /// prekeys among them (an add-ack that finds none uses the signed prekey). Returns its
+    /// node, after every existing one. Broadcasts reach it only once it is added.
+    pub fn add_device(&mut self, one_time_prekeys: usize) -> Result<Dev, LeanError> {
+        let node = self.nodes.len();
+        let mut identity = Identity::generate(&mut self.rng);
+        self.directory
+            .publish_identity(&mut self.rng, &mut identity, NOW, one_time_prekeys)
+            .map_err(|error| LeanError::Prekeys { node, error })?;
+        self.nodes.push(Node { identity, group: None, expecting: false, backlog: Vec::new(), decrypted: 0 });
+        Ok(node)
+    }
+
+    /// Takes node `d`'s group away, with anything it was waiting for: from now on the
+    /// device receives nothing (messages it sent that are still in flight are delivered).
+    /// A long run retires the devices it removed, so that their states do not pile up.
+    pub fn retire(&mut self, d: Dev) -> Option<Group> {
+        let node = self.nodes.get_mut(d)?;
+        node.expecting = false;
+        node.backlog.clear();
+        node.group.take()
     }
 
     /// Node `d`, if it exists.
@@ -259,7 +295,7 @@ impl<M: Meter> Network<M> {
     /// Node 0 creates the group with nodes 1..n; delivery runs until quiet, so every
     /// member has processed the create and every ack.
     pub fn create(&mut self) -> Result<(), LeanError> {
-        let n = self.newcomer().max(1);
+        let n = self.members.max(1);
         let others: Vec<_> = self.nodes[1..n].iter().map(|d| d.identity.public_key()).collect();
         for node in &mut self.nodes[1..n] {
             node.expecting = true;

@@ -13,6 +13,7 @@
 
 pub mod game;
 pub mod lean;
+pub mod longevity;
 pub mod names;
 pub mod oracle;
 pub mod random;

@@ -26,10 +26,14 @@
 //! the newcomer's share of the messages taken as the median member's. `create` and
 //! `message` hold nothing and are measured directly.
 //!
+//! With `--longevity`, the command measures long-lived groups instead (issue 10, see
+//! [`longevity`]).
+//!
 //! The command line and the driver are here; [`measure`] runs and checks the operations,
 //! [`csv`] writes the CSV, [`plot`] draws the figures.
 
 mod csv;
+mod longevity;
 mod measure;
 mod plot;
 
@@ -85,9 +89,9 @@ impl fmt::Display for Op {
 /// Options of `dcgka bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Group sizes, comma-separated (2 to 1024) [default: the paper's sizes].
-    #[arg(long, value_delimiter = ',', default_values_t = PAPER_SIZES, hide_default_value = true,
-          value_parser = clap::value_parser!(u16).range(2..=1024))]
+    /// Group sizes, comma-separated (2 to 1024) [default: the paper's sizes; 16,128 with
+    /// --longevity].
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(2..=1024))]
     sizes: Vec<u16>,
     /// Operations to measure, comma-separated.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = Op::ALL)]
@@ -110,6 +114,18 @@ pub(crate) struct BenchArgs {
     /// alone (create and message hold nothing and are measured directly).
     #[arg(long)]
     coalesce_acks: bool,
+    /// Long-lived groups (issue 10) instead of the per-operation figures: for each size, a
+    /// group runs 8 updates and one add/remove cycle in every 10 operations (coalesced
+    /// acks, everything delivered), and after K operations one row gives the largest
+    /// snapshot, a Welcome, the median time of 5 restores and the live heap of one
+    /// restored group. CSV header:
+    /// n,operations,state_bytes,welcome_bytes,restore_ms,memory_bytes_per_member
+    #[arg(long, conflicts_with_all = ["ops", "iterations", "plot", "coalesce_acks"])]
+    longevity: bool,
+    /// With --longevity: the values of K at which to measure, comma-separated (the run
+    /// does as many operations as the largest; e.g. 0,20,40 for a quick check).
+    #[arg(long, value_delimiter = ',', requires = "longevity", default_values_t = longevity::CHECKPOINTS)]
+    operations: Vec<usize>,
 }
 
 /// Progress on standard error (when it is a terminal, or `DCGKA_PROGRESS` is set).
@@ -203,9 +219,14 @@ pub(crate) fn run(args: &BenchArgs) -> bool {
 }
 
 fn run_inner(args: &BenchArgs) -> Result<(), String> {
-    let mut sizes: Vec<usize> = args.sizes.iter().map(|s| usize::from(*s)).collect();
+    let defaults: &[u16] = if args.longevity { &longevity::SIZES } else { &PAPER_SIZES };
+    let given = if args.sizes.is_empty() { defaults } else { &args.sizes };
+    let mut sizes: Vec<usize> = given.iter().map(|s| usize::from(*s)).collect();
     sizes.sort_unstable();
     sizes.dedup();
+    if args.longevity {
+        return longevity::run_longevity(&sizes, &args.operations, args.seed, args.csv.as_deref());
+    }
     let mut ops = args.ops.clone();
     ops.sort_unstable();
     ops.dedup();
