@@ -23,14 +23,17 @@ pub const MAX_PLAINTEXT_SIZE: usize = 1024 * 1024;
 
 /// Largest group size at creation (V1, §5.6, the creator included:
 /// [`crate::events::RejectReason::TooManyMembers`]), and the most member instances the
-/// history log of a Welcome may introduce (the removed included, §7.4): a newcomer refuses a
-/// log that introduces more ([`crate::group::JoinError::TooManyMembers`]) before replaying
-/// it, and an adder whose history introduced more refuses to add.
+/// history log of a Welcome may introduce (the removed ones it still knows included, §7.4): a
+/// newcomer refuses a log that introduces more ([`crate::group::JoinError::TooManyMembers`])
+/// before replaying it, and an adder whose history knows more refuses to add. Compaction
+/// (§6.7) forgets removed members once every member that may still send has seen their
+/// removal, so the bound is on members and removals in flight, not on the group's age.
 pub const MAX_GROUP: usize = 1024;
 
 /// Most operations in the history log of a Welcome (§7.4). A newcomer refuses a longer log
 /// ([`crate::group::JoinError::HistoryTooLong`]) before replaying it, and an adder whose
-/// history is longer refuses to add. Replaying costs time and memory in the log's length;
+/// history is longer refuses to add. The log holds the compact base and the operations not
+/// yet folded (§6.7), so it grows with the group and what is in flight, not with its age. Replaying costs time and memory in the log's length;
 /// the decoder's list bound ([`MAX_LIST_LEN`]) would refuse a log only slightly longer.
 pub const MAX_HISTORY_LEN: usize = 50_000;
 
