@@ -318,6 +318,9 @@ impl Group {
         let reply = p.reply;
         let terminated = p.terminated_by;
         let duplicate = p.duplicate_instance;
+        // What every member has acknowledged now is forgotten (its hash was retained by
+        // `advance` just before, for an operation that nobody else awaits).
+        self.ord.release(&p.completed);
         self.apply_secrets(p.secrets)?;
         out.events.extend(p.events);
         if let Some(by) = terminated {

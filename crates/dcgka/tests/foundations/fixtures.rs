@@ -1,6 +1,7 @@
-//! Frozen snapshot fixtures (`tests/fixtures/`): one group snapshot of format version 2
-//! and one identity snapshot of version 1, committed as binary files, and the group
-//! snapshot of version 1, which is refused with a typed error. Each must restore and re-encode
+//! Frozen snapshot fixtures (`tests/fixtures/`): one group snapshot of the current format
+//! version (4) and one identity snapshot of version 1, committed as binary files, the group
+//! snapshots of versions 3 and 2, which still load and are written as version 4, and the
+//! group snapshot of version 1, which is refused with a typed error. Each must restore and re-encode
 //! byte for byte, so any change of either format — of any layer's encoding — fails here
 //! instead of silently orphaning snapshots that applications have stored.
 //!
@@ -25,7 +26,12 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::{NOW, rng};
 
-const GROUP_FIXTURE: &str = "group-v3.bin";
+const GROUP_FIXTURE: &str = "group-v4.bin";
+
+/// The group snapshot of format version 3, from before the acknowledgment tracker (it kept
+/// every processed ack of an update and the hash and key of every processed operation):
+/// still read.
+const GROUP_FIXTURE_V3: &str = "group-v3.bin";
 
 /// The group snapshot of format version 2, from before the withholding of late operations:
 /// still read.
@@ -175,7 +181,7 @@ fn group_fixture_restores_and_re_encodes_byte_for_byte() {
 }
 
 #[test]
-fn group_fixture_of_version_2_loads_and_is_written_as_version_3() {
+fn group_fixture_of_version_2_loads_and_is_written_as_version_4() {
     let old = read_fixture(GROUP_FIXTURE_V2);
     assert_eq!(old[..2], [SNAPSHOT_MAGIC, 2]);
     let g = Group::restore(&old).unwrap();
@@ -183,6 +189,24 @@ fn group_fixture_of_version_2_loads_and_is_written_as_version_3() {
     let new = g.snapshot();
     assert_eq!(new[..2], [SNAPSHOT_MAGIC, SNAPSHOT_VERSION]);
     // The same state: the current fixture was written from the same scenario.
+    assert_eq!(&new[..], &read_fixture(GROUP_FIXTURE)[..]);
+    assert_eq!(Group::restore(&new).unwrap().snapshot(), new);
+}
+
+#[test]
+fn group_fixture_of_version_3_loads_and_is_written_as_version_4() {
+    let old = read_fixture(GROUP_FIXTURE_V3);
+    assert_eq!(old[..2], [SNAPSHOT_MAGIC, 3]);
+    let g = Group::restore(&old).unwrap();
+    // Everything in the scenario was acknowledged by everyone: the create and Bob's update
+    // were retained for good in version 3, and nothing is in flight after loading.
+    assert_eq!(g.in_flight(), 0);
+    assert_eq!(g.retained_counts(), (0, 0));
+    let new = g.snapshot();
+    assert_eq!(new[..2], [SNAPSHOT_MAGIC, SNAPSHOT_VERSION]);
+    assert!(new.len() < old.len(), "version 4 keeps less: {} vs {} bytes", new.len(), old.len());
+    // The same state as the scenario written by this version: the migration rebuilt what
+    // processing would have kept.
     assert_eq!(&new[..], &read_fixture(GROUP_FIXTURE)[..]);
     assert_eq!(Group::restore(&new).unwrap().snapshot(), new);
 }
