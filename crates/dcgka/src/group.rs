@@ -227,8 +227,8 @@ impl Group {
         self.d.awaited(sender, seq.0)
     }
 
-    /// Whether the ordering layer still holds anything of `(sender, seq)`: its kind and
-    /// hash, or the key it was verified under.
+    /// Whether the ordering layer still holds the kind and hash of `(sender, seq)`. (The
+    /// key it was verified under may stay longer, while a recent hash needs it.)
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn retains(&self, sender: &MemberId, seq: SeqNo) -> bool {
         self.ord.retains(sender, seq.0)

@@ -574,10 +574,10 @@ impl Ordering {
         (self.retained.len(), self.retained_keys.len())
     }
 
-    /// Whether anything is retained of `(s, q)`: its hash, or its key.
+    /// Whether the kind and hash of `(s, q)` are retained.
     #[cfg(any(test, feature = "test-hooks"))]
     pub(crate) fn retains(&self, s: &MemberId, q: u64) -> bool {
-        self.retained.contains_key(&(*s, q)) || self.retained_keys.contains_key(&(*s, q))
+        self.retained.contains_key(&(*s, q))
     }
 
     /// The retained short hash of `(s, q)` and the key it was verified under, if any.
