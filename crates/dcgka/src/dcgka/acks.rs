@@ -107,9 +107,11 @@ impl AckTracker {
         }
         let mut completed = Vec::new();
         for (op, e) in &mut self.entries {
-            let before = e.pending.len();
-            e.pending.retain(|m| !gone.contains(m));
-            if e.pending.is_empty() && before > 0 {
+            let mut left = false;
+            for m in gone {
+                left |= e.pending.remove(m);
+            }
+            if left && e.pending.is_empty() {
                 completed.push(*op);
             }
         }
