@@ -297,7 +297,8 @@ fn group_fixture_of_version_3_with_operations_in_flight_migrates() {
 
     // E leaves: U1 completes; the remove itself is in flight.
     let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut a_identity };
-    a.remove(&mut ctx, e_mid).unwrap();
+    let out = a.remove(&mut ctx, e_mid).unwrap();
+    assert!(out.events.iter().any(|e| matches!(e, Event::MembersRemoved { ids, .. } if ids.contains(&e_mid))));
     assert_eq!(a.awaited_acks(&a_mid, u1), None);
     assert!(!a.retains(&a_mid, u1));
     assert_eq!(a.in_flight(), 1);
