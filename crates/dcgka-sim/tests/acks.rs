@@ -395,3 +395,40 @@ fn a_second_version_of_an_acknowledged_update_is_taken_for_a_replay() {
     assert_eq!(out.received, Some(Received::Duplicate));
     assert!(out.events.is_empty(), "{:?}", out.events);
 }
+
+/// The key an acknowledged update was verified under stays while a recent hash needs it:
+/// B acknowledges A's update, then updates itself (rotating its signing key), and everyone
+/// acknowledges both. A second authentic version of B's ack, signed under B's key of the
+/// time, is still equivocation at C: the hash of the ack is recent, and its key is the one
+/// retained for B's update, kept although the update completed.
+#[test]
+fn a_recent_ack_keeps_the_key_of_a_completed_update_for_equivocation_checks() {
+    let mut sim = created(3, &[B, C], 10);
+    let u = sim.update(A).unwrap()[0];
+    let (a, q, hash) = (sim.mid(A).unwrap(), group(&sim, A).seq(), hash_of(&sim, u));
+    assert!(sim.deliver_id(B, u));
+    let b_ack = last_of_kind(&sim, B, EnvelopeKind::Ack);
+    let key = group(&sim, B).signing_secret().clone();
+    let (b, r) = (sim.mid(B).unwrap(), SeqNo(group(&sim, B).seq().0 + 1));
+    sim.update(B).unwrap();
+    sim.deliver_all();
+    assert_settled(&sim, &[A, B, C]);
+    assert!(!group(&sim, C).retains(&b, r));
+    assert_eq!(group(&sim, C).retained_counts(), (0, 1), "B's update's key stays");
+
+    let genuine = parse(&envelope_bytes(&sim, b_ack));
+    let mut other = genuine.clone();
+    let of = AckRef { of_sender: a.tag(), of_seq: q, of_hash: [hash[0] ^ 1; 16] };
+    other.body = ControlBody::Ack { of, forwards: Vec::new() }.to_bytes();
+    let gid = group(&sim, C).gid();
+    let other = resign(&other, &gid, &b, &key);
+    let out = recv(&mut sim, C, &other).unwrap();
+    assert_eq!(out.received, Some(Received::Duplicate));
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(e, Event::Equivocation { sender, seq, .. } if *sender == b && *seq == genuine.seq)),
+        "{:?}",
+        out.events
+    );
+}
