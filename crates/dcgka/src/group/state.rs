@@ -22,9 +22,12 @@ impl Group {
     }
 
     /// Rebuilds a group from [`Group::snapshot`] bytes. Decoding is canonical and total:
-    /// the bytes of another version, a truncation or any corruption that the format can
-    /// detect give a [`SnapshotError`], never a panic. (Snapshots carry no integrity check
-    /// of their own: storage that may be tampered with needs authenticated encryption.)
+    /// the bytes of an unsupported version, a truncation or any corruption that the format
+    /// can detect give a [`SnapshotError`], never a panic. (Snapshots carry no integrity
+    /// check of their own: storage that may be tampered with needs authenticated
+    /// encryption.) A snapshot of an older supported version is migrated (versions 2 and 3:
+    /// its retained operations become the operations in flight, docs/protocol.md
+    /// Appendix B) and is written in the current version from then on.
     pub fn restore(bytes: &[u8]) -> Result<Group, SnapshotError> {
         let (mut g, version) = Group::restore_core(bytes)?;
         if version < 4 {
