@@ -222,9 +222,11 @@ fn a_conflicting_batch_from_the_same_sender_is_equivocation() {
     sim.deliver_all();
     sim.update(B).unwrap();
     sim.deliver_queued();
-    // A's update carries its held ack: [ack, update].
+    // A's update carries its held ack: [ack, update]. B and C process it and hold their
+    // acks, so it stays in flight: a second version of an operation every member has
+    // acknowledged would be taken for a replay (docs/protocol.md §7.6).
     let id = sim.update(A).unwrap()[0];
-    sim.deliver_all();
+    sim.deliver_queued();
     let original = parse(&sim.transcript[id].bytes);
     assert_eq!(original.kind, EnvelopeKind::Batch);
     let a = sim.mid(A).unwrap();
@@ -260,6 +262,7 @@ fn a_conflicting_batch_from_the_same_sender_is_equivocation() {
     let evidence = EquivocationEvidence::Processed { processed: original.short_hash(), other: twin.clone() };
     assert_eq!(out.events, [Event::Equivocation { sender: a, seq: original.last_seq(), evidence }]);
     assert_eq!(observe(group(&sim, B)), before);
+    sim.deliver_all();
     assert_clean(&sim);
 }
 

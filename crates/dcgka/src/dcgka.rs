@@ -26,7 +26,10 @@ use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 use crate::two_party::{TwoPartySession, TwoSmCiphertext};
 use crate::wire::{AckRef, ControlBody, EnvelopeKind, Forward, SeedBlock, recipients_digest};
 
+mod acks;
 mod process;
+
+pub(crate) use acks::{AckTracker, OpKey};
 
 /// An update secret `(X, e, I)`: the secret that re-keys X's sender ratchet at epoch e.
 #[derive(Debug)]
@@ -128,8 +131,10 @@ impl StagedAdd {
 pub(crate) enum AckTarget {
     /// Processed here: its kind and the first 16 bytes of its hash.
     Known { kind: EnvelopeKind, hash: [u8; 16] },
-    /// Processed here, but not a create, update, remove or add.
-    NotAcknowledgeable,
+    /// Processed here and not retained: an ack or application message, or a create,
+    /// update, remove or add that every member has acknowledged (its entry in the
+    /// [`AckTracker`] completed, and the ordering layer forgot its kind and hash).
+    Unretained,
     /// Below this newcomer's horizon: processed by the adder before the add.
     BelowHorizon,
 }
@@ -155,6 +160,9 @@ pub(crate) struct Processed {
     pub(crate) duplicate_instance: Option<MemberId>,
     /// Events for the application.
     pub(crate) events: Vec<Event>,
+    /// Operations every member has now acknowledged (their [`AckTracker`] entries
+    /// completed): the ordering layer forgets what it retained of them.
+    pub(crate) completed: Vec<OpKey>,
 }
 
 /// Prefetched, verified prekey bundles for the first contacts of one step.
@@ -182,9 +190,14 @@ pub(crate) struct Dcgka {
     pub(crate) ik: BTreeMap<MemberId, IdentityKey>,
     /// Member tag → MID for every ever-added member.
     pub(crate) tags: BTreeMap<MemberTag, MemberId>,
-    /// `(acker, S, q)` for every processed ack of an update (V4 (d); updates are not in `H`).
-    update_acks: BTreeSet<(MemberId, MemberId, u64)>,
+    /// The operations processed here that not every current member has acknowledged yet
+    /// (V4 (d) for updates, which are not in `H`; completion for all four kinds).
+    acks: AckTracker,
 }
+
+/// The processed acks of updates that snapshots before version 4 kept for good, as
+/// `(acker, S, q)`: read only to build the [`AckTracker`] of an old snapshot.
+pub(crate) type LegacyUpdateAcks = BTreeSet<(MemberId, MemberId, u64)>;
 
 impl Dcgka {
     /// `init(me, gid)`.
@@ -202,7 +215,7 @@ impl Dcgka {
             resync_pending: false,
             ik: BTreeMap::new(),
             tags: BTreeMap::new(),
-            update_acks: BTreeSet::new(),
+            acks: AckTracker::default(),
         };
         d.learn(me, my_ik);
         d
@@ -300,9 +313,13 @@ impl Dcgka {
 
     /// Snapshot encoding of γ: `me ‖ gid:[32] ‖ seq:var ‖ ik:map<member, [32]> ‖ H ‖
     /// next_seed:opt<[32]> ‖ sm:map<member, 2SM session> ‖ ms:map<(member, q:var, member),
-    /// [32]> ‖ rt:map<member, [32]> ‖ heal_pending:u8 ‖ resync_pending:u8 ‖ update_acks:list<(member, member,
-    /// q:var)>`. `H` is its operation log ([`History::encode_state`]); the tag table is not
-    /// stored (it is `ik`'s keys by tag).
+    /// [32]> ‖ rt:map<member, [32]> ‖ heal_pending:u8 ‖ resync_pending:u8 ‖ in_flight`, with
+    /// `in_flight` the [`AckTracker`] (`map<(member, q:var), (pending:list<member>,
+    /// acked:list<member>)>`, since version 4; before it, `update_acks:list<(member,
+    /// member, q:var)>`, every processed ack of an update, which
+    /// [`Dcgka::decode_state`] hands back for [`Dcgka::migrate_acks`]). `H` is its
+    /// operation log ([`History::encode_state`]); the tag table is not stored (it is
+    /// `ik`'s keys by tag).
     pub(crate) fn encode_state(&self, w: &mut StateWriter) {
         w.member(&self.me);
         w.raw(&self.gid.0);
@@ -329,15 +346,13 @@ impl Dcgka {
         });
         w.flag(self.heal_pending);
         w.flag(self.resync_pending);
-        w.items(self.update_acks.iter(), |w, (a, s, q)| {
-            w.member(a);
-            w.member(s);
-            w.var(*q);
-        });
+        self.acks.encode_state(w);
     }
 
-    /// Reverses [`encode_state`](Self::encode_state).
-    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
+    /// Reverses [`encode_state`](Self::encode_state). For a snapshot before version 4 the
+    /// tracker is empty and the old `update_acks` are returned, to be turned into entries
+    /// once the ordering layer's retained operations are known ([`Dcgka::migrate_acks`]).
+    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<(Self, Option<LegacyUpdateAcks>), SnapshotError> {
         let me = r.member()?;
         let gid = GroupId(r.array()?);
         let seq = r.var()?;
@@ -361,8 +376,84 @@ impl Dcgka {
         let rt = r.map(1 + KEY_LEN, |r| Ok((r.member()?, r.secret()?)))?;
         let heal_pending = r.flag()?;
         let resync_pending = r.flag()?;
-        let update_acks = r.map(3, |r| Ok(((r.member()?, r.member()?, r.var()?), ())))?.into_keys().collect();
-        Ok(Dcgka { me, gid, seq, h, next_seed, sm, ms, rt, heal_pending, resync_pending, ik, tags, update_acks })
+        let (acks, legacy) = if r.version() >= 4 {
+            (AckTracker::decode_state(r)?, None)
+        } else {
+            let update_acks = r.map(3, |r| Ok(((r.member()?, r.member()?, r.var()?), ())))?.into_keys().collect();
+            (AckTracker::default(), Some(update_acks))
+        };
+        let d = Dcgka { me, gid, seq, h, next_seed, sm, ms, rt, heal_pending, resync_pending, ik, tags, acks };
+        Ok((d, legacy))
+    }
+
+    /// Builds the [`AckTracker`] of a snapshot before version 4, which kept the kind and
+    /// hash of every processed create, update, remove and add for good (the ordering
+    /// layer's `retained`, given here) and every processed ack of an update
+    /// (`update_acks`). Each retained operation gets an entry; returns those for which no
+    /// member is awaited, which the ordering layer then forgets.
+    ///
+    /// For a create, add or remove, `H` tells exactly who has seen it (acknowledged it, sent
+    /// it, or inherited it from its adder); the other current members are pending. For an
+    /// update, the ackers in `update_acks` have acknowledged it, and so have the members S
+    /// itself added after it (and the members those added, down the line): their Welcomes
+    /// cover it. Every other current member is pending, also a newcomer whose adder had
+    /// processed the update before adding it, so that its Welcome covers it and it never
+    /// acknowledges it: the old state does not say when the adder acknowledged, and
+    /// counting the newcomer as having acknowledged could refuse an ack that is its first.
+    /// Such an entry completes only when that newcomer leaves the group.
+    pub(crate) fn migrate_acks(
+        &mut self,
+        update_acks: &LegacyUpdateAcks,
+        retained: impl IntoIterator<Item = (OpKey, EnvelopeKind)>,
+    ) -> Vec<OpKey> {
+        let mut ackers: BTreeMap<OpKey, BTreeSet<MemberId>> = BTreeMap::new();
+        for (a, s, q) in update_acks {
+            ackers.entry((*s, *q)).or_default().insert(*a);
+        }
+        let view = self.view_me();
+        let mut completed = Vec::new();
+        for ((s, q), kind) in retained {
+            let op = OpId::new(s, q);
+            let others = view.iter().copied().filter(|m| *m != s && *m != self.me);
+            let (acked, pending): (BTreeSet<MemberId>, BTreeSet<MemberId>) =
+                if kind != EnvelopeKind::Update && self.h.contains(&op) {
+                    others.partition(|m| self.h.seen_by(m, &op))
+                } else {
+                    let mut acked = ackers.remove(&(s, q)).unwrap_or_default();
+                    let pending =
+                        others.filter(|m| !acked.contains(m) && !self.welcome_covers(m, s, q)).collect::<BTreeSet<_>>();
+                    acked.extend(view.iter().copied().filter(|m| *m != s && *m != self.me && !pending.contains(m)));
+                    (acked, pending)
+                };
+            completed.extend(self.acks.open((s, q), pending, acked));
+        }
+        completed
+    }
+
+    /// Whether `m` joined through a chain of adds that starts with an add by `s` after
+    /// `s`'s own operation `q`: every Welcome on the way covers `(s, q)`.
+    fn welcome_covers(&self, m: &MemberId, s: MemberId, q: u64) -> bool {
+        let mut x = *m;
+        for _ in 0..self.ik.len() {
+            match self.h.adder_of(&x) {
+                Some(y) if y == s => return self.h.addop(&x).is_some_and(|o| o.seq > q),
+                Some(y) => x = y,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// Number of operations in flight ([`AckTracker`]).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// The members whose ack of `(s, q)` is awaited, if it is in flight.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn awaited(&self, s: &MemberId, q: u64) -> Option<BTreeSet<MemberId>> {
+        self.acks.pending_of(&(*s, q)).cloned()
     }
 
     // ------------------------------------------------------------------------------------

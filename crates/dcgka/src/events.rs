@@ -39,6 +39,14 @@ pub enum RejectReason {
     /// ([`Event::Equivocation`] with [`EquivocationEvidence::Ack`], §7.6).
     #[error("ack references a different version of the acknowledged envelope")]
     HashMismatch,
+    /// V4 (d): an ack of an operation that every member had acknowledged here, so that it
+    /// is no longer in flight (docs/protocol.md §5.6): a second ack of a create, add or
+    /// remove (`H` shows the first), or an ack of an update by a current member, which
+    /// acknowledged it before or inherited it from its adder. (Such an ack of an update
+    /// cannot be told apart from an ack of an ack or application message, which it may
+    /// also be.)
+    #[error("acknowledges an operation every member has acknowledged")]
+    AcknowledgedByAll,
     /// V4 (e), §7.5: the envelope provably follows its sender's own removal.
     #[error("sender acknowledged something after its own removal")]
     FollowsOwnRemoval,

@@ -219,6 +219,34 @@ impl Group {
         self.d.member_secrets_of(sender, seq.0)
     }
 
+    /// Number of operations in flight here: creates, updates, removes and adds processed
+    /// here that not every current member has acknowledged yet (docs/protocol.md §5.6,
+    /// V4 (d)).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn in_flight(&self) -> usize {
+        self.d.in_flight()
+    }
+
+    /// The members whose ack of the operation `(sender, seq)` is still awaited here; `None`
+    /// if it is not in flight (every member acknowledged it, or it was not processed here).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn awaited_acks(&self, sender: &MemberId, seq: SeqNo) -> Option<BTreeSet<MemberId>> {
+        self.d.awaited(sender, seq.0)
+    }
+
+    /// Whether the ordering layer still holds the kind and hash of `(sender, seq)`. (The
+    /// key it was verified under may stay longer, while a recent hash needs it.)
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn retains(&self, sender: &MemberId, seq: SeqNo) -> bool {
+        self.ord.retains(sender, seq.0)
+    }
+
+    /// The number of retained operation hashes and of retained keys in the ordering layer.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn retained_counts(&self) -> (usize, usize) {
+        self.ord.retained_counts()
+    }
+
     /// The membership history, for comparing histories across members (§10 oracle 5).
     #[cfg(any(test, feature = "test-hooks"))]
     pub fn history(&self) -> &crate::dgm::History<MemberId> {

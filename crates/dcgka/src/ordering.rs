@@ -164,10 +164,15 @@ pub(crate) struct Buffered {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Ordering {
     senders: BTreeMap<MemberId, SenderState>,
-    /// Kind and short hash of every processed create, update, remove and add.
+    /// Kind and short hash of every processed create, update, remove and add that is in
+    /// flight: not yet acknowledged by every member (the group layer says when one
+    /// completes, [`Ordering::release`]).
     retained: BTreeMap<(MemberId, u64), (EnvelopeKind, [u8; 16])>,
     /// The key each retained envelope was verified under, to authenticate a conflicting
-    /// duplicate before calling it equivocation (§7.6).
+    /// duplicate before calling it equivocation (§7.6). Kept after its envelope completed
+    /// while a recent hash needs it (`ordering/recent.rs`): the key of envelope `k` of S is
+    /// the one every envelope of S after the previous key change and up to `k` was
+    /// verified under.
     retained_keys: BTreeMap<(MemberId, u64), VerifyingKey>,
     /// A newcomer's horizon, per sender (§7.4).
     horizon: BTreeMap<MemberId, u64>,
@@ -317,7 +322,10 @@ pub(crate) enum Ready {
 impl Ordering {
     /// Snapshot encoding: `senders:map<member, sender state>` (`SenderState::encode_state`) ‖
     /// retained:map<(member, seq:var), (kind:u8, hash:[16])> ‖ retained_keys:map<(member,
-    /// seq:var), [32]> ‖ horizon:map<member, var> ‖ buffer:map<slot key, map<seq:var,
+    /// seq:var), [32]>` (since version 4, only the operations in flight and the keys the
+    /// recent hashes need; before, every operation ever processed, which
+    /// [`Ordering::prune_keys`] and [`Ordering::release`] prune on loading) `‖
+    /// horizon:map<member, var> ‖ buffer:map<slot key, map<seq:var,
     /// list<(envelope:opaque, verified:u8, batch_hash:opt<[16]>)>>> ‖ withheld:map<member,
     /// seq:var>` (since version 3), a slot key being `0 ‖ tag:[16]` or `1 ‖ ik:[32] ‖
     /// of_sender:[16] ‖ of_seq:var`. Envelopes are in their wire encoding, candidates in
@@ -531,7 +539,45 @@ impl Ordering {
         if let Some((kind, hash)) = self.retained.get(&(*s, q)) {
             return Some(AckTarget::Known { kind: *kind, hash: *hash });
         }
-        (q <= self.hwm(s)).then_some(AckTarget::NotAcknowledgeable)
+        (q <= self.hwm(s)).then_some(AckTarget::Unretained)
+    }
+
+    /// Forgets what was retained of operations every member has now acknowledged (their
+    /// entries in the DCGKA's ack tracker completed): their kind and hash, and their key
+    /// unless a recent hash needs it. A second authentic version of one of them is then
+    /// taken for a replay (`Duplicate`), no longer reported as equivocation (§7.6).
+    pub(crate) fn release(&mut self, completed: &[(MemberId, u64)]) {
+        for (s, q) in completed {
+            if self.retained.remove(&(*s, *q)).is_some() {
+                self.drop_key_if_unneeded(*s, *q);
+            }
+        }
+    }
+
+    /// [`Ordering::release`] without touching the keys: loading a snapshot before version
+    /// 4 prunes them all at once ([`Ordering::prune_keys`]) once the recent hashes are in.
+    pub(crate) fn forget_retained(&mut self, completed: &[(MemberId, u64)]) {
+        for op in completed {
+            self.retained.remove(op);
+        }
+    }
+
+    /// The retained operations with their kinds (to build the ack tracker of a snapshot
+    /// before version 4).
+    pub(crate) fn retained_ops(&self) -> Vec<((MemberId, u64), EnvelopeKind)> {
+        self.retained.iter().map(|(k, (kind, _))| (*k, *kind)).collect()
+    }
+
+    /// Number of retained operations and of retained keys.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn retained_counts(&self) -> (usize, usize) {
+        (self.retained.len(), self.retained_keys.len())
+    }
+
+    /// Whether the kind and hash of `(s, q)` are retained.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub(crate) fn retains(&self, s: &MemberId, q: u64) -> bool {
+        self.retained.contains_key(&(*s, q))
     }
 
     /// The retained short hash of `(s, q)` and the key it was verified under, if any.

@@ -17,9 +17,11 @@
 //!                                      status, pending duplicate removal, held acks
 //!              dcgka  (γ, §5.1)        me, gid, seq, IK table, H as its compact base and log,
 //!                                      next seed, 2SM sessions, member secrets, outer
-//!                                      ratchets, heal flag, processed update acks
-//!              ordering (§7)           sender table, retained hashes and keys, horizon,
-//!                                      buffered envelopes with their flags
+//!                                      ratchets, heal and resync flags, the operations
+//!                                      in flight with who is awaited and who acknowledged
+//!              ordering (§7)           sender table, retained hashes and keys (of the
+//!                                      operations in flight), horizon, buffered envelopes
+//!                                      with their flags, withheld late operations
 //! ```
 //!
 //! Everywhere else a member is a varint index into `members`; a map is a list sorted by
@@ -76,10 +78,15 @@ pub const SNAPSHOT_MAGIC: u8 = 0xDC;
 
 /// The group snapshot format version this library writes. Every change of the format gets
 /// a new version. Version 4 stores the membership history compacted (its compact base,
-/// remaining operations and departed members, §6.7); version 3 added the withholding of late operations (a configuration flag
-/// and the withheld operations, §7.5); version 2 added signing-key certificates and the
-/// recent hashes of §7.6 and still loads ([`MIN_SNAPSHOT_VERSION`]); version 1 came before
-/// any persistent store and is refused with [`SnapshotError::UnsupportedVersion`].
+/// remaining operations and departed members, §6.7) and keeps acknowledgment bookkeeping
+/// only for operations in flight
+/// (the DCGKA's ack tracker in place of the set of every processed ack of an update, and the
+/// ordering layer's retained hashes and keys pruned to what is in flight); versions 2 and 3
+/// still load, their retained operations turned into tracker entries. Version 3 added the
+/// withholding of late operations (a configuration flag and the withheld operations, §7.5);
+/// version 2 added signing-key certificates and the recent hashes of §7.6
+/// ([`MIN_SNAPSHOT_VERSION`]); version 1 came before any persistent store and is refused
+/// with [`SnapshotError::UnsupportedVersion`].
 pub const SNAPSHOT_VERSION: u8 = 4;
 
 /// The oldest group snapshot format version this library reads.
@@ -329,7 +336,7 @@ impl<'a> StateReader<'a> {
     /// The format version in the snapshot's header, for the layers' `decode_state`.
     ///
     /// [`open_kind`](Self::open_kind) accepts every version from the kind's oldest supported
-    /// one to the current one (group snapshots and sender records: 2 and 3); each layer
+    /// one to the current one (group snapshots and sender records: 2 to 4); each layer
     /// whose encoding changed branches on this value, so old snapshots keep loading (and
     /// the frozen fixtures in the tests keep passing).
     pub(crate) fn version(&self) -> u8 {

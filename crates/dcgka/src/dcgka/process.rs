@@ -117,21 +117,21 @@ impl Dcgka {
                 if sorted.windows(2).any(|w| w[0] == w[1]) {
                     return Err(malformed("duplicate forward recipients"));
                 }
-                if !self.h.is_create(&OpId::new(os, oq))
-                    && !self.h.is_add(&OpId::new(os, oq))
-                    && !self.h.is_remove(&OpId::new(os, oq))
-                {
-                    self.update_acks.insert((s, os, oq));
-                }
-                if disputed {
-                    return self.process_disputed_ack(env, s, q, (os, oq), mine.first().map(|f| &f.ct));
-                }
-                self.process_ack(env, s, q, (os, oq), mine.first().map(|f| &f.ct))
+                let fwd = mine.first().map(|f| &f.ct);
+                let mut out = if disputed {
+                    self.process_disputed_ack(env, s, q, (os, oq), fwd)?
+                } else {
+                    self.process_ack(env, s, q, (os, oq), fwd)?
+                };
+                out.completed.extend(self.acks.acknowledge(&(os, oq), s));
+                Ok(out)
             }
             ControlBody::AddAck { of, ratchet_ct } => {
                 // A disputed add-ack is processed as any other: its ratchet input is public.
                 let (os, oq, _) = self.check_ack(s, q, of, true, lookup)?;
-                self.process_add_ack(env, s, q, (os, oq), ratchet_ct.as_ref())
+                let mut out = self.process_add_ack(env, s, q, (os, oq), ratchet_ct.as_ref())?;
+                out.completed.extend(self.acks.acknowledge(&(os, oq), s));
+                Ok(out)
             }
         }
     }
@@ -182,8 +182,9 @@ impl Dcgka {
         let op = OpId::new(os, of.of_seq.0);
         let remove = match lookup(&os, op.seq) {
             Some(AckTarget::Known { kind, .. }) => kind == EnvelopeKind::Remove,
-            // A newcomer knows the operations below its horizon from the history alone.
-            Some(AckTarget::BelowHorizon) => self.h.is_remove(&op),
+            // A newcomer knows the operations below its horizon from the history alone, and
+            // so does every member a remove that every member has acknowledged.
+            Some(AckTarget::BelowHorizon | AckTarget::Unretained) => self.h.is_remove(&op),
             _ => false,
         };
         remove && self.h.targets(&op).is_some_and(|t| t.contains(&a))
@@ -192,6 +193,17 @@ impl Dcgka {
     /// V4 for an ack (`add_ack = false`) or add-ack by `a` at `aq`; returns the acknowledged
     /// operation and whether the ack names another version of it than the one processed
     /// here (§7.6: a disputed ack, which is not the acker's fault and is not rejected).
+    ///
+    /// V4 (d) uses `H` for a create, add or remove and the [`AckTracker`] for an update
+    /// in flight. Once every member has acknowledged an operation (its entry completed and
+    /// the ordering layer forgot it, [`AckTarget::Unretained`]): a create, add or remove is
+    /// still in `H` and checked there as before; for an update, an ack by a current member
+    /// is a second one (every current member acknowledged it or inherited it from its
+    /// adder), refused with [`RejectReason::AcknowledgedByAll`], and an ack by a member
+    /// that is no longer one (a removed member's late ack) is accepted as below a horizon,
+    /// without V4 (d): whether it is the first cannot be told any more. Refusing it would
+    /// cut the removed member off here and not where the entry still lives, and views
+    /// would split over its later late operations (§7.5).
     pub(super) fn check_ack(
         &self,
         a: MemberId,
@@ -208,19 +220,31 @@ impl Dcgka {
         }
         let op = OpId::new(os, oq);
         let mut disputed = false;
-        let kind = match lookup(&os, oq) {
-            None => return Err(bad("acknowledges an unprocessed message")),
-            Some(AckTarget::NotAcknowledgeable) => return Err(bad("acknowledges an ack or application message")),
-            Some(AckTarget::Known { kind, hash }) => {
-                disputed = hash != of.of_hash;
-                Some(kind)
-            }
-            Some(AckTarget::BelowHorizon) => self.h.kind(&op).map(|k| match k {
+        let target = lookup(&os, oq);
+        let in_h = || {
+            self.h.kind(&op).map(|k| match k {
                 crate::dgm::OpKind::Create => EnvelopeKind::Create,
                 crate::dgm::OpKind::Add => EnvelopeKind::Add,
                 crate::dgm::OpKind::Remove => EnvelopeKind::Remove,
                 crate::dgm::OpKind::Ack => EnvelopeKind::Ack,
-            }),
+            })
+        };
+        let kind = match target {
+            None => return Err(bad("acknowledges an unprocessed message")),
+            Some(AckTarget::Known { kind, hash }) => {
+                disputed = hash != of.of_hash;
+                Some(kind)
+            }
+            Some(AckTarget::BelowHorizon) => in_h(),
+            Some(AckTarget::Unretained) => match in_h() {
+                // A create, add or remove that every member has acknowledged, or an ack of one.
+                Some(kind) => Some(kind),
+                // An update every member has acknowledged, or an ack or application message:
+                // a current member acknowledges neither.
+                None if self.is_member(&a) => return Err(RejectReason::AcknowledgedByAll.into()),
+                // A removed member's late ack, accepted as below a horizon.
+                None => None,
+            },
         };
         let expect_add_ack = match kind {
             Some(EnvelopeKind::Add) => self.h.target(&op) != Some(a),
@@ -231,7 +255,13 @@ impl Dcgka {
             return Err(bad("wrong acknowledgment type"));
         }
         let membership = self.h.contains(&op);
-        if (membership && self.h.has_acked(&op, &a)) || (!membership && self.update_acks.contains(&(a, os, oq))) {
+        if membership && self.h.has_acked(&op, &a) {
+            if target == Some(AckTarget::Unretained) {
+                return Err(RejectReason::AcknowledgedByAll.into());
+            }
+            return Err(bad("acknowledged twice"));
+        }
+        if !membership && self.acks.has_acked(&(os, oq), &a) {
             return Err(bad("acknowledged twice"));
         }
         if membership {
@@ -310,6 +340,8 @@ impl Dcgka {
         self.h.apply(Op::Remove { sender: s, seq: q, target: t }).map_err(refused)?;
         let after = self.view_me();
         let gone: BTreeSet<MemberId> = before.difference(&after).copied().collect();
+        // Members that leave are no longer awaited: what only they held up completes.
+        let completed = self.acks.leave(&gone);
         let removed_event = Event::MembersRemoved { by: s, ids: gone };
         if !after.contains(&self.me) {
             // §7.5: a remove that takes me out (directly or by cancelling my add) gets a
@@ -320,11 +352,27 @@ impl Dcgka {
             self.seq += 1;
             let of = AckRef { of_sender: s.tag(), of_seq: SeqNo(q), of_hash: [0; 16] };
             let reply = Some((ControlBody::Ack { of, forwards: Vec::new() }, SeqNo(self.seq)));
-            return Ok(Processed { terminated_by: Some(s), reply, events: vec![removed_event], ..Default::default() });
+            return Ok(Processed {
+                terminated_by: Some(s),
+                reply,
+                events: vec![removed_event],
+                completed,
+                ..Default::default()
+            });
         }
         let mut out = self.process_seed(env, EnvelopeKind::Remove, s, q, blk, bundles)?;
         out.events.insert(0, removed_event);
+        out.completed.splice(0..0, completed);
         Ok(out)
+    }
+
+    /// Opens the [`AckTracker`] entry of the create, update, remove or add `(s, q)` just
+    /// processed: every current member but S and me is awaited.
+    fn open_in_flight(&mut self, s: MemberId, q: u64, out: &mut Processed) {
+        let mut pending = self.view_me();
+        pending.remove(&s);
+        pending.remove(&self.me);
+        out.completed.extend(self.acks.open((s, q), pending, BTreeSet::new()));
     }
 
     /// `heal-check(γ, type, S, R, iAmRecipient)` (§5.8).
@@ -341,8 +389,23 @@ impl Dcgka {
         self.heal_pending && !was
     }
 
-    /// `process-seed(γ, type, S, q, blk)`.
+    /// `process-seed(γ, type, S, q, blk)`, then the operation is in flight.
     pub(super) fn process_seed<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        kind: EnvelopeKind,
+        s: MemberId,
+        q: u64,
+        blk: Option<&SeedBlock>,
+        bundles: &Bundles,
+    ) -> Result<Processed, ProcessError> {
+        let mut out = self.apply_seed(env, kind, s, q, blk, bundles)?;
+        self.open_in_flight(s, q, &mut out);
+        Ok(out)
+    }
+
+    /// `process-seed(γ, type, S, q, blk)` itself.
+    fn apply_seed<R: CryptoRng>(
         &mut self,
         env: &mut Env<'_, R>,
         kind: EnvelopeKind,
@@ -465,7 +528,9 @@ impl Dcgka {
         Ok(held.or(forwarded))
     }
 
-    /// `process-add(γ, S, q, t)` for a member other than the newcomer.
+    /// `process-add(γ, S, q, t)` for a member other than the newcomer, then the add is in
+    /// flight. The newcomer, if the add makes it a member, takes S's position in every
+    /// operation in flight (its Welcome covers what S had processed).
     pub(super) fn process_add<R: CryptoRng>(
         &mut self,
         env: &mut Env<'_, R>,
@@ -475,6 +540,23 @@ impl Dcgka {
         bundles: &Bundles,
     ) -> Result<Processed, ProcessError> {
         self.h.apply(Op::Add { sender: s, seq: q, target: t }).map_err(refused)?;
+        if self.is_member(&t) {
+            self.acks.inherit(&s, t);
+        }
+        let mut out = self.apply_add(env, s, q, t, bundles)?;
+        self.open_in_flight(s, q, &mut out);
+        Ok(out)
+    }
+
+    /// `process-add(γ, S, q, t)` itself, once `H` holds the add.
+    fn apply_add<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        s: MemberId,
+        q: u64,
+        t: MemberId,
+        bundles: &Bundles,
+    ) -> Result<Processed, ProcessError> {
         let mut out = Processed::default();
         let identity = *self.ik.get(&t).ok_or_else(|| fatal("add target identity"))?;
         if self.is_member(&t) {
@@ -568,6 +650,7 @@ impl Dcgka {
         let mut out = Processed { secrets: vec![self.secret(s, q, is)], ..Default::default() };
         out.secrets.extend(acked.secrets);
         out.events.push(Event::Joined { gid: self.gid, by: s });
+        self.open_in_flight(s, q, &mut out);
         out.reply = Some((ControlBody::Ack { of: self.ack_ref(s, q), forwards: Vec::new() }, SeqNo(a)));
         Ok(out)
     }

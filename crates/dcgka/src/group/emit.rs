@@ -132,6 +132,7 @@ impl Group {
 
     /// Applies the results of a local operation, or of processing, to the outer layers.
     pub(super) fn absorb(&mut self, p: Processed, out: &mut Output) -> Result<(), GroupError> {
+        self.ord.release(&p.completed);
         self.apply_secrets(p.secrets)?;
         out.events.extend(p.events);
         Ok(())

@@ -47,16 +47,16 @@ impl Group {
     /// can occur after that; it corrupts the group, as FATAL does.
     pub fn add<R: CryptoRng>(&mut self, ctx: &mut Context<'_, R>, ik: IdentityKey) -> Result<Output, GroupError> {
         self.require_active()?;
-        // The Welcome carries the history as compact as it can be (§6.7; compaction changes
-        // nothing anyone observes, so a refusal below still leaves the group as it was).
-        self.compact_now();
         // The newcomer would refuse the Welcome (§7.4): refuse the add before anything changes.
-        if self.d.h.len() > crate::consts::MAX_HISTORY_LEN {
+        // The Welcome carries the history as compact as it can be (§6.7): the bounds apply to
+        // that.
+        let h = self.compacted_history();
+        if h.len() > crate::consts::MAX_HISTORY_LEN {
             return Err(GroupError::InvalidOperation(RejectReason::InvalidAdd(
                 "the history is longer than a Welcome may carry (MAX_HISTORY_LEN)",
             )));
         }
-        if self.d.h.ever_added().len() > crate::consts::MAX_GROUP {
+        if h.ever_added().len() > crate::consts::MAX_GROUP {
             return Err(GroupError::InvalidOperation(RejectReason::InvalidAdd(
                 "the history introduced more members than a Welcome may carry (MAX_GROUP)",
             )));
@@ -88,8 +88,9 @@ impl Group {
         let unchanged = |e| (e, false);
         let ik = staged.identity();
         let t = self.d.add_target(&staged).map_err(|e| unchanged(map_process_error(e)))?;
-        // The Welcome carries the history and sender table from before the add (compacted by
-        // `add`, §6.7).
+        // The Welcome carries the history and sender table from before the add, compacted
+        // (§6.7).
+        self.compact_now();
         let (history, num) =
             encode_history(&self.d.h, &self.d.ik).ok_or(unchanged(GroupError::Internal("history encoding")))?;
         let mut senders = Vec::new();

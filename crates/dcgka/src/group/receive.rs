@@ -324,6 +324,9 @@ impl Group {
         let reply = p.reply;
         let terminated = p.terminated_by;
         let duplicate = p.duplicate_instance;
+        // What every member has acknowledged now is forgotten (its hash was retained by
+        // `advance` just before, for an operation that nobody else awaits).
+        self.ord.release(&p.completed);
         self.apply_secrets(p.secrets)?;
         out.events.extend(p.events);
         if let Some(by) = terminated {
@@ -364,6 +367,17 @@ impl Group {
         if self.d.h.len() / COMPACT_SLACK != before / COMPACT_SLACK {
             self.compact_now();
         }
+    }
+
+    /// The membership history as [`Group::compact_now`] would leave it, without changing
+    /// anything.
+    pub(super) fn compacted_history(&self) -> crate::dgm::History<MemberId> {
+        let mut d = self.d.clone();
+        if self.compaction {
+            let ord = &self.ord;
+            d.compact(&|m| ord.retains_any_of(m));
+        }
+        d.h
     }
 
     /// Compacts the membership history (§6.7) and forgets the members it forgot in every

@@ -22,14 +22,29 @@ impl Group {
     }
 
     /// Rebuilds a group from [`Group::snapshot`] bytes. Decoding is canonical and total:
-    /// the bytes of another version, a truncation or any corruption that the format can
-    /// detect give a [`SnapshotError`], never a panic. (Snapshots carry no integrity check
-    /// of their own: storage that may be tampered with needs authenticated encryption.)
+    /// the bytes of an unsupported version, a truncation or any corruption that the format
+    /// can detect give a [`SnapshotError`], never a panic. (Snapshots carry no integrity
+    /// check of their own: storage that may be tampered with needs authenticated
+    /// encryption.) A snapshot of an older supported version is migrated (versions 2 and 3:
+    /// its retained operations become the operations in flight, docs/protocol.md
+    /// Appendix B) and is written in the current version from then on.
     pub fn restore(bytes: &[u8]) -> Result<Group, SnapshotError> {
+        let (mut g, version) = Group::restore_core(bytes)?;
+        if version < 4 {
+            g.ord.prune_keys();
+        }
+        Ok(g)
+    }
+
+    /// [`Group::restore`] without the last step of loading a snapshot before version 4
+    /// (pruning the retained keys, which needs the recent hashes of every sender); returns
+    /// the snapshot's version.
+    fn restore_core(bytes: &[u8]) -> Result<(Group, u8), SnapshotError> {
         let mut r = StateReader::open(bytes)?;
+        let version = r.version();
         let g = Group::decode_state(&mut r)?;
         r.finish()?;
-        Ok(g)
+        Ok((g, version))
     }
 
     /// This member's state as records, for a store that writes only what changed: a core
@@ -79,7 +94,7 @@ impl Group {
         core: &[u8],
         senders: impl IntoIterator<Item = (MemberId, &'a [u8])>,
     ) -> Result<Group, SnapshotError> {
-        let mut g = Group::restore(core)?;
+        let (mut g, version) = Group::restore_core(core)?;
         if !(g.ord.senders().is_empty() && g.fs.is_empty() && g.app_index.is_empty()) {
             return Err(SnapshotError::Inconsistent("a core record holds per-sender parts"));
         }
@@ -108,6 +123,9 @@ impl Group {
             if !any {
                 return Err(SnapshotError::Inconsistent("an empty sender record"));
             }
+        }
+        if version < 4 {
+            g.ord.prune_keys();
         }
         Ok(g)
     }
@@ -177,8 +195,14 @@ impl Group {
         let withhold_late_operations = r.version() >= 3 && r.flag()?;
         let config = GroupConfig { auto_heal, coalesce_acks, withhold_late_operations };
         let my_ik = VerifyingKey(r.array()?);
-        let d = Dcgka::decode_state(r)?;
-        let ord = Ordering::decode_state(r)?;
+        let (mut d, legacy) = Dcgka::decode_state(r)?;
+        let mut ord = Ordering::decode_state(r)?;
+        if let Some(update_acks) = legacy {
+            // Before version 4 everything processed stayed retained: only the operations
+            // still in flight are kept (their keys are pruned once the recent hashes are in).
+            let completed = d.migrate_acks(&update_acks, ord.retained_ops());
+            ord.forget_retained(&completed);
+        }
         let signing = SigningSecret::from_bytes(&Zeroizing::new(r.array()?));
         let fs = r.map(2 + KEY_LEN, |r| {
             let id = r.member()?;

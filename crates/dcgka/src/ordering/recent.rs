@@ -49,8 +49,47 @@ impl Ordering {
             return;
         }
         q.push_back((seq, hash));
+        let mut dropped = Vec::new();
         while q.len() > MAX_RECENT_HASHES {
-            q.pop_front();
+            dropped.extend(q.pop_front().map(|(s, _)| s));
+        }
+        // The key of a completed operation that only a forgotten hash needed goes too.
+        for j in dropped {
+            if let Some(k) = self.retained_keys.range((id, j)..=(id, u64::MAX)).next().map(|((_, k), _)| *k) {
+                self.drop_key_if_unneeded(id, k);
+            }
+        }
+    }
+
+    /// Whether the key retained for `(s, k)` is needed: `(s, k)` is retained (in flight),
+    /// or some recent hash of `s` was verified under it, i.e. lies after the previous
+    /// retained key of `s` and at or before `k` ([`Self::processed_version`]).
+    fn key_needed(&self, s: &MemberId, k: u64) -> bool {
+        if self.retained.contains_key(&(*s, k)) {
+            return true;
+        }
+        let lo = self.retained_keys.range((*s, 0)..(*s, k)).next_back().map_or(0, |((_, p), _)| *p);
+        self.recent.get(s).is_some_and(|r| r.iter().any(|(j, _)| lo < *j && *j <= k))
+    }
+
+    /// Drops the key retained for `(s, k)` unless it is needed ([`Self::key_needed`]).
+    /// Dropping it never makes another key unneeded: the range the next key covers only
+    /// grows.
+    pub(super) fn drop_key_if_unneeded(&mut self, s: MemberId, k: u64) {
+        if !self.key_needed(&s, k) {
+            self.retained_keys.remove(&(s, k));
+        }
+    }
+
+    /// Drops every retained key that is not needed ([`Self::key_needed`]), on loading a
+    /// snapshot before version 4 (which kept the key of every operation ever processed),
+    /// once the recent hashes are in place. Each key is judged against all keys, so that
+    /// the keys the recent hashes are looked up under stay the same.
+    pub(crate) fn prune_keys(&mut self) {
+        let unneeded: Vec<(MemberId, u64)> =
+            self.retained_keys.keys().filter(|(s, k)| !self.key_needed(s, *k)).copied().collect();
+        for key in unneeded {
+            self.retained_keys.remove(&key);
         }
     }
 

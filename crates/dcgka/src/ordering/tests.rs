@@ -430,3 +430,49 @@ fn a_flooded_buffer_restores_consistently() {
     assert!(matches!(r, Err(BufferError::Unverified { .. })));
     deliver_next(&mut back, &net, 1, &g);
 }
+
+/// The key of an operation that every member acknowledged stays exactly while a recent
+/// hash needs it: random interleavings of one sender's operations (each rotating its key)
+/// and other envelopes, operations completing at random. Pruning as things happen
+/// (`release`, and the recent window moving on) keeps the same keys as pruning once at the
+/// end (`prune_keys`, as on loading an old snapshot), every lookup of a processed version
+/// is what keeping every key would give, and what is kept is bounded by the operations in
+/// flight and the recent window.
+#[test]
+fn keys_stay_exactly_while_a_recent_hash_needs_them() {
+    use rand_core::Rng;
+
+    let net = Net::new(2);
+    let id = net.ids[1];
+    for seed in 0..24 {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let (mut live, mut lazy) = (Ordering::default(), Ordering::default());
+        let mut in_flight: Vec<(MemberId, u64)> = Vec::new();
+        let operations = 1 + rng.next_u32() % 4;
+        for seq in 1..=150u64 {
+            if rng.next_u32() % operations == 0 {
+                let k = CertifiedKey { key: VerifyingKey([seq as u8; 32]), seq: SeqNo(seq), cert: Signature([0; 64]) };
+                for o in [&mut live, &mut lazy] {
+                    o.advance(&net, id, seq, Some(k), Some((EnvelopeKind::Update, [seq as u8; 16])));
+                }
+                in_flight.push((id, seq));
+            } else {
+                for o in [&mut live, &mut lazy] {
+                    o.advance(&net, id, seq, None, None);
+                    o.remember(id, seq, [seq as u8; 16]);
+                }
+            }
+            if !in_flight.is_empty() && rng.next_u32() % 2 == 0 {
+                let op = in_flight.remove(rng.next_u32() as usize % in_flight.len());
+                live.release(&[op]);
+                lazy.forget_retained(&[op]);
+            }
+        }
+        for seq in 1..=150 {
+            assert_eq!(live.processed_version(&id, seq), lazy.processed_version(&id, seq), "seed {seed}, seq {seq}");
+        }
+        lazy.prune_keys();
+        assert_eq!(live.retained_keys, lazy.retained_keys, "seed {seed}");
+        assert!(live.retained_keys.len() <= in_flight.len() + MAX_RECENT_HASHES, "seed {seed}");
+    }
+}

@@ -1,6 +1,7 @@
-//! Frozen snapshot fixtures (`tests/fixtures/`): one group snapshot of format version 2
-//! and one identity snapshot of version 1, committed as binary files, and the group
-//! snapshot of version 1, which is refused with a typed error. Each must restore and re-encode
+//! Frozen snapshot fixtures (`tests/fixtures/`): one group snapshot of the current format
+//! version (4) and one identity snapshot of version 1, committed as binary files, the group
+//! snapshots of versions 3 and 2, which still load and are written as version 4, and the
+//! group snapshot of version 1, which is refused with a typed error. Each must restore and re-encode
 //! byte for byte, so any change of either format — of any layer's encoding — fails here
 //! instead of silently orphaning snapshots that applications have stored.
 //!
@@ -25,7 +26,16 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::{NOW, rng};
 
-const GROUP_FIXTURE: &str = "group-v3.bin";
+const GROUP_FIXTURE: &str = "group-v4.bin";
+
+/// The group snapshot of format version 3, from before the acknowledgment tracker (it kept
+/// every processed ack of an update and the hash and key of every processed operation):
+/// still read.
+const GROUP_FIXTURE_V3: &str = "group-v3.bin";
+
+/// Version-3 snapshots with operations in flight, written by the code before version 4
+/// (see [`group_fixture_of_version_3_with_operations_in_flight_migrates`]).
+const GROUP_FIXTURE_V3_IN_FLIGHT: &str = "group-v3-in-flight.bin";
 
 /// The group snapshot of format version 2, from before the withholding of late operations:
 /// still read.
@@ -175,7 +185,7 @@ fn group_fixture_restores_and_re_encodes_byte_for_byte() {
 }
 
 #[test]
-fn group_fixture_of_version_2_loads_and_is_written_as_version_3() {
+fn group_fixture_of_version_2_loads_and_is_written_as_version_4() {
     let old = read_fixture(GROUP_FIXTURE_V2);
     assert_eq!(old[..2], [SNAPSHOT_MAGIC, 2]);
     let g = Group::restore(&old).unwrap();
@@ -185,6 +195,114 @@ fn group_fixture_of_version_2_loads_and_is_written_as_version_3() {
     // The same state: the current fixture was written from the same scenario.
     assert_eq!(&new[..], &read_fixture(GROUP_FIXTURE)[..]);
     assert_eq!(Group::restore(&new).unwrap().snapshot(), new);
+}
+
+#[test]
+fn group_fixture_of_version_3_loads_and_is_written_as_version_4() {
+    let old = read_fixture(GROUP_FIXTURE_V3);
+    assert_eq!(old[..2], [SNAPSHOT_MAGIC, 3]);
+    let g = Group::restore(&old).unwrap();
+    // Everything in the scenario was acknowledged by everyone: the create and Bob's update
+    // were retained for good in version 3, and nothing is in flight after loading.
+    assert_eq!(g.in_flight(), 0);
+    assert_eq!(g.retained_counts(), (0, 0));
+    let new = g.snapshot();
+    assert_eq!(new[..2], [SNAPSHOT_MAGIC, SNAPSHOT_VERSION]);
+    assert!(new.len() < old.len(), "version 4 keeps less: {} vs {} bytes", new.len(), old.len());
+    // The same state as the scenario written by this version: the migration rebuilt what
+    // processing would have kept.
+    assert_eq!(&new[..], &read_fixture(GROUP_FIXTURE)[..]);
+    assert_eq!(Group::restore(&new).unwrap().snapshot(), new);
+}
+
+/// The blobs of a fixture file: `count:u32 ‖ (len:u32 ‖ bytes)*`, big-endian.
+fn blobs(file: &[u8]) -> Vec<&[u8]> {
+    let word = |at: usize| u32::from_be_bytes(file[at..at + 4].try_into().unwrap()) as usize;
+    let (count, mut at) = (word(0), 4);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = word(at);
+        out.push(&file[at + 4..at + 4 + len]);
+        at += 4 + len;
+    }
+    assert_eq!(at, file.len());
+    out
+}
+
+/// `group-v3-in-flight.bin`, written by the code before version 4: A created the group with
+/// B, C and D, and every ack was delivered; then D went offline; A updated (U1, acknowledged
+/// by B and C); B added E; C updated (U2, acknowledged by A, B and E). The file holds A's
+/// group and identity snapshots, D's, and the envelopes D missed, in order.
+///
+/// Loading A's snapshot builds the entries version 3 did not have: U1 awaits D and E (E's
+/// adder B had acknowledged U1 before the add, so E's Welcome covers it, but version 3 did
+/// not record when B acknowledged, and the migration must not refuse an ack that could be
+/// E's first), the add awaits D (`H` knows who has seen it), U2 awaits D; the create
+/// completed. D then catches up and acknowledges everything, and A accepts every ack: only
+/// U1 is left, waiting for E, until A removes E.
+#[test]
+fn group_fixture_of_version_3_with_operations_in_flight_migrates() {
+    use dcgka::dgm::Op;
+    use std::collections::BTreeSet;
+
+    let file = read_fixture(GROUP_FIXTURE_V3_IN_FLIGHT);
+    let blobs = blobs(&file);
+    assert_eq!(blobs[0][..2], [SNAPSHOT_MAGIC, 3]);
+    let mut a = Group::restore(blobs[0]).unwrap();
+    let mut a_identity = Identity::restore(blobs[1]).unwrap();
+    let mut d = Group::restore(blobs[2]).unwrap();
+    let mut d_identity = Identity::restore(blobs[3]).unwrap();
+    let missed = &blobs[4..];
+
+    let (a_mid, d_mid) = (a.me(), d.me());
+    let (mut b_mid, mut e_mid, mut add_seq, mut initial) = (None, None, 0, Vec::new());
+    for op in a.history().ops() {
+        match op {
+            Op::Create { members, .. } => initial.clone_from(members),
+            Op::Add { sender, seq, target } => (b_mid, e_mid, add_seq) = (Some(*sender), Some(*target), *seq),
+            _ => {}
+        }
+    }
+    let (b_mid, e_mid) = (b_mid.unwrap(), e_mid.unwrap());
+    let c_mid = *initial.iter().find(|m| **m != b_mid && **m != d_mid).unwrap();
+    let set = |ms: &[dcgka::ids::MemberId]| ms.iter().copied().collect::<BTreeSet<_>>();
+    let (u1, u2) = (SeqNo(2), SeqNo(4));
+
+    assert_eq!(a.in_flight(), 3);
+    assert_eq!(a.retained_counts().0, 3);
+    assert_eq!(a.awaited_acks(&a_mid, u1), Some(set(&[d_mid, e_mid])));
+    assert_eq!(a.awaited_acks(&b_mid, SeqNo(add_seq)), Some(set(&[d_mid])));
+    assert_eq!(a.awaited_acks(&c_mid, u2), Some(set(&[d_mid])));
+    assert_eq!(d.in_flight(), 0, "D had seen everyone acknowledge the create");
+
+    // D catches up; A takes D's acks.
+    let mut rng = crate::rng(0x1F12);
+    let mut dir = InMemoryPrekeyDirectory::new();
+    let mut sent = Vec::new();
+    for env in missed {
+        let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut d_identity };
+        let out = d.receive(&mut ctx, env).unwrap();
+        assert!(out.events.iter().all(|e| !matches!(e, Event::Rejected { .. })), "{:?}", out.events);
+        sent.extend(out.broadcast);
+    }
+    assert_eq!(d.members(), set(&[a_mid, b_mid, c_mid, d_mid, e_mid]));
+    for env in &sent {
+        let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut a_identity };
+        let out = a.receive(&mut ctx, env).unwrap();
+        assert!(out.events.iter().all(|e| !matches!(e, Event::Rejected { .. })), "{:?}", out.events);
+    }
+    assert_eq!(a.in_flight(), 1);
+    assert_eq!(a.awaited_acks(&a_mid, u1), Some(set(&[e_mid])));
+    assert!(!a.retains(&c_mid, u2) && !a.retains(&b_mid, SeqNo(add_seq)));
+
+    // E leaves: U1 completes; the remove itself is in flight.
+    let mut ctx = Context { rng: &mut rng, now: NOW, prekeys: &mut dir, identity: &mut a_identity };
+    let out = a.remove(&mut ctx, e_mid).unwrap();
+    assert!(out.events.iter().any(|e| matches!(e, Event::MembersRemoved { ids, .. } if ids.contains(&e_mid))));
+    assert_eq!(a.awaited_acks(&a_mid, u1), None);
+    assert!(!a.retains(&a_mid, u1));
+    assert_eq!(a.in_flight(), 1);
+    assert_eq!(a.awaited_acks(&a_mid, a.seq()), Some(set(&[b_mid, c_mid, d_mid])));
 }
 
 #[test]
