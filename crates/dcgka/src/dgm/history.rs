@@ -314,11 +314,6 @@ impl<M: Ord + Clone + Debug> History<M> {
         self.mops.push(id.clone());
     }
 
-    #[cfg(test)]
-    pub(crate) fn frontier_of(&self, m: &M) -> Option<usize> {
-        self.frontier.get(m).copied()
-    }
-
     /// Moves `m`'s frontier past every operation it has seen.
     fn advance_frontier(&mut self, m: &M) {
         let Some(mut f) = self.frontier.get(m).copied() else { return };

@@ -160,7 +160,7 @@ impl<M: Ord + Clone + Debug> History<M> {
         self.mops
             .iter()
             .take(pos)
-            .position(|o| !self.saw(o, &r.sender).is_some_and(|s| s < r.seq))
+            .position(|o| self.saw(o, &r.sender).is_none_or(|s| s >= r.seq))
             .unwrap_or(pos)
     }
 
