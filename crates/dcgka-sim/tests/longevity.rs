@@ -10,9 +10,9 @@
 //! - `members_converge_and_read_each_other_after_a_long_run`: every long-lived member ends
 //!   with the same member set (the 16 of them) and decrypts a last message from every other.
 //! - `state_welcome_and_history_stay_bounded`: the figures at every checkpoint stay within
-//!   the bounds below, which do not depend on the number of operations. Ignored until
-//!   issue 10's compaction lands: today the history, and with it snapshots and Welcomes,
-//!   grows linearly with the add/remove cycles.
+//!   the bounds below, which do not depend on the number of operations (before compaction,
+//!   §6.7, the history, and with it snapshots and Welcomes, grew linearly with the add/remove
+//!   cycles).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -28,16 +28,24 @@ const UPDATES_PER_CYCLE: usize = 10;
 const CI_CYCLES: usize = 60;
 const FULL_CYCLES: usize = 1_000;
 
-/// Bound on snapshot and Welcome sizes (issue 10's target): at every checkpoint at most
-/// `GROWTH_FACTOR` times their size at K = 0 plus `GROWTH_SLACK_BYTES`, whatever K is.
+/// Bound on Welcome sizes (issue 10's target): at every checkpoint at most `GROWTH_FACTOR`
+/// times their size at K = 0 plus `GROWTH_SLACK_BYTES`, whatever K is.
 const GROWTH_FACTOR: usize = 2;
 const GROWTH_SLACK_BYTES: usize = 4 * 1024;
 
-/// Bound on the membership history of the largest snapshot: at most this many operations
-/// per current member, whatever K is. A history that keeps only what a current member may
-/// still need (the members' adds, and operations not yet acknowledged by everyone) holds a
-/// few per member; today it holds every add, remove and acknowledgment ever processed
-/// (about 2n + 2 per cycle).
+/// Bound on snapshot sizes: at most `STATE_FACTOR` times the size at K = 0 plus
+/// `STATE_SLACK_BYTES`, whatever K is. Looser than the Welcome's: a snapshot at K = 0 holds
+/// no recent hashes (§7.6, up to `MAX_RECENT_HASHES` per sender) and no signing keys kept for
+/// them, and a long-lived member's state fills both within the first few hundred operations
+/// (about 5.3 KB at K = 0, 12–15 KB from then on at n = 16).
+const STATE_FACTOR: usize = 3;
+const STATE_SLACK_BYTES: usize = 8 * 1024;
+
+/// Bound on the membership history of the largest snapshot, measured after everything is
+/// delivered: at most this many operations per current member, whatever K is. Compaction
+/// (§6.7) folds everything every live member has seen, so after delivery it holds nothing
+/// (without it, every add, remove and acknowledgment ever processed: about 2n + 2 per
+/// cycle).
 const HISTORY_PER_MEMBER: usize = 8;
 
 fn cycles() -> usize {
@@ -107,12 +115,11 @@ fn members_converge_and_read_each_other_after_a_long_run() {
     }
     assert!(report.undecrypted.is_empty(), "(reader, sender) pairs not decrypted: {:?}", report.undecrypted);
     for c in &report.checkpoints {
-        assert!(c.state_bytes > 0 && c.welcome_bytes > 0 && c.history_len > 0, "{c:?}");
+        assert!(c.state_bytes > 0 && c.welcome_bytes > 0, "{c:?}");
     }
 }
 
 #[test]
-#[ignore = "bounded only once issue 10's compaction lands"]
 fn state_welcome_and_history_stay_bounded() {
     let report = long_run(2);
     let first = &report.checkpoints[0];
@@ -121,8 +128,9 @@ fn state_welcome_and_history_stay_bounded() {
     let mut over = Vec::new();
     for c in &report.checkpoints {
         let k = c.operations;
-        if c.state_bytes > bound(first.state_bytes) {
-            over.push(format!("K = {k}: snapshot {} B > {} B", c.state_bytes, bound(first.state_bytes)));
+        let state_bound = STATE_FACTOR * first.state_bytes + STATE_SLACK_BYTES;
+        if c.state_bytes > state_bound {
+            over.push(format!("K = {k}: snapshot {} B > {state_bound} B", c.state_bytes));
         }
         if c.welcome_bytes > bound(first.welcome_bytes) {
             over.push(format!("K = {k}: Welcome {} B > {} B", c.welcome_bytes, bound(first.welcome_bytes)));

@@ -63,10 +63,6 @@ pub struct Group {
     compaction: bool,
 }
 
-/// The membership history is compacted each time its length passes a multiple of this
-/// (§6.7), and before every Welcome.
-const COMPACT_SLACK: usize = 64;
-
 /// The seed that stands for an erased signing secret (after TERMINATE): public, so it
 /// authenticates nothing, and a removed instance never signs (§5.7).
 const ERASED_SIGNING_SEED: [u8; KEY_LEN] = [0; KEY_LEN];

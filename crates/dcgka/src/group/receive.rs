@@ -255,7 +255,7 @@ impl Group {
             }
             _ => None,
         };
-        let history_len = self.d.h.len();
+        let history_len = self.history_size();
         let result = self.d.process(&mut env!(ctx), sender, seq, body, &lookup);
         if result.is_ok()
             && let Some((s, q, processed, acked, kind)) = disputed
@@ -359,14 +359,21 @@ impl Group {
         Ok(())
     }
 
-    /// Compacts the membership history (§6.7) when processing took its length past a
-    /// multiple of [`COMPACT_SLACK`] (`before` is the length before): amortised O(1) per
-    /// operation, and a function of the state alone, so that a restored copy compacts
-    /// exactly when the original does.
-    pub(super) fn compact_history(&mut self, before: usize) {
-        if self.d.h.len() / COMPACT_SLACK != before / COMPACT_SLACK {
+    /// Compacts the membership history (§6.7) when processing changed it (`before` is its
+    /// size and number of departed members before): a function of the state alone, so that
+    /// a restored copy compacts exactly when the original does. Finding the fold point costs
+    /// O(members) and nothing is rebuilt unless something folds, so acks of updates and
+    /// application messages, which leave `H` alone, cost nothing here.
+    pub(super) fn compact_history(&mut self, before: (usize, usize)) {
+        if self.history_size() != before {
             self.compact_now();
         }
+    }
+
+    /// The size of the membership history and how many members departed: what
+    /// [`Group::compact_history`] watches.
+    pub(super) fn history_size(&self) -> (usize, usize) {
+        (self.d.h.len(), self.d.h.departed_count())
     }
 
     /// The membership history as [`Group::compact_now`] would leave it, without changing

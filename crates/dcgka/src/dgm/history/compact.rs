@@ -105,6 +105,11 @@ impl<M: Ord + Clone + Debug> History<M> {
         }
     }
 
+    /// How many members departed ([`History::depart`]) and are still known.
+    pub fn departed_count(&self) -> usize {
+        self.departed.len()
+    }
+
     /// Whether `m` departed ([`History::depart`]).
     pub fn departed(&self, m: &M) -> bool {
         self.departed.contains(m)
