@@ -136,7 +136,7 @@ fn a_fixed_run_with_partitions_converges() {
 /// then judge the new group).
 #[test]
 fn a_run_whose_group_empties_goes_on_with_a_new_group() {
-    let cfg = RunConfig { partitions: 3, ..RunConfig::new(4, 400, 17) };
+    let cfg = RunConfig { partitions: 3, ..RunConfig::new(4, 400, 22) };
     let report = run(&cfg, &mut |_, _| {});
     assert!(report.violations.is_empty(), "{:#?}", report.violations);
     assert!(report.converged);

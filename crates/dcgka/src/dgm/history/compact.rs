@@ -234,9 +234,10 @@ impl<M: Ord + Clone + Debug> History<M> {
         (folded, forgotten)
     }
 
-    /// The base and remaining operations of this history as it is (nothing more folded).
+    /// The base and remaining operations of this history as it is (nothing more folded,
+    /// nobody forgotten).
     pub fn folded(&self) -> Folded<M> {
-        self.folded_at(0).0
+        self.folded_keeping(0, &|_| true).0
     }
 
     /// Folds everything [`History::fold_point`] allows. The views, and the answer to every
