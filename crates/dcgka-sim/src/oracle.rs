@@ -106,15 +106,14 @@ pub fn withheld_at(sim: &Sim, d: Dev, g: &Group, sender: MemberId, upto: u64) ->
     let (mut sender, mut upto) = (sender, upto);
     // Each step goes to the adder of an instance, so the chain ends (bounded for safety).
     for _ in 0..sim.devices.len() * 8 {
-        let hwm = g.sync_state().get(&sender).copied().unwrap_or(SeqNo(0));
-        let blocked = sim.devices[d].events.iter().any(|e| {
-            matches!(e, Event::LateOperationWithheld { sender: s, seq: q } if *s == sender && q.0 <= upto && hwm < *q)
-        });
-        if blocked {
-            return true;
-        }
+        // A member `g` no longer knows (forgotten after its removal, §6.7) has no
+        // high-water mark here: only a known sender's withheld operations are looked at (a
+        // member whose operation is withheld is live, so never forgotten).
         if g.ever_added().contains(&sender) {
-            return false;
+            let hwm = g.sync_state().get(&sender).copied().unwrap_or(SeqNo(0));
+            return sim.devices[d].events.iter().any(|e| {
+                matches!(e, Event::LateOperationWithheld { sender: s, seq: q } if *s == sender && q.0 <= upto && hwm < *q)
+            });
         }
         // Not introduced here: look at the add that introduced it, in its own history.
         let own = sim.devices.iter().flat_map(|x| x.retired.iter().chain(x.group())).find(|x| x.me() == sender);
