@@ -283,9 +283,7 @@ impl Dcgka {
     /// member secrets held for them or from their operations. Returns the forgotten members
     /// (the caller forgets them in the outer layers).
     pub(crate) fn compact(&mut self, keep: &dyn Fn(&MemberId) -> bool) -> Vec<MemberId> {
-        // A member whose operations I still hold member secrets of stays known: the acks
-        // that take those secrets name it.
-        let holding: BTreeSet<MemberId> = self.ms.keys().map(|(s, _, _)| *s).collect();
+        let holding = self.holding_secrets_of();
         let c = self.h.compact_keeping(&|m| keep(m) || holding.contains(m));
         for id in &c.forgotten {
             self.ik.remove(id);
@@ -297,6 +295,12 @@ impl Dcgka {
             self.ms.retain(|(s, _, id), _| !c.forgotten.contains(s) && !c.forgotten.contains(id));
         }
         c.forgotten
+    }
+
+    /// The members whose operations I still hold member secrets of: they stay known (§6.7),
+    /// since the acks that take those secrets name them.
+    pub(crate) fn holding_secrets_of(&self) -> BTreeSet<MemberId> {
+        self.ms.keys().map(|(s, _, _)| *s).collect()
     }
 
     /// Erases every secret (TERMINATE).

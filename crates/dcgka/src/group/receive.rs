@@ -379,12 +379,12 @@ impl Group {
     /// The membership history as [`Group::compact_now`] would leave it, without changing
     /// anything.
     pub(super) fn compacted_history(&self) -> crate::dgm::History<MemberId> {
-        let mut d = self.d.clone();
+        let mut h = self.d.h.clone();
         if self.compaction {
-            let ord = &self.ord;
-            d.compact(&|m| ord.retains_any_of(m));
+            let (ord, holding) = (&self.ord, self.d.holding_secrets_of());
+            h.compact_keeping(&|m| ord.retains_any_of(m) || holding.contains(m));
         }
-        d.h
+        h
     }
 
     /// Compacts the membership history (§6.7) and forgets the members it forgot in every
