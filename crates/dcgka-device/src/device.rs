@@ -401,6 +401,18 @@ impl<S: Storage> Device<S> {
         self.operate(env, gid, |g, _| g.flush_acks())
     }
 
+    /// Applies a group's retention period at `env.now` ([`Group::collect_garbage`], spec
+    /// §5.7): erases what is kept for members that have been slow or away for longer, and
+    /// reports it as events. Receiving does this too; call it from a timer
+    /// ([`Group::next_expiry`] says when) so that a quiet group erases it in time.
+    pub fn collect_garbage<R: CryptoRng>(
+        &mut self,
+        env: &mut Env<'_, R>,
+        gid: &GroupId,
+    ) -> Result<Report, DeviceError> {
+        self.operate(env, gid, |g, ctx| g.collect_garbage(ctx.now))
+    }
+
     /// Retries a group's buffered envelopes (after a missing prekey bundle was supplied).
     pub fn process_pending<R: CryptoRng>(
         &mut self,

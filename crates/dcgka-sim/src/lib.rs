@@ -195,6 +195,9 @@ pub struct Sim {
     pub messages: Vec<SentMessage>,
     /// Group configuration used by every device.
     pub config: GroupConfig,
+    /// The devices' clock (Unix seconds, [`NOW`] unless a test moves it): prekey validity
+    /// and the retention period (§5.7) read it.
+    pub now: u64,
     /// Current partition: device → side. Packets cross sides only after `heal`.
     pub partition: Option<Vec<usize>>,
     /// Pairs of devices on different sides that can reach each other again (a partition
@@ -287,6 +290,7 @@ impl Sim {
             transcript: Vec::new(),
             messages: Vec::new(),
             config: GroupConfig::default(),
+            now: NOW,
             partition: None,
             links: BTreeSet::new(),
             shadows: false,
@@ -309,7 +313,7 @@ impl Sim {
         dev.set_config(self.config);
         dev.set_adversarial_instances(self.shadows);
         dev.set_compaction_instances(self.compaction);
-        let mut env = Env { rng: &mut self.rng, now: NOW, prekeys: &mut self.directory };
+        let mut env = Env { rng: &mut self.rng, now: self.now, prekeys: &mut self.directory };
         f(dev, &mut env)
     }
 
@@ -320,7 +324,7 @@ impl Sim {
         }
         for sh in &mut self.devices[to].shadows {
             let mut ctx =
-                Context { rng: &mut self.rng, now: NOW, prekeys: &mut self.directory, identity: &mut sh.identity };
+                Context { rng: &mut self.rng, now: self.now, prekeys: &mut self.directory, identity: &mut sh.identity };
             if let Ok(out) = sh.group.receive(&mut ctx, bytes) {
                 sh.events.extend(out.events);
             }
@@ -542,6 +546,12 @@ impl Sim {
         let report = self.call(d, |dev, env| f(dev, env, &gid))?;
         self.replenish(d);
         Ok(self.absorb(d, report))
+    }
+
+    /// Applies the retention period at `d` at the simulation's clock
+    /// ([`dcgka_device::Device::collect_garbage`]).
+    pub fn collect_garbage(&mut self, d: Dev) -> Result<Vec<usize>, SimError> {
+        self.op(d, |dev, env, gid| dev.collect_garbage(env, gid))
     }
 
     /// `update` at `d`.

@@ -50,7 +50,12 @@ pub use delayed::{DelayedReport, DelayedWorkload, run_delayed};
 pub use fifo::{Workload, run};
 
 /// The group configuration of the workload: coalesced acks, the rest default.
-pub const CONFIG: GroupConfig = GroupConfig { coalesce_acks: true, auto_heal: true, withhold_late_operations: false };
+pub const CONFIG: GroupConfig = GroupConfig {
+    coalesce_acks: true,
+    auto_heal: true,
+    withhold_late_operations: false,
+    retention_secs: dcgka::consts::DEFAULT_RETENTION_SECS,
+};
 
 /// How the workload interleaves updates and add/remove cycles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -56,6 +56,12 @@ pub const PREKEY_GRACE: u64 = 30 * 24 * 60 * 60;
 /// Recommended validity of a freshly generated signed prekey (§3), in seconds.
 pub const PREKEY_DEFAULT_VALIDITY: u64 = 90 * 24 * 60 * 60;
 
+/// Default retention period (spec §5.7), in seconds: how long a member keeps the member
+/// secrets awaiting a slow member's acknowledgment, and what it keeps of a removed member
+/// that has not processed its removal, before dropping them
+/// ([`crate::group::GroupConfig::retention_secs`]).
+pub const DEFAULT_RETENTION_SECS: u64 = 30 * 24 * 60 * 60;
+
 /// Most one-time prekeys a [`crate::prekeys::KeyStore`] holds at once.
 pub const MAX_ONE_TIME_PREKEYS: usize = 10_000;
 

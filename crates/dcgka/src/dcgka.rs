@@ -165,6 +165,10 @@ pub(crate) struct Processed {
     pub(crate) completed: Vec<OpKey>,
 }
 
+/// The retention start of member secrets restored from a snapshot older than version 5,
+/// which did not record it: the first expiry check sets it to its own time.
+const UNSET_SINCE: u64 = u64::MAX;
+
 /// Prefetched, verified prekey bundles for the first contacts of one step.
 type Bundles = BTreeMap<IdentityKey, VerifiedBundle>;
 
@@ -193,6 +197,13 @@ pub(crate) struct Dcgka {
     /// The operations processed here that not every current member has acknowledged yet
     /// (V4 (d) for updates, which are not in `H`; completion for all four kinds).
     acks: AckTracker,
+    /// When (the callers' clock) each operation whose member secrets `ms` still holds was
+    /// processed here: the start of their retention period (§5.7).
+    ms_since: BTreeMap<(MemberId, u64), u64>,
+    /// Members whose outer ratchet is lost here because member secrets held for them
+    /// expired (§5.7): no update secret is derived for them until their own next update
+    /// or remove resets their ratchet from a fresh seed.
+    stale: BTreeSet<MemberId>,
 }
 
 /// The processed acks of updates that snapshots before version 4 kept for good, as
@@ -216,6 +227,8 @@ impl Dcgka {
             ik: BTreeMap::new(),
             tags: BTreeMap::new(),
             acks: AckTracker::default(),
+            ms_since: BTreeMap::new(),
+            stale: BTreeSet::new(),
         };
         d.learn(me, my_ik);
         d
@@ -293,6 +306,8 @@ impl Dcgka {
         }
         if !c.forgotten.is_empty() {
             self.ms.retain(|(s, _, id), _| !c.forgotten.contains(s) && !c.forgotten.contains(id));
+            self.stale.retain(|m| !c.forgotten.contains(m));
+            self.prune_ms_since();
         }
         c.forgotten
     }
@@ -309,6 +324,91 @@ impl Dcgka {
         self.sm.clear();
         self.ms.clear();
         self.rt.clear();
+        self.ms_since.clear();
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Retention (§5.7)
+    // ------------------------------------------------------------------------------------
+
+    /// Starts the retention period of the member secrets of `(s, q)`, just derived.
+    fn hold_since(&mut self, s: MemberId, q: u64, now: u64) {
+        self.ms_since.entry((s, q)).or_insert(now);
+    }
+
+    /// How many member secrets of `(s, q)` are held.
+    fn member_secrets_held(&self, s: &MemberId, q: u64) -> usize {
+        self.ms.range((*s, q, MemberId([0; 32]))..=(*s, q, MemberId([0xff; 32]))).count()
+    }
+
+    /// Drops the retention start of operations whose member secrets are all consumed.
+    fn prune_ms_since(&mut self) {
+        let ms = &self.ms;
+        self.ms_since.retain(|(s, q), _| ms.range((*s, *q, MemberId([0; 32]))..=(*s, *q, MemberId([0xff; 32]))).next().is_some());
+    }
+
+    /// The earliest time at which [`Dcgka::expire`] would erase something, if any.
+    pub(crate) fn next_expiry(&self, retention: u64) -> Option<u64> {
+        self.ms_since.values().min().map(|t| t.saturating_add(retention))
+    }
+
+    /// Erases the member secrets held, longer than `retention` before `now`, for the
+    /// acknowledgment of another member (§5.7), and with them every member secret held for
+    /// that member: its outer ratchet here is lost, so it becomes stale until its own next
+    /// update or remove. Returns each stale member with the number of secrets erased.
+    pub(crate) fn expire(&mut self, now: u64, retention: u64) -> Vec<(MemberId, usize)> {
+        for t in self.ms_since.values_mut().filter(|t| **t == UNSET_SINCE) {
+            *t = now;
+        }
+        let due: BTreeSet<(MemberId, u64)> = self
+            .ms_since
+            .iter()
+            .filter(|(_, t)| t.saturating_add(retention) <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let slow: BTreeSet<MemberId> = self
+            .ms
+            .keys()
+            .filter(|(s, q, id)| *id != self.me && due.contains(&(*s, *q)))
+            .map(|(_, _, id)| *id)
+            .collect();
+        let mut out = Vec::new();
+        for m in slow {
+            let before = self.ms.len();
+            self.ms.retain(|(_, _, id), _| *id != m);
+            drop(self.rt.remove(&m));
+            self.stale.insert(m);
+            out.push((m, before - self.ms.len()));
+        }
+        self.prune_ms_since();
+        out
+    }
+
+    /// Retires `m`, a member that left here and never acknowledged its removal (§5.7): it
+    /// departs from the history (§6.7), and its 2SM session, outer ratchet and the member
+    /// secrets held for it are erased.
+    pub(crate) fn retire(&mut self, m: &MemberId) {
+        self.h.depart(m);
+        self.sm.remove(m);
+        drop(self.rt.remove(m));
+        self.ms.retain(|(_, _, id), _| id != m);
+        self.stale.remove(m);
+        self.prune_ms_since();
+    }
+
+    /// The members that left `member-view(me)` here (removed, or added and cancelled) and
+    /// have not departed: what [`Dcgka::retire`] may retire.
+    pub(crate) fn absent(&self) -> BTreeSet<MemberId> {
+        let view = self.view_me();
+        self.h.live_members().filter(|m| **m != self.me && !view.contains(*m)).copied().collect()
+    }
+
+    /// Whether `m`'s outer ratchet is lost here ([`Dcgka::expire`]).
+    pub(crate) fn is_stale(&self, m: &MemberId) -> bool {
+        self.stale.contains(m)
     }
 
     // ------------------------------------------------------------------------------------
@@ -351,6 +451,12 @@ impl Dcgka {
         w.flag(self.heal_pending);
         w.flag(self.resync_pending);
         self.acks.encode_state(w);
+        w.map(&self.ms_since, |w, (s, q), t| {
+            w.member(s);
+            w.var(*q);
+            w.var(*t);
+        });
+        w.items(self.stale.iter(), |w, m| w.member(m));
     }
 
     /// Reverses [`encode_state`](Self::encode_state). For a snapshot before version 4 the
@@ -386,7 +492,36 @@ impl Dcgka {
             let update_acks = r.map(3, |r| Ok(((r.member()?, r.member()?, r.var()?), ())))?.into_keys().collect();
             (AckTracker::default(), Some(update_acks))
         };
-        let d = Dcgka { me, gid, seq, h, next_seed, sm, ms, rt, heal_pending, resync_pending, ik, tags, acks };
+        // Version 5 added the retention of member secrets (§5.7).
+        let (ms_since, stale) = if r.version() >= 5 {
+            let ms_since: BTreeMap<(MemberId, u64), u64> = r.map(3, |r| Ok(((r.member()?, r.var()?), r.var()?)))?;
+            let stale: BTreeSet<MemberId> = r.map(1, |r| Ok((r.member()?, ())))?.into_keys().collect();
+            (ms_since, stale)
+        } else {
+            (BTreeMap::new(), BTreeSet::new())
+        };
+        let mut d = Dcgka {
+            me,
+            gid,
+            seq,
+            h,
+            next_seed,
+            sm,
+            ms,
+            rt,
+            heal_pending,
+            resync_pending,
+            ik,
+            tags,
+            acks,
+            ms_since,
+            stale,
+        };
+        if r.version() < 5 {
+            // An older snapshot's held secrets start their retention period now (at the
+            // first expiry check, which reads the time).
+            d.ms_since = d.ms.keys().map(|(s, q, _)| ((*s, *q), UNSET_SINCE)).collect();
+        }
         Ok((d, legacy))
     }
 
@@ -487,6 +622,7 @@ impl Dcgka {
     /// (§11.5).
     fn reset_ratchet(&mut self, id: &MemberId) {
         drop(self.rt.remove(id));
+        self.stale.remove(id);
     }
 
     /// `MS(seed, S, q, ID)` for every ID in `ids`.

@@ -347,4 +347,23 @@ pub enum Event {
         /// Its sequence number.
         seq: SeqNo,
     },
+    /// The retention period ([`GroupConfig::retention_secs`](crate::group::GroupConfig))
+    /// ran out on member secrets held for `member`'s acknowledgments (§5.7), and they are
+    /// erased: what `member` sends after it acknowledges those operations is unreadable
+    /// here ([`Event::Undecryptable`]) until its next update or remove re-keys it. Its
+    /// earlier messages, and everything other members send, stay readable.
+    SecretsExpired {
+        /// The current member that has not acknowledged in time.
+        member: MemberId,
+        /// How many member secrets were erased.
+        erased: usize,
+    },
+    /// `member` left the group here longer ago than the retention period and never
+    /// acknowledged its removal: it is retired (§5.7). What was kept so that its messages
+    /// concurrent with its removal stay readable (its 2SM session, ratchets and member
+    /// secrets) is erased, and whatever it sent that has not arrived yet will be refused.
+    MemberRetired {
+        /// The retired member.
+        member: MemberId,
+    },
 }

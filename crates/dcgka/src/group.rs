@@ -61,6 +61,11 @@ pub struct Group {
     held: Vec<HeldItem>,
     /// Whether the history is compacted (always, but for [`Group::set_compaction`]).
     compaction: bool,
+    /// Members that left `member-view(me)` without departing, and since when (§5.7).
+    absent_since: BTreeMap<MemberId, u64>,
+    /// The history's size when `absent_since` was last brought up to date (not stored: a
+    /// restored group looks again).
+    absent_checked: Option<(usize, usize)>,
 }
 
 /// The seed that stands for an erased signing secret (after TERMINATE): public, so it
@@ -89,6 +94,7 @@ mod emit;
 mod join;
 mod local;
 mod receive;
+mod retention;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -115,6 +121,8 @@ impl Group {
             adversarial: false,
             held: Vec::new(),
             compaction: true,
+            absent_since: BTreeMap::new(),
+            absent_checked: None,
         }
     }
 

@@ -10,15 +10,17 @@
 //! state with the crate's canonical codec ([`crate::codec`]):
 //!
 //! ```text
-//! Snapshot = magic:u8 (0xDC) ‖ version:u8 (4; 2 and 3 are still read)
+//! Snapshot = magic:u8 (0xDC) ‖ version:u8 (5; 2 to 4 are still read)
 //!          ‖ members:list<[32]>        every MID the state mentions, in order of first mention
 //!          ‖ group                     config, identity key, then the layers below, then the
 //!                                      signing secret, sender ratchets, message indices,
-//!                                      status, pending duplicate removal, held acks
+//!                                      status, pending duplicate removal, held acks,
+//!                                      absent members and since when (§5.7)
 //!              dcgka  (γ, §5.1)        me, gid, seq, IK table, H as its compact base and log,
 //!                                      next seed, 2SM sessions, member secrets, outer
 //!                                      ratchets, heal and resync flags, the operations
-//!                                      in flight with who is awaited and who acknowledged
+//!                                      in flight with who is awaited and who acknowledged,
+//!                                      retention starts of held member secrets, stale members
 //!              ordering (§7)           sender table, retained hashes and keys (of the
 //!                                      operations in flight), horizon, buffered envelopes
 //!                                      with their flags, withheld late operations
@@ -77,7 +79,10 @@ use crate::ids::MemberId;
 pub const SNAPSHOT_MAGIC: u8 = 0xDC;
 
 /// The group snapshot format version this library writes. Every change of the format gets
-/// a new version. Version 4 stores the membership history compacted (its compact base,
+/// a new version. Version 5 adds the retention period of §5.7 (the configured period, when
+/// each operation whose member secrets are held was processed, the members whose ratchet
+/// was lost to it, and since when each absent member has been absent; an older snapshot's
+/// held secrets start their period at the first check). Version 4 stores the membership history compacted (its compact base,
 /// remaining operations and departed members, §6.7) and keeps acknowledgment bookkeeping
 /// only for operations in flight
 /// (the DCGKA's ack tracker in place of the set of every processed ack of an update, and the
@@ -87,7 +92,7 @@ pub const SNAPSHOT_MAGIC: u8 = 0xDC;
 /// version 2 added signing-key certificates and the recent hashes of §7.6
 /// ([`MIN_SNAPSHOT_VERSION`]); version 1 came before any persistent store and is refused
 /// with [`SnapshotError::UnsupportedVersion`].
-pub const SNAPSHOT_VERSION: u8 = 4;
+pub const SNAPSHOT_VERSION: u8 = 5;
 
 /// The oldest group snapshot format version this library reads.
 pub const MIN_SNAPSHOT_VERSION: u8 = 2;

@@ -94,6 +94,9 @@ impl Dcgka {
                     return if mine.is_empty() { Ok(Processed::default()) } else { Err(malformed("two forwards to one recipient")) };
                 };
                 let x = self.decrypt_from(env, &s, &fwd.ct, Misbehaviour::BadForward)?;
+                if self.is_stale(&s) {
+                    return Ok(Processed::default());
+                }
                 let i = self.update_ratchet(&s, RatchetInput::Member(&x))?;
                 Ok(Processed { secrets: vec![self.secret(s, q, i)], ..Default::default() })
             }
@@ -438,6 +441,7 @@ impl Dcgka {
         for (id, m) in self.member_secrets(&seed, &s, q, r.iter().copied())? {
             self.ms.insert((s, q, id), m);
         }
+        self.hold_since(s, q, env.now);
         let x = self.member_secrets(&seed, &s, q, core::iter::once(s))?.pop().map(|(_, m)| m);
         drop(seed);
         let x = x.ok_or_else(|| fatal("member secret derivation"))?;
@@ -485,6 +489,10 @@ impl Dcgka {
         fwd: Option<&TwoSmCiphertext>,
     ) -> Result<Processed, ProcessError> {
         let Some(x) = self.take_ack_secret(env, a, aq, (s, q), fwd)? else { return Ok(Processed::default()) };
+        if self.is_stale(&a) {
+            // Its ratchet here was lost to the retention period (§5.7).
+            return Ok(Processed::default());
+        }
         let i = self.update_ratchet(&a, RatchetInput::Member(&x))?;
         Ok(Processed { secrets: vec![self.secret(a, aq, i)], ..Default::default() })
     }
@@ -521,6 +529,9 @@ impl Dcgka {
             self.h.apply(Op::Ack { sender: a, seq: aq, of: op }).map_err(refused)?;
         }
         let held = self.ms.remove(&(s, q, a));
+        if held.is_some() && self.member_secrets_held(&s, q) == 0 {
+            self.ms_since.remove(&(s, q));
+        }
         let forwarded = match fwd {
             Some(c) => Some(self.decrypt_from(env, &a, c, Misbehaviour::BadForward)?),
             None => None,
@@ -564,12 +575,18 @@ impl Dcgka {
         } else {
             out.events.push(Event::AddCancelled { by: s, id: t });
         }
-        if self.in_view(&self.me, &s) {
+        // A stale adder's ratchet is lost here (§5.7): no welcome secret, no update secret,
+        // and the newcomer's ratchet, which starts from the welcome secret, is lost too.
+        if self.in_view(&self.me, &s) && self.is_stale(&s) && self.is_member(&t) {
+            self.stale.insert(t);
+        }
+        if self.in_view(&self.me, &s) && !self.is_stale(&s) {
             if !self.rt.contains_key(&s) {
                 return Err(fatal("no ratchet state for a member who knows me"));
             }
             let welcome = self.update_ratchet(&s, RatchetInput::Welcome)?;
             self.ms.insert((s, q, t), welcome);
+            self.hold_since(s, q, env.now);
             let is = self.update_ratchet(&s, RatchetInput::Add)?;
             out.secrets.push(self.secret(s, q, is));
         }
@@ -613,7 +630,7 @@ impl Dcgka {
             let state = self.decrypt_from(env, &a, c, Misbehaviour::BadRatchetCiphertext)?;
             self.rt.insert(a, state);
         }
-        if self.in_view(&self.me, &a) {
+        if self.in_view(&self.me, &a) && !self.is_stale(&a) {
             if !self.rt.contains_key(&a) {
                 return Err(fatal("no ratchet state for a member who knows me"));
             }
@@ -643,6 +660,7 @@ impl Dcgka {
         self.rt.insert(s, state);
         let welcome = self.update_ratchet(&s, RatchetInput::Welcome)?;
         self.ms.insert((s, q, self.me), welcome);
+        self.hold_since(s, q, env.now);
         let is = self.update_ratchet(&s, RatchetInput::Add)?;
         self.seq += 1;
         let a = self.seq;

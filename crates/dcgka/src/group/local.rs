@@ -35,6 +35,8 @@ impl Group {
         let (bytes, _) = self.emit(ctx, EnvelopeKind::Remove, q, body.to_bytes());
         out.broadcast.push(bytes);
         self.absorb(p, &mut out)?;
+        // The removed member's retention period starts now (§5.7).
+        self.track_absent(ctx.now);
         Ok(out)
     }
 

@@ -109,6 +109,7 @@ impl Group {
     ) -> (Output, Option<DropReason>) {
         let mut out = Output::default();
         let mut incoming_dropped = None;
+        self.apply_retention(ctx.now, &mut out);
         if let Some(t) = self.pending_removal.take() {
             self.remove_duplicate(ctx, t, &mut out);
         }
@@ -180,6 +181,10 @@ impl Group {
         }
         for (sender, seq) in self.ord.take_newly_withheld() {
             out.events.push(Event::LateOperationWithheld { sender, seq });
+        }
+        // Members that left in this call start their retention period now (§5.7).
+        if self.status == Status::Active {
+            self.track_absent(ctx.now);
         }
         (out, incoming_dropped)
     }

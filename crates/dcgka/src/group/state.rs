@@ -136,10 +136,12 @@ impl Group {
     }
 
     /// The group layer of a snapshot: `auto_heal:u8 ‖ coalesce_acks:u8 ‖
-    /// withhold_late_operations:u8 (since version 3) ‖ my_ik:[32] ‖ γ ‖
+    /// withhold_late_operations:u8 (since version 3) ‖ retention_secs:var (since version 5) ‖
+    /// my_ik:[32] ‖ γ ‖
     /// ordering ‖ signing:[32] ‖ fs:map<member, sender ratchet> ‖ app_index:map<member,
     /// (epoch:var, next:var)> ‖ status ‖ pending_removal:opt<member> ‖
-    /// held:list<(seq:var, kind:u8, body:opaque)>`; `status` is `0` (active), `1 ‖ by`
+    /// held:list<(seq:var, kind:u8, body:opaque)> ‖ absent_since:map<member, var>` (since
+    /// version 5); `status` is `0` (active), `1 ‖ by`
     /// (removed) or `2 ‖ reason:opaque` (corrupted); `signing` is all zeros once TERMINATE
     /// erased it.
     pub(super) fn encode_state(&self, w: &mut StateWriter) {
@@ -154,6 +156,7 @@ impl Group {
         w.flag(self.config.auto_heal);
         w.flag(self.config.coalesce_acks);
         w.flag(self.config.withhold_late_operations);
+        w.var(self.config.retention_secs);
         w.raw(&self.my_ik.0);
         self.d.encode_state(w);
         self.ord.encode_parts(w, senders);
@@ -187,13 +190,19 @@ impl Group {
             w.u8(h.item.kind.tag());
             w.opaque(&h.item.body);
         });
+        w.map(&self.absent_since, |w, m, t| {
+            w.member(m);
+            w.var(*t);
+        });
     }
 
     pub(super) fn decode_state(r: &mut StateReader<'_>) -> Result<Group, SnapshotError> {
         let (auto_heal, coalesce_acks) = (r.flag()?, r.flag()?);
         // Version 3 added the withholding of late operations.
         let withhold_late_operations = r.version() >= 3 && r.flag()?;
-        let config = GroupConfig { auto_heal, coalesce_acks, withhold_late_operations };
+        // Version 5 added the retention period (§5.7).
+        let retention_secs = if r.version() >= 5 { r.var()? } else { crate::consts::DEFAULT_RETENTION_SECS };
+        let config = GroupConfig { auto_heal, coalesce_acks, withhold_late_operations, retention_secs };
         let my_ik = VerifyingKey(r.array()?);
         let (mut d, legacy) = Dcgka::decode_state(r)?;
         let mut ord = Ordering::decode_state(r)?;
@@ -225,6 +234,7 @@ impl Group {
             let kind = EnvelopeKind::from_tag(r.u8()?)?;
             Ok(HeldItem { seq, item: BatchItem { kind, body: r.opaque()?.to_vec() } })
         })?;
+        let absent_since = if r.version() >= 5 { r.map(2, |r| Ok((r.member()?, r.var()?)))? } else { BTreeMap::new() };
         Ok(Group {
             config,
             my_ik,
@@ -239,6 +249,8 @@ impl Group {
             adversarial: false,
             held,
             compaction: true,
+            absent_since,
+            absent_checked: None,
         })
     }
 }

@@ -45,11 +45,37 @@ pub struct GroupConfig {
     /// reconnect, the group forks into two groups with no member in common. Default off
     /// (the paper's rule: every concurrent operation applies).
     pub withhold_late_operations: bool,
+    /// The retention period of §5.7, in seconds of the callers' clock (`Context::now`):
+    /// - member secrets held for a current member's acknowledgment of an operation
+    ///   processed here longer ago than this are erased, with [`Event::SecretsExpired`].
+    ///   That member's messages sent after it acknowledges them are then unreadable here
+    ///   until its next update or remove re-keys it from a fresh seed;
+    /// - a member that left the group here longer ago than this without processing its
+    ///   removal (no farewell) is retired, with [`Event::MemberRetired`]: its 2SM session,
+    ///   outer and sender ratchets and the member secrets held for it are erased, it no
+    ///   longer holds the compaction of the history back (§6.7), and whatever it sent and
+    ///   has not arrived yet is refused (cut off).
+    ///
+    /// Trade-off: a short period frees state and erases keys sooner (forward secrecy
+    /// against a later compromise of this device); a long one lets members that are
+    /// offline or partitioned for longer come back without losing anything. An operation
+    /// of a retired member that arrives later is refused here but processed where the
+    /// member was not retired yet, so members' views can differ on it: choose a period
+    /// longer than any partition the application expects, and prefer
+    /// `withhold_late_operations`, under which such an operation is withheld everywhere
+    /// once the removal has settled. `u64::MAX` keeps everything for ever. Default
+    /// [`crate::consts::DEFAULT_RETENTION_SECS`] (30 days).
+    pub retention_secs: u64,
 }
 
 impl Default for GroupConfig {
     fn default() -> Self {
-        GroupConfig { auto_heal: true, coalesce_acks: false, withhold_late_operations: false }
+        GroupConfig {
+            auto_heal: true,
+            coalesce_acks: false,
+            withhold_late_operations: false,
+            retention_secs: crate::consts::DEFAULT_RETENTION_SECS,
+        }
     }
 }
 

@@ -26,7 +26,11 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::{NOW, rng};
 
-const GROUP_FIXTURE: &str = "group-v4.bin";
+const GROUP_FIXTURE: &str = "group-v5.bin";
+
+/// The group snapshot of format version 4, from before the retention period (§5.7): still
+/// read.
+const GROUP_FIXTURE_V4: &str = "group-v4.bin";
 
 /// The group snapshot of format version 3, from before the acknowledgment tracker (it kept
 /// every processed ack of an update and the hash and key of every processed operation):
@@ -185,7 +189,7 @@ fn group_fixture_restores_and_re_encodes_byte_for_byte() {
 }
 
 #[test]
-fn group_fixture_of_version_2_loads_and_is_written_as_version_4() {
+fn group_fixture_of_version_2_loads_and_is_written_as_the_current_version() {
     let old = read_fixture(GROUP_FIXTURE_V2);
     assert_eq!(old[..2], [SNAPSHOT_MAGIC, 2]);
     let g = Group::restore(&old).unwrap();
@@ -198,7 +202,7 @@ fn group_fixture_of_version_2_loads_and_is_written_as_version_4() {
 }
 
 #[test]
-fn group_fixture_of_version_3_loads_and_is_written_as_version_4() {
+fn group_fixture_of_version_3_loads_and_is_written_as_the_current_version() {
     let old = read_fixture(GROUP_FIXTURE_V3);
     assert_eq!(old[..2], [SNAPSHOT_MAGIC, 3]);
     let g = Group::restore(&old).unwrap();
@@ -213,6 +217,19 @@ fn group_fixture_of_version_3_loads_and_is_written_as_version_4() {
     // processing would have kept.
     assert_eq!(&new[..], &read_fixture(GROUP_FIXTURE)[..]);
     assert_eq!(Group::restore(&new).unwrap().snapshot(), new);
+}
+
+#[test]
+fn group_fixture_of_version_4_loads_with_the_default_retention() {
+    let old = read_fixture(GROUP_FIXTURE_V4);
+    assert_eq!(old[..2], [SNAPSHOT_MAGIC, 4]);
+    let g = Group::restore(&old).unwrap();
+    assert_eq!(g.config().retention_secs, dcgka::consts::DEFAULT_RETENTION_SECS);
+    // Nothing is held for anyone in the scenario, and nobody is absent.
+    assert_eq!(g.next_expiry(), None);
+    let new = g.snapshot();
+    assert_eq!(new[..2], [SNAPSHOT_MAGIC, SNAPSHOT_VERSION]);
+    assert_eq!(&new[..], &read_fixture(GROUP_FIXTURE)[..]);
 }
 
 /// The blobs of a fixture file: `count:u32 ‖ (len:u32 ‖ bytes)*`, big-endian.
