@@ -15,7 +15,7 @@ use dcgka::codec::{DecodeError, Reader, Writer};
 use dcgka::events::{DropReason, Event};
 use dcgka::group::{Context, Group, GroupConfig, GroupError, Output, Received, Status, welcome_target};
 use dcgka::ids::{GroupId, MemberId};
-use dcgka::prekeys::{Identity, OneTimePrekey, PrekeyError, PrekeyProvider, Signed};
+use dcgka::prekeys::{Identity, OneTimePrekey, PrekeyError, PrekeyProvider, Signed, SignedPrekey};
 use dcgka::snapshot::SnapshotError;
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
@@ -434,6 +434,21 @@ impl<S: Storage> Device<S> {
         let opks = self.identity.new_one_time_prekeys(rng, count, not_after)?;
         let _ = self.commit(Changes { identity: true, ..Changes::default() })?;
         Ok(opks)
+    }
+
+    /// Generates a signed prekey valid over `[not_before, not_after]` and commits the
+    /// identity; the application publishes the returned prekey in place of the previous one
+    /// (whose secret the identity keeps for its grace period, §3).
+    pub fn new_signed_prekey<R: CryptoRng>(
+        &mut self,
+        rng: &mut R,
+        not_before: u64,
+        not_after: u64,
+    ) -> Result<Signed<SignedPrekey>, DeviceError> {
+        self.check_usable()?;
+        let spk = self.identity.new_signed_prekey(rng, not_before, not_after);
+        let _ = self.commit(Changes { identity: true, ..Changes::default() })?;
+        Ok(spk)
     }
 
     /// Confirms that the transport sent these outbox items.

@@ -376,11 +376,28 @@ impl Sim {
         self.devices[d].group().map(Group::members).unwrap_or_default()
     }
 
+    /// Moves the clock on by `secs`. Every device then publishes a fresh signed prekey,
+    /// the directory drops expired one-time prekeys and the pools are refilled, as
+    /// devices that stay online would do, so that bundles stay valid.
+    pub fn advance_clock(&mut self, secs: u64) {
+        self.now = self.now.saturating_add(secs);
+        let not_after = self.now.saturating_add(dcgka::consts::PREKEY_DEFAULT_VALIDITY);
+        for d in 0..self.devices.len() {
+            if let Ok(spk) = self.devices[d].device.new_signed_prekey(&mut self.rng, self.now, not_after) {
+                self.directory.publish_signed_prekey(spk);
+            }
+        }
+        self.directory.drop_expired(self.now);
+        for d in 0..self.devices.len() {
+            self.replenish(d);
+        }
+    }
+
     fn replenish(&mut self, d: Dev) {
         let ik = self.ik(d);
         if self.directory.remaining_one_time_prekeys(&ik) < OPK_BATCH / 4 {
             let dev = &mut self.devices[d].device;
-            if let Ok(opks) = dev.new_one_time_prekeys(&mut self.rng, OPK_BATCH, NOW + 90 * 24 * 3600) {
+            if let Ok(opks) = dev.new_one_time_prekeys(&mut self.rng, OPK_BATCH, self.now + 90 * 24 * 3600) {
                 self.directory.publish_one_time_prekeys(opks);
             }
         }

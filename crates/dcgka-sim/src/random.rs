@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use dcgka::events::Event;
+use dcgka::events::{Event, RejectReason};
 use dcgka::group::GroupError;
 use dcgka::ids::MemberId;
 use dcgka::wire::EnvelopeKind;
@@ -57,6 +57,12 @@ pub struct RunConfig {
     /// Members compact their membership history (§6.7; the default). Off, a run is the
     /// uncompacted twin a differential test compares it with.
     pub compaction: bool,
+    /// At most this many times during the run the clock moves on by the retention period
+    /// (§5.7) and every member collects garbage: secrets held for slow members expire and
+    /// members removed without a farewell are retired. 0 (the default) keeps the clock
+    /// still. With jumps, a message may legitimately be unreadable where secrets expired,
+    /// so the delivery oracle covers only the final round, sent after every member updated.
+    pub clock_jumps: usize,
 }
 
 impl Default for RunConfig {
@@ -74,6 +80,7 @@ impl Default for RunConfig {
             coalesce_acks: false,
             withhold_late: false,
             compaction: true,
+            clock_jumps: 0,
         }
     }
 }
@@ -118,6 +125,15 @@ pub struct RunReport {
     pub links: usize,
     /// Operations the library refused (allowed outcomes, not violations).
     pub refusals: usize,
+    /// Times the clock moved past the retention period ([`RunConfig::clock_jumps`]).
+    pub clock_jumps: usize,
+    /// Members whose held secrets expired over those jumps ([`Event::SecretsExpired`],
+    /// summed over devices).
+    pub expired: usize,
+    /// Members retired over those jumps ([`Event::MemberRetired`], summed over devices).
+    /// A retired member's late operations are refused where it was retired and processed
+    /// elsewhere, so views may then differ (docs/protocol.md §5.7, trade-off).
+    pub retired: usize,
     /// Refusals by reason.
     pub refusal_reasons: BTreeMap<String, usize>,
     /// Packets put on the network (envelopes and Welcomes).
@@ -164,6 +180,8 @@ struct Runner<'a, G: Rng> {
     sent: usize,
     /// Per device: its live instance after the last delivery.
     instance: Vec<Option<MemberId>>,
+    /// The first message the delivery oracle covers.
+    checked_from: usize,
 }
 
 impl<G: Rng> Runner<'_, G> {
@@ -231,6 +249,10 @@ impl<G: Rng> Runner<'_, G> {
             self.restart();
             return;
         }
+        if self.report.clock_jumps < self.cfg.clock_jumps && self.percent(3) {
+            self.jump();
+            return;
+        }
         let roll = self.rng.next_u32() % 100;
         let actives = self.actives();
         let mut t = 0;
@@ -279,6 +301,26 @@ impl<G: Rng> Runner<'_, G> {
         } else if let Some(d) = self.pick(&actives) {
             self.send(d);
         }
+    }
+
+    /// The clock moves on by the retention period, and every member collects garbage.
+    fn jump(&mut self) {
+        self.sim.advance_clock(self.sim.config.retention_secs);
+        self.report.clock_jumps += 1;
+        for d in self.actives() {
+            let before = self.sim.devices[d].events.len();
+            if let Err(e) = self.sim.collect_garbage(d) {
+                self.refused("collect garbage", d, &e);
+            }
+            for e in &self.sim.devices[d].events[before..] {
+                match e {
+                    Event::SecretsExpired { .. } => self.report.expired += 1,
+                    Event::MemberRetired { .. } => self.report.retired += 1,
+                    _ => {}
+                }
+            }
+        }
+        self.log(|s| format!("clock +{} s: every member collects garbage", s.config.retention_secs));
     }
 
     fn pick(&mut self, from: &[Dev]) -> Option<Dev> {
@@ -491,6 +533,14 @@ impl<G: Rng> Runner<'_, G> {
     fn finish(&mut self) {
         self.sim.heal();
         self.deliver_everything();
+        if self.report.clock_jumps > 0 {
+            // What expired is re-keyed by every member's next update (§5.7).
+            for d in self.actives() {
+                self.update(d);
+            }
+            self.deliver_everything();
+            self.checked_from = self.sim.messages.len();
+        }
         for d in self.actives() {
             self.send(d);
         }
@@ -538,7 +588,7 @@ impl<G: Rng> Runner<'_, G> {
         if undelivered > 0 {
             v.push(format!("{undelivered} packets still queued after full delivery"));
         }
-        v.extend(oracle::delivery_violations(sim));
+        v.extend(oracle::delivery_violations_from(sim, self.checked_from));
         if self.cfg.shadows {
             sim.feed_transcript_to_shadows();
             v.extend(oracle::confidentiality_violations(sim));
@@ -551,8 +601,18 @@ impl<G: Rng> Runner<'_, G> {
         // Honest devices never equivocate nor send rejectable control envelopes (§5.6), and
         // an honest run never corrupts a group.
         for dev in &sim.devices {
+            // A member retired here (§5.7) is cut off: what it still sends is refused.
+            let retired: std::collections::BTreeSet<MemberId> = dev
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::MemberRetired { member } => Some(*member),
+                    _ => None,
+                })
+                .collect();
             for e in &dev.events {
                 match e {
+                    Event::Rejected { sender, reason: RejectReason::CutOff, .. } if retired.contains(sender) => {}
                     Event::GroupStateCorrupted { reason } => {
                         v.push(format!("{}: group state corrupted: {reason}", dev.name));
                     }
@@ -583,7 +643,7 @@ impl<G: Rng> Runner<'_, G> {
         // Delivery counts, as the delivery oracle defines them.
         let groups = oracle::active(sim);
         let final_members = groups.first().map(|(_, g)| g.members()).unwrap_or_default();
-        for m in &sim.messages {
+        for m in &sim.messages[self.checked_from.min(sim.messages.len())..] {
             for (d, g) in &groups {
                 let own = if sim.config.withhold_late_operations { g.members() } else { final_members.clone() };
                 if oracle::must_decrypt(sim, *d, g, m, &own) {
@@ -620,6 +680,15 @@ pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(usize, usize)) -> RunReport
 /// [`RunConfig::seed`]; the devices' own randomness still comes from the seed. A fuzzer
 /// drives the simulator this way, with a source that reads its input bytes.
 pub fn run_with_schedule(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn FnMut(usize, usize)) -> RunReport {
+    run_inner(cfg, schedule, progress).0
+}
+
+/// [`run`], returning the simulation as it ended too, for a test to look into.
+pub fn run_keeping_sim(cfg: &RunConfig) -> (RunReport, Sim) {
+    run_inner(cfg, ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001), &mut |_, _| {})
+}
+
+fn run_inner(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn FnMut(usize, usize)) -> (RunReport, Sim) {
     let start = Instant::now();
     let members = cfg.members.max(1);
     let mut sim = Sim::new(members + cfg.spares, cfg.seed);
@@ -630,7 +699,7 @@ pub fn run_with_schedule(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn
     let rng = schedule;
     let report = RunReport { seed: cfg.seed, devices: sim.devices.len(), ..RunReport::default() };
     let n = sim.devices.len();
-    let mut r = Runner { cfg, sim, rng, report, sent: 0, instance: vec![None; n] };
+    let mut r = Runner { cfg, sim, rng, report, sent: 0, instance: vec![None; n], checked_from: 0 };
     let others: Vec<Dev> = (1..members).collect();
     match r.sim.create(0, &others) {
         Ok(_) => {
@@ -639,7 +708,7 @@ pub fn run_with_schedule(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn
         }
         Err(e) => {
             r.report.violations.push(format!("create failed: {e:?}"));
-            return r.report;
+            return (r.report, r.sim);
         }
     }
     let mut had_group = true;
@@ -658,5 +727,5 @@ pub fn run_with_schedule(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn
     r.check();
     progress(cfg.steps, cfg.steps);
     r.report.elapsed_ms = start.elapsed().as_millis();
-    r.report
+    (r.report, r.sim)
 }

@@ -146,3 +146,55 @@ fn a_run_whose_group_empties_goes_on_with_a_new_group() {
     assert!(report.deliveries_expected > 0);
     assert_eq!(report.deliveries_ok, report.deliveries_expected);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The retention period running out at random moments (§5.7). Whatever happens, no
+    /// group is corrupted, the library never fails, and nobody reads outside the sender's
+    /// view (the adversarial shadows). Where only secrets expired (nobody was retired),
+    /// every oracle holds: the members converge, and after every member's next update
+    /// everyone reads everyone again. A retired member's late operations are refused where
+    /// it was retired and processed elsewhere, so once someone was retired views may differ
+    /// (the documented trade-off); the safety properties above still hold.
+    #[test]
+    fn random_schedules_with_the_retention_period_running_out(
+        seed in any::<u64>(),
+        members in 3usize..=6,
+        steps in 40usize..=150,
+        partitions in 0usize..=2,
+        withhold_late in any::<bool>(),
+    ) {
+        let cfg = RunConfig { partitions, withhold_late, clock_jumps: 3, ..RunConfig::new(members, steps, seed) };
+        let report = run(&cfg, &mut |_, _| {});
+        let fatal: Vec<&String> = report
+            .violations
+            .iter()
+            .filter(|v| v.contains("corrupted") || v.contains("library error") || v.contains("confidentiality") || v.contains("equivocation"))
+            .collect();
+        prop_assert!(fatal.is_empty(), "{cfg:?}: {:#?}", fatal);
+        if report.retired == 0 {
+            prop_assert!(report.violations.is_empty(), "{cfg:?}: {:#?}", report.violations);
+            prop_assert!(report.converged, "{cfg:?}");
+            prop_assert_eq!(report.deliveries_ok, report.deliveries_expected, "{:?}", cfg);
+        }
+    }
+}
+
+/// Over a fixed set of schedules, the retention period does run out on secrets and on
+/// members, so the property above is not vacuous.
+#[test]
+fn the_retention_schedules_expire_and_retire_something() {
+    let (mut expired, mut retired, mut strict) = (0, 0, 0);
+    for seed in 0..16 {
+        let cfg = RunConfig { partitions: 1, clock_jumps: 3, ..RunConfig::new(4, 80, seed) };
+        let report = run(&cfg, &mut |_, _| {});
+        expired += report.expired;
+        retired += report.retired;
+        if report.retired == 0 && report.expired > 0 {
+            strict += 1;
+            assert!(report.violations.is_empty(), "seed {seed}: {:#?}", report.violations);
+        }
+    }
+    assert!(expired > 0 && retired > 0 && strict > 0, "expired {expired}, retired {retired}, strict runs {strict}");
+}

@@ -204,6 +204,10 @@ pub(crate) struct Dcgka {
     /// expired (§5.7): no update secret is derived for them until their own next update
     /// or remove resets their ratchet from a fresh seed.
     stale: BTreeSet<MemberId>,
+    /// Members retired here (§5.7), each with the last sequence number of it processed
+    /// here: what it sent after that was refused. They stay known, so that an ack of one of
+    /// their refused operations is recognised as such.
+    retired: BTreeMap<MemberId, u64>,
 }
 
 /// The processed acks of updates that snapshots before version 4 kept for good, as
@@ -229,6 +233,7 @@ impl Dcgka {
             acks: AckTracker::default(),
             ms_since: BTreeMap::new(),
             stale: BTreeSet::new(),
+            retired: BTreeMap::new(),
         };
         d.learn(me, my_ik);
         d
@@ -312,10 +317,12 @@ impl Dcgka {
         c.forgotten
     }
 
-    /// The members whose operations I still hold member secrets of: they stay known (§6.7),
-    /// since the acks that take those secrets name them.
+    /// The members that stay known whatever compaction allows (§6.7): those whose
+    /// operations I still hold member secrets of, since the acks that take those secrets
+    /// name them, and those retired here (§5.7), since acks of their refused operations
+    /// name them.
     pub(crate) fn holding_secrets_of(&self) -> BTreeSet<MemberId> {
-        self.ms.keys().map(|(s, _, _)| *s).collect()
+        self.ms.keys().map(|(s, _, _)| *s).chain(self.retired.keys().copied()).collect()
     }
 
     /// Erases every secret (TERMINATE).
@@ -389,8 +396,10 @@ impl Dcgka {
 
     /// Retires `m`, a member that left here and never acknowledged its removal (§5.7): it
     /// departs from the history (§6.7), and its 2SM session, outer ratchet and the member
-    /// secrets held for it are erased.
-    pub(crate) fn retire(&mut self, m: &MemberId) {
+    /// secrets held for it are erased. `last_processed` is its last sequence number
+    /// processed here; the caller refuses the rest.
+    pub(crate) fn retire(&mut self, m: &MemberId, last_processed: u64) {
+        self.retired.insert(*m, last_processed);
         self.h.depart(m);
         self.sm.remove(m);
         drop(self.rt.remove(m));
@@ -404,6 +413,27 @@ impl Dcgka {
     pub(crate) fn absent(&self) -> BTreeSet<MemberId> {
         let view = self.view_me();
         self.h.live_members().filter(|m| **m != self.me && !view.contains(*m)).copied().collect()
+    }
+
+    /// Marks `m`'s outer ratchet as lost here: it moved on from something this member
+    /// could not follow. `m` is stale until its own next update or remove.
+    pub(crate) fn lose_ratchet(&mut self, m: MemberId) {
+        if m != self.me {
+            drop(self.rt.remove(&m));
+            self.stale.insert(m);
+        }
+    }
+
+    /// Records that `m`'s operations after `last` are refused here, as its adder refused
+    /// them: a retired member inherited from a Welcome (§5.7).
+    pub(crate) fn refuse_after(&mut self, m: MemberId, last: u64) {
+        self.retired.insert(m, last);
+    }
+
+    /// Whether `(s, q)` is an operation of a member retired here that arrived after its
+    /// retirement and was refused (§5.7).
+    pub(crate) fn refused_as_retired(&self, s: &MemberId, q: u64) -> bool {
+        self.retired.get(s).is_some_and(|last| q > *last)
     }
 
     /// Whether `m`'s outer ratchet is lost here ([`Dcgka::expire`]).
@@ -457,6 +487,10 @@ impl Dcgka {
             w.var(*t);
         });
         w.items(self.stale.iter(), |w, m| w.member(m));
+        w.map(&self.retired, |w, m, q| {
+            w.member(m);
+            w.var(*q);
+        });
     }
 
     /// Reverses [`encode_state`](Self::encode_state). For a snapshot before version 4 the
@@ -493,12 +527,13 @@ impl Dcgka {
             (AckTracker::default(), Some(update_acks))
         };
         // Version 5 added the retention of member secrets (§5.7).
-        let (ms_since, stale) = if r.version() >= 5 {
+        let (ms_since, stale, retired) = if r.version() >= 5 {
             let ms_since: BTreeMap<(MemberId, u64), u64> = r.map(3, |r| Ok(((r.member()?, r.var()?), r.var()?)))?;
             let stale: BTreeSet<MemberId> = r.map(1, |r| Ok((r.member()?, ())))?.into_keys().collect();
-            (ms_since, stale)
+            let retired: BTreeMap<MemberId, u64> = r.map(2, |r| Ok((r.member()?, r.var()?)))?;
+            (ms_since, stale, retired)
         } else {
-            (BTreeMap::new(), BTreeSet::new())
+            (BTreeMap::new(), BTreeSet::new(), BTreeMap::new())
         };
         let mut d = Dcgka {
             me,
@@ -516,6 +551,7 @@ impl Dcgka {
             acks,
             ms_since,
             stale,
+            retired,
         };
         if r.version() < 5 {
             // An older snapshot's held secrets start their retention period now (at the

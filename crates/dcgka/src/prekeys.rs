@@ -575,6 +575,14 @@ impl InMemoryPrekeyDirectory {
         Ok(())
     }
 
+    /// Drops the one-time prekeys that expired before `now` from every pool: they would
+    /// only make bundles fail verification.
+    pub fn drop_expired(&mut self, now: u64) {
+        for (_, pool) in self.entries.values_mut() {
+            pool.retain(|o| o.value.not_after >= now);
+        }
+    }
+
     /// One-time prekeys left in `ik`'s pool.
     pub fn remaining_one_time_prekeys(&self, ik: &IdentityKey) -> usize {
         self.entries.get(ik).map_or(0, |e| e.1.len())

@@ -103,6 +103,22 @@ impl Dcgka {
             // An add-ack of a forgotten member's add: its ratchet ciphertext is only ever for
             // the add's target, which is known; nothing to do.
             ControlBody::AddAck { of, .. } if self.resolve(&of.of_sender).is_none() => Ok(Processed::default()),
+            // An ack of an operation of a member that departed without my processing it: a
+            // late operation of a member retired here (§5.7), refused when it came, which
+            // others processed. The acker's ratchet moved on from it where I cannot follow.
+            ControlBody::Ack { of, .. } | ControlBody::AddAck { of, .. } if self.is_orphan(of) => {
+                if let ControlBody::Ack { forwards, .. } = body {
+                    // Keep the 2SM session in step; the secret is of no use here.
+                    let mine: Vec<&Forward> = forwards.iter().filter(|f| f.recipient == self.me.tag()).collect();
+                    match mine.as_slice() {
+                        [] => {}
+                        [f] => drop(self.decrypt_from(env, &s, &f.ct, Misbehaviour::BadForward)?),
+                        _ => return Err(malformed("two forwards to one recipient")),
+                    }
+                }
+                self.lose_ratchet(s);
+                Ok(Processed::default())
+            }
             ControlBody::Ack { of, forwards } => {
                 if forwards.is_empty() && self.is_farewell(s, of, lookup) {
                     // §7.5: nothing more of `s` is processed; it no longer holds the
@@ -191,6 +207,12 @@ impl Dcgka {
             _ => false,
         };
         remove && self.h.targets(&op).is_some_and(|t| t.contains(&a))
+    }
+
+    /// Whether `of` names an operation that arrived after its sender was retired here
+    /// (§5.7) and was refused, which others processed.
+    fn is_orphan(&self, of: &AckRef) -> bool {
+        self.resolve(&of.of_sender).is_some_and(|os| self.refused_as_retired(&os, of.of_seq.0))
     }
 
     /// V4 for an ack (`add_ack = false`) or add-ack by `a` at `aq`; returns the acknowledged
@@ -577,7 +599,7 @@ impl Dcgka {
         }
         // A stale adder's ratchet is lost here (§5.7): no welcome secret, no update secret,
         // and the newcomer's ratchet, which starts from the welcome secret, is lost too.
-        if self.in_view(&self.me, &s) && self.is_stale(&s) && self.is_member(&t) {
+        if self.in_view(&self.me, &s) && self.is_stale(&s) {
             self.stale.insert(t);
         }
         if self.in_view(&self.me, &s) && !self.is_stale(&s) {

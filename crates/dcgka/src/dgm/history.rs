@@ -575,7 +575,14 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// or, for an ack, what it acknowledges is missing from the other too).
     pub fn same_history(&self, other: &Self) -> bool {
         let live: BTreeSet<&M> = self.live_members().collect();
-        if self.view_me() != other.view_me() || live != other.live_members().collect::<BTreeSet<&M>>() {
+        live == other.live_members().collect::<BTreeSet<&M>>() && self.same_history_among(other, &live)
+    }
+
+    /// [`History::same_history`], judged over the members in `live` only: for two members
+    /// whose live members differ because one of them retired a member the other still
+    /// keeps (the retention period of §5.7), compare over the members live at both.
+    pub fn same_history_among(&self, other: &Self, live: &BTreeSet<&M>) -> bool {
+        if self.view_me() != other.view_me() {
             return false;
         }
         let removals = |h: &Self, m: &M| h.removed_by(m).into_iter().collect::<BTreeSet<OpId<M>>>();

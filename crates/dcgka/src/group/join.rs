@@ -160,6 +160,11 @@ impl Group {
                 _ => return Err(forged),
             };
             g.ord.load(id, SenderState { hwm: s.hwm, key, cert, cut_off: s.cut_off });
+            // A member the adder retired (§5.7): what it sent after the horizon is refused
+            // here as there, and acks of it are recognised.
+            if s.cut_off && g.d.h.departed(&id) && !g.d.is_member(&id) {
+                g.d.refuse_after(id, s.hwm);
+            }
         }
         let adder_state = g
             .ord

@@ -59,7 +59,8 @@ impl Group {
         }
         let before = self.history_size();
         for m in due {
-            self.d.retire(&m);
+            let last = self.ord.sender(&m, &self.d).map_or(0, |st| st.hwm);
+            self.d.retire(&m, last);
             self.fs.remove(&m);
             self.app_index.remove(&m);
             self.ord.cut_off(&self.d, m);
