@@ -10,10 +10,8 @@
 //! Correctness needs every ciphertext of one direction to be received, in order, with none
 //! skipped; the ACB layer provides that order.
 
-use std::collections::BTreeMap;
-
 use rand_core::CryptoRng;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::crypto::{self, CryptoError, IdentityKey, KEY_LEN, X25519Public, X25519Secret, labels};
@@ -188,7 +186,9 @@ pub struct TwoPartySession {
     me: MemberId,
     peer: MemberId,
     peer_ik: IdentityKey,
-    my_sks: BTreeMap<u64, X25519Secret>,
+    /// My secret keys the peer may still use, by ascending index: a short list (one
+    /// entry while the two sides alternate), so a sorted vector rather than a map.
+    my_sks: Vec<(u64, X25519Secret)>,
     next_index: u64,
     received_sk: Option<X25519Secret>,
     other: PeerKey,
@@ -234,6 +234,16 @@ impl StagedReceive {
     }
 }
 
+/// Moves `keys` into a buffer of exactly `keys.len() + extra` slots and wipes the old
+/// buffer: a plain reallocation, or the tail a `retain` leaves, would keep copies of secret
+/// keys in memory that is freed or unused.
+fn resize_wiped(keys: &mut Vec<(u64, X25519Secret)>, extra: usize) {
+    let mut moved = Vec::with_capacity(keys.len() + extra);
+    moved.append(keys);
+    keys.spare_capacity_mut().zeroize();
+    *keys = moved;
+}
+
 fn aad(key_ref: &KeyRef) -> Vec<u8> {
     crypto::info(labels::TWO_SM_AAD, &[&key_ref.to_bytes()])
 }
@@ -246,7 +256,7 @@ impl TwoPartySession {
             me,
             peer,
             peer_ik,
-            my_sks: BTreeMap::new(),
+            my_sks: Vec::new(),
             next_index: 1,
             received_sk: None,
             other: PeerKey::Prekey,
@@ -279,7 +289,7 @@ impl TwoPartySession {
     /// ‖ pk:[32] ‖ index:var` (the peer's key) or `2 ‖ pk:[32]` (a key I gave the peer). The
     /// group, both MIDs and the peer's identity key come from the enclosing state.
     pub(crate) fn encode_state(&self, w: &mut StateWriter) {
-        w.map(&self.my_sks, |w, i, sk| {
+        w.items(self.my_sks.iter(), |w, (i, sk)| {
             w.var(*i);
             w.raw(&sk.to_bytes()[..]);
         });
@@ -313,7 +323,10 @@ impl TwoPartySession {
             let sk = Zeroizing::new(r.array::<KEY_LEN>()?);
             Ok(X25519Secret::from_bytes(*sk))
         }
-        let my_sks = r.map(1 + KEY_LEN, |r| Ok((r.var()?, secret(r)?)))?;
+        let my_sks: Vec<(u64, X25519Secret)> = r.items(1 + KEY_LEN, |r| Ok((r.var()?, secret(r)?)))?;
+        if !my_sks.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(DecodeError::NotCanonicalSet.into());
+        }
         let next_index = r.var()?;
         let received_sk = r.opt(secret)?;
         let other = match r.u8()? {
@@ -396,7 +409,11 @@ impl TwoPartySession {
             (PeerKey::Prekey, None) => return Err(TwoPartyError::Crypto(CryptoError::Internal("2SM prekey state"))),
         };
         // Commit: nothing below can fail.
-        self.my_sks.insert(self.next_index, sk_a);
+        // Indices only grow: the new key goes last.
+        if self.my_sks.len() == self.my_sks.capacity() {
+            resize_wiped(&mut self.my_sks, 1);
+        }
+        self.my_sks.push((self.next_index, sk_a));
         self.next_index += 1;
         self.other = PeerKey::Mine { pk: pk_b };
         Ok(TwoSmCiphertext { key_ref, enc, ct })
@@ -424,7 +441,13 @@ impl TwoPartySession {
                 pt
             }
             KeyRef::YourKey(i) => {
-                let sk = self.my_sks.get(&i).ok_or(TwoPartyError::UnknownKeyIndex(i))?;
+                let sk = self
+                    .my_sks
+                    .binary_search_by_key(&i, |(j, _)| *j)
+                    .ok()
+                    .and_then(|k| self.my_sks.get(k))
+                    .map(|(_, sk)| sk)
+                    .ok_or(TwoPartyError::UnknownKeyIndex(i))?;
                 let info = crypto::info(labels::TWO_SM, &[&gid, &peer, &me]);
                 crypto::hpke_open(sk, &c.enc, &info, &aad, &c.ct)?
             }
@@ -443,7 +466,8 @@ impl TwoPartySession {
         let mut session = self.clone();
         if let KeyRef::YourKey(i) = c.key_ref {
             // The peer never uses my keys at indices <= i again.
-            session.my_sks.retain(|&j, _| j > i);
+            session.my_sks.retain(|(j, _)| *j > i);
+            resize_wiped(&mut session.my_sks, 0);
         }
         session.received_sk = Some(pt.key_for_receiver);
         session.other = PeerKey::Theirs { pk: pt.sender_new_pk, index: pt.sender_key_index };
