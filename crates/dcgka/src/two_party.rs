@@ -179,13 +179,28 @@ impl TwoSmPlaintext {
     }
 }
 
+/// What the enclosing state determines of a 2SM session (§4.1): the group, my MID, the
+/// peer's MID and its identity key. A [`TwoPartySession`] holds them; a group's DCGKA state,
+/// which knows them already, keeps only each peer's [`SessionState`] and supplies them on
+/// every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionContext {
+    pub(crate) gid: GroupId,
+    pub(crate) me: MemberId,
+    pub(crate) peer: MemberId,
+    pub(crate) peer_ik: IdentityKey,
+}
+
 /// The 2SM state σ for one (group, peer) pair (§4.1).
 #[derive(Clone, Debug)]
 pub struct TwoPartySession {
-    gid: GroupId,
-    me: MemberId,
-    peer: MemberId,
-    peer_ik: IdentityKey,
+    ctx: SessionContext,
+    state: SessionState,
+}
+
+/// The 2SM state σ without its context ([`SessionContext`]).
+#[derive(Clone, Debug)]
+pub(crate) struct SessionState {
     /// My secret keys the peer may still use, by ascending index: a short list (one
     /// entry while the two sides alternate), so a sorted vector rather than a map.
     my_sks: Vec<(u64, X25519Secret)>,
@@ -251,43 +266,97 @@ fn aad(key_ref: &KeyRef) -> Vec<u8> {
 impl TwoPartySession {
     /// `2SM-Init(me, P, gid)`. Fetches nothing: the peer's bundle is looked up on the first send.
     pub fn new(gid: GroupId, me: MemberId, peer: MemberId, peer_ik: IdentityKey) -> Self {
-        TwoPartySession {
-            gid,
-            me,
-            peer,
-            peer_ik,
-            my_sks: Vec::new(),
-            next_index: 1,
-            received_sk: None,
-            other: PeerKey::Prekey,
-            received_any: false,
-        }
+        TwoPartySession { ctx: SessionContext { gid, me, peer, peer_ik }, state: SessionState::new() }
     }
 
     /// The peer of this session.
     pub fn peer(&self) -> &MemberId {
-        &self.peer
+        &self.ctx.peer
     }
 
     /// Number of my own secret keys still held (they are erased as the peer uses them).
     pub fn held_secret_keys(&self) -> usize {
-        self.my_sks.len() + usize::from(self.received_sk.is_some())
+        self.state.held_secret_keys()
     }
 
     /// Whether the next send is a first contact that needs the peer's prekey bundle.
     pub fn needs_bundle(&self) -> bool {
-        self.other == PeerKey::Prekey
+        self.state.needs_bundle()
     }
 
     /// The peer's identity key (whose bundle a first contact uses).
     pub fn peer_identity(&self) -> &IdentityKey {
-        &self.peer_ik
+        &self.ctx.peer_ik
+    }
+
+    /// `2SM-Send`: encrypts `payload` to the peer, fetching and verifying the peer's bundle
+    /// through `provider` on a first contact. Atomic: on error nothing changes (a one-time
+    /// prekey handed out by the provider is then simply never used).
+    pub fn send(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        provider: &mut dyn PrekeyProvider,
+        now: u64,
+        payload: &[u8],
+    ) -> Result<TwoSmCiphertext, TwoPartyError> {
+        let ik = self.ctx.peer_ik;
+        let bundle = if self.needs_bundle() {
+            let b = provider.bundle(&ik).ok_or(TwoPartyError::MissingPrekeyBundle(ik))?;
+            Some(b.verify(&ik, now)?)
+        } else {
+            None
+        };
+        self.send_prepared(rng, bundle.as_ref(), payload)
+    }
+
+    /// `2SM-Send` with the peer's bundle already fetched and verified (needed exactly when
+    /// [`needs_bundle`](Self::needs_bundle) is true; ignored otherwise). Atomic.
+    pub fn send_prepared(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        bundle: Option<&VerifiedBundle>,
+        payload: &[u8],
+    ) -> Result<TwoSmCiphertext, TwoPartyError> {
+        self.state.send_prepared(&self.ctx, rng, bundle, payload)
+    }
+
+    /// `2SM-Receive`, staged: decrypts without changing anything. Apply the result with
+    /// [`StagedReceive::commit`].
+    pub fn receive_staged(&self, keys: &KeyStore, c: &TwoSmCiphertext) -> Result<StagedReceive, TwoPartyError> {
+        let (state, payload, consumed_opk) = self.state.receive_staged(&self.ctx, keys, c)?;
+        Ok(StagedReceive { session: TwoPartySession { ctx: self.ctx, state }, payload, consumed_opk })
+    }
+
+    /// `2SM-Receive`: decrypts and applies in one step. On error nothing changes.
+    pub fn receive(&mut self, keys: &mut KeyStore, c: &TwoSmCiphertext) -> Result<Zeroizing<Vec<u8>>, TwoPartyError> {
+        self.state.receive(&self.ctx, keys, c)
+    }
+}
+
+/// A staged receive of [`SessionState::receive_staged`]: the new state, the payload and the
+/// one-time prekey it consumed.
+type Staged = (SessionState, Zeroizing<Vec<u8>>, Option<OneTimePrekeyId>);
+
+impl SessionState {
+    /// A session before its first message either way.
+    pub(crate) fn new() -> Self {
+        SessionState { my_sks: Vec::new(), next_index: 1, received_sk: None, other: PeerKey::Prekey, received_any: false }
+    }
+
+    /// [`TwoPartySession::held_secret_keys`].
+    pub(crate) fn held_secret_keys(&self) -> usize {
+        self.my_sks.len() + usize::from(self.received_sk.is_some())
+    }
+
+    /// [`TwoPartySession::needs_bundle`].
+    pub(crate) fn needs_bundle(&self) -> bool {
+        self.other == PeerKey::Prekey
     }
 
     /// Snapshot encoding: `my_sks:list<(index:var, sk:[32])> ‖ next_index:var ‖
     /// received_sk:opt<[32]> ‖ other ‖ received_any:u8`, where `other` is `0` (prekey), `1
     /// ‖ pk:[32] ‖ index:var` (the peer's key) or `2 ‖ pk:[32]` (a key I gave the peer). The
-    /// group, both MIDs and the peer's identity key come from the enclosing state.
+    /// context ([`SessionContext`]) comes from the enclosing state.
     pub(crate) fn encode_state(&self, w: &mut StateWriter) {
         w.items(self.my_sks.iter(), |w, (i, sk)| {
             w.var(*i);
@@ -310,15 +379,8 @@ impl TwoPartySession {
         w.flag(self.received_any);
     }
 
-    /// Reverses [`encode_state`](Self::encode_state) for the session of `me` with `peer`
-    /// (identity `peer_ik`) in group `gid`.
-    pub(crate) fn decode_state(
-        r: &mut StateReader<'_>,
-        gid: GroupId,
-        me: MemberId,
-        peer: MemberId,
-        peer_ik: IdentityKey,
-    ) -> Result<Self, SnapshotError> {
+    /// Reverses [`encode_state`](Self::encode_state).
+    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
         fn secret(r: &mut Reader<'_>) -> Result<X25519Secret, DecodeError> {
             let sk = Zeroizing::new(r.array::<KEY_LEN>()?);
             Ok(X25519Secret::from_bytes(*sk))
@@ -336,39 +398,21 @@ impl TwoPartySession {
             t => return Err(DecodeError::UnknownTag { what: "2SM peer key", tag: u64::from(t) }.into()),
         };
         let received_any = r.flag()?;
-        Ok(TwoPartySession { gid, me, peer, peer_ik, my_sks, next_index, received_sk, other, received_any })
+        Ok(SessionState { my_sks, next_index, received_sk, other, received_any })
     }
 
-    /// `2SM-Send`: encrypts `payload` to the peer, fetching and verifying the peer's bundle
-    /// through `provider` on a first contact. Atomic: on error nothing changes (a one-time
-    /// prekey handed out by the provider is then simply never used).
-    pub fn send(
-        &mut self,
-        rng: &mut impl CryptoRng,
-        provider: &mut dyn PrekeyProvider,
-        now: u64,
-        payload: &[u8],
-    ) -> Result<TwoSmCiphertext, TwoPartyError> {
-        let bundle = if self.needs_bundle() {
-            let b = provider.bundle(&self.peer_ik).ok_or(TwoPartyError::MissingPrekeyBundle(self.peer_ik))?;
-            Some(b.verify(&self.peer_ik, now)?)
-        } else {
-            None
-        };
-        self.send_prepared(rng, bundle.as_ref(), payload)
-    }
 
-    /// `2SM-Send` with the peer's bundle already fetched and verified (needed exactly when
-    /// [`needs_bundle`](Self::needs_bundle) is true; ignored otherwise). Atomic.
-    pub fn send_prepared(
+    /// [`TwoPartySession::send_prepared`] in context `ctx`.
+    pub(crate) fn send_prepared(
         &mut self,
+        ctx: &SessionContext,
         rng: &mut impl CryptoRng,
         bundle: Option<&VerifiedBundle>,
         payload: &[u8],
     ) -> Result<TwoSmCiphertext, TwoPartyError> {
         let bundle = match (&self.other, bundle) {
-            (PeerKey::Prekey, None) => return Err(TwoPartyError::MissingPrekeyBundle(self.peer_ik)),
-            (PeerKey::Prekey, Some(b)) if b.ik != self.peer_ik => {
+            (PeerKey::Prekey, None) => return Err(TwoPartyError::MissingPrekeyBundle(ctx.peer_ik)),
+            (PeerKey::Prekey, Some(b)) if b.ik != ctx.peer_ik => {
                 return Err(TwoPartyError::Prekey(PrekeyError::WrongIdentity));
             }
             (PeerKey::Prekey, Some(b)) => Some(b),
@@ -384,7 +428,7 @@ impl TwoPartySession {
             payload: Zeroizing::new(payload.to_vec()),
         }
         .encode();
-        let (me, peer, gid) = (self.me.0, self.peer.0, self.gid.0);
+        let (me, peer, gid) = (ctx.me.0, ctx.peer.0, ctx.gid.0);
         let (key_ref, enc, ct) = match (&self.other, bundle) {
             (_, Some(b)) => {
                 let key_ref = KeyRef::Prekey { spk_id: b.spk.0, opk_id: b.opk.map(|o| o.0) };
@@ -419,10 +463,15 @@ impl TwoPartySession {
         Ok(TwoSmCiphertext { key_ref, enc, ct })
     }
 
-    /// `2SM-Receive`, staged: decrypts without changing anything. Apply the result with
-    /// [`StagedReceive::commit`].
-    pub fn receive_staged(&self, keys: &KeyStore, c: &TwoSmCiphertext) -> Result<StagedReceive, TwoPartyError> {
-        let (me, peer, gid) = (self.me.0, self.peer.0, self.gid.0);
+    /// [`TwoPartySession::receive_staged`] in context `ctx`: the new state, the payload and
+    /// the one-time prekey consumed.
+    pub(crate) fn receive_staged(
+        &self,
+        ctx: &SessionContext,
+        keys: &KeyStore,
+        c: &TwoSmCiphertext,
+    ) -> Result<Staged, TwoPartyError> {
+        let (me, peer, gid) = (ctx.me.0, ctx.peer.0, ctx.gid.0);
         let aad = aad(&c.key_ref);
         let mut consumed_opk = None;
         let pt = match c.key_ref {
@@ -472,12 +521,21 @@ impl TwoPartySession {
         session.received_sk = Some(pt.key_for_receiver);
         session.other = PeerKey::Theirs { pk: pt.sender_new_pk, index: pt.sender_key_index };
         session.received_any = true;
-        Ok(StagedReceive { session, payload: pt.payload, consumed_opk })
+        Ok((session, pt.payload, consumed_opk))
     }
 
-    /// `2SM-Receive`: decrypts and applies in one step. On error nothing changes.
-    pub fn receive(&mut self, keys: &mut KeyStore, c: &TwoSmCiphertext) -> Result<Zeroizing<Vec<u8>>, TwoPartyError> {
-        let staged = self.receive_staged(keys, c)?;
-        Ok(staged.commit(self, keys))
+    /// [`TwoPartySession::receive`] in context `ctx`.
+    pub(crate) fn receive(
+        &mut self,
+        ctx: &SessionContext,
+        keys: &mut KeyStore,
+        c: &TwoSmCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, TwoPartyError> {
+        let (state, payload, consumed_opk) = self.receive_staged(ctx, keys, c)?;
+        if let Some(id) = consumed_opk {
+            keys.delete_opk(id);
+        }
+        *self = state;
+        Ok(payload)
     }
 }
