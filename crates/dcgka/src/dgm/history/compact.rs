@@ -319,8 +319,8 @@ impl<M: Ord + Clone + Debug> History<M> {
     }
 
     /// Checks that a decoded base and log are canonical, as [`History::folded`] writes
-    /// them: base members in ascending order, and every sequence number of `last_seq` above
-    /// what the log shows for its member. Returns the reason otherwise.
+    /// them: base members in ascending order, and every sequence number of `last_seq` at
+    /// least 1 and above what the log shows for its member. Returns the reason otherwise.
     pub fn check_canonical(f: &Folded<M>) -> Result<(), &'static str> {
         if !f.members.windows(2).all(|w| w[0].id < w[1].id) {
             return Err("compact base members out of order");
@@ -328,6 +328,10 @@ impl<M: Ord + Clone + Debug> History<M> {
         let shown = log_last_seq(&f.ops);
         if f.last_seq.iter().any(|(u, s)| shown.get(u).is_some_and(|q| q >= s)) {
             return Err("a sequence number the log already shows");
+        }
+        // Sequence numbers start at 1: a member with none has no entry.
+        if f.last_seq.values().any(|s| *s == 0) {
+            return Err("a sequence number 0");
         }
         Ok(())
     }
