@@ -535,6 +535,9 @@ impl Ordering {
         if let Some(k) = new_key {
             st.key = k.key;
             st.cert = Some((k.seq, k.cert));
+            if id != d.me() {
+                self.prepared.offer(&id, &k.key);
+            }
         }
         self.set_state(id, st);
         if let Some(r) = retain {

@@ -59,6 +59,26 @@ impl PreparedKeys {
         true
     }
 
+    /// Caches `key`, the new current key of `id` (a rotation), while there is room or in
+    /// place of `id`'s previous key; it never evicts another sender's. So a group of up to
+    /// [`MAX_PREPARED_KEYS`] members decompresses each key once, when it is announced.
+    pub(super) fn offer(&mut self, id: &MemberId, key: &VerifyingKey) {
+        let slot = self.keys.iter().position(|(m, _, _)| m == id);
+        if slot.is_none() && self.keys.len() >= MAX_PREPARED_KEYS {
+            return;
+        }
+        // An invalid key verifies nothing and is not cached.
+        let Ok(p) = key.prepare() else {
+            self.forget(id);
+            return;
+        };
+        self.clock += 1;
+        match slot.and_then(|i| self.keys.get_mut(i)) {
+            Some(e) => *e = (*id, p, self.clock),
+            None => self.keys.push((*id, p, self.clock)),
+        }
+    }
+
     /// Forgets `id`'s key.
     pub(super) fn forget(&mut self, id: &MemberId) {
         self.keys.retain(|(m, _, _)| m != id);

@@ -425,6 +425,22 @@ fn decompressed_keys_are_bounded() {
     deliver_next(&mut ord, &net, 1, &net.app(1, 2, 10));
     assert!(ord.prepared.holds(&net.ids[1]));
     assert_eq!(ord.prepared.len(), MAX_PREPARED_KEYS);
+    // A rotation caches the new key in place of the sender's old one, or while there is
+    // room, but evicts nobody.
+    let rotated = |seq: u64| {
+        let key = SigningSecret::generate(&mut ChaCha20Rng::seed_from_u64(seq));
+        Some(CertifiedKey { key: key.verifying_key(), seq: SeqNo(seq), cert: Signature([0; 64]) })
+    };
+    let outside = (2..n).find(|i| !ord.prepared.holds(&net.ids[*i])).unwrap();
+    ord.advance(&net, net.ids[outside], 2, rotated(2), None);
+    assert!(!ord.prepared.holds(&net.ids[outside]));
+    ord.advance(&net, net.ids[1], 3, rotated(3), None);
+    assert!(ord.prepared.holds(&net.ids[1]));
+    assert_eq!(ord.prepared.len(), MAX_PREPARED_KEYS);
+    let mut small = Ordering::default();
+    small.advance(&net, net.ids[2], 1, rotated(1), None);
+    small.advance(&net, net.ids[0], 1, rotated(1), None);
+    assert!(small.prepared.holds(&net.ids[2]) && !small.prepared.holds(&net.ids[0]), "not my own key");
 }
 
 /// The buffer round-trips through the snapshot with its verified marks and counters.
