@@ -182,7 +182,9 @@ fn a_restored_member_of_128_takes_at_most_three_times_its_snapshot() {
         .arg(&path)
         .output()
         .expect("run dcgka bench --longevity");
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("✓ memory_bytes_per_member at K = 0 <= 3 x state_bytes"), "{stdout}");
     let csv = std::fs::read_to_string(&path).expect("CSV written");
     let _ = std::fs::remove_file(&path);
     let row: Vec<usize> = csv
