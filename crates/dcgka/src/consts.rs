@@ -114,6 +114,14 @@ pub const MAX_BUFFERED_UNKNOWN_BYTES: usize = 1024 * 1024;
 /// that a second authentic version of one is reported as equivocation (§7.6).
 pub const MAX_RECENT_HASHES: usize = 16;
 
+/// Senders whose current signing key is kept decompressed, for the senders verified most
+/// recently (§7.3). A decompressed Ed25519 key takes 192 bytes against 32 compressed, so the
+/// cache is bounded (to about 29 KiB) rather than one per member; it holds every sender of
+/// a group of up to 128 members, and in a larger group a sender outside it costs one point
+/// decompression (about a tenth of a verification) per verified envelope. It is not part of
+/// a snapshot, and a restored group starts with it empty.
+pub const MAX_PREPARED_KEYS: usize = 128;
+
 /// Most items in one batch envelope (coalesced acknowledgments, §12). A member holding
 /// this many items minus one sends them at once, so a batch never exceeds it; a longer
 /// one is [`crate::codec::DecodeError::ListTooLong`] with this `max`.

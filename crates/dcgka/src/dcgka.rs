@@ -23,7 +23,7 @@ use crate::events::{Event, MalformedBody, Misbehaviour, RejectReason};
 use crate::ids::{Epoch, GroupId, MemberId, MemberTag, Origin, SeqNo};
 use crate::prekeys::{CarriedPrekey, KeyStore, PrekeyProvider, VerifiedBundle};
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
-use crate::two_party::{TwoPartySession, TwoSmCiphertext};
+use crate::two_party::{SessionContext, SessionState, TwoSmCiphertext};
 use crate::wire::{AckRef, ControlBody, EnvelopeKind, Forward, SeedBlock, recipients_digest};
 
 mod acks;
@@ -182,7 +182,9 @@ pub(crate) struct Dcgka {
     /// Membership history and SR-DGM state.
     pub(crate) h: History<MemberId>,
     next_seed: Option<Secret32>,
-    sm: BTreeMap<MemberId, TwoPartySession>,
+    /// The 2SM session with each peer (its context is this state's: gid, me, the peer and
+    /// its identity key).
+    sm: BTreeMap<MemberId, SessionState>,
     ms: BTreeMap<(MemberId, u64, MemberId), Secret32>,
     rt: BTreeMap<MemberId, Secret32>,
     pub(crate) heal_pending: bool,
@@ -190,10 +192,9 @@ pub(crate) struct Dcgka {
     /// processed (§7.6): its view of my ratchet differs from mine until my own next update
     /// or remove re-initialises it. Auto-heal performs that update.
     pub(crate) resync_pending: bool,
-    /// `IK(m)` for every ever-added member.
+    /// `IK(m)` for every ever-added member. Sorted by MID, and so by member tag (a MID's
+    /// first bytes): it resolves tags too ([`Dcgka::resolve`]).
     pub(crate) ik: BTreeMap<MemberId, IdentityKey>,
-    /// Member tag → MID for every ever-added member.
-    pub(crate) tags: BTreeMap<MemberTag, MemberId>,
     /// The operations processed here that not every current member has acknowledged yet
     /// (V4 (d) for updates, which are not in `H`; completion for all four kinds).
     acks: AckTracker,
@@ -229,7 +230,6 @@ impl Dcgka {
             heal_pending: false,
             resync_pending: false,
             ik: BTreeMap::new(),
-            tags: BTreeMap::new(),
             acks: AckTracker::default(),
             ms_since: BTreeMap::new(),
             stale: BTreeSet::new(),
@@ -241,12 +241,13 @@ impl Dcgka {
 
     fn learn(&mut self, id: MemberId, ik: IdentityKey) {
         self.ik.insert(id, ik);
-        self.tags.insert(id.tag(), id);
     }
 
     /// Resolves a member tag to an ever-added MID.
     pub(crate) fn resolve(&self, tag: &MemberTag) -> Option<MemberId> {
-        self.tags.get(tag).copied()
+        let mut first = [0; 32];
+        first[..tag.0.len()].copy_from_slice(&tag.0);
+        self.ik.range(MemberId(first)..).next().map(|(id, _)| *id).filter(|id| id.tag() == *tag)
     }
 
     /// `member-view(me)`.
@@ -305,7 +306,6 @@ impl Dcgka {
         let c = self.h.compact_keeping(&|m| keep(m) || holding.contains(m));
         for id in &c.forgotten {
             self.ik.remove(id);
-            self.tags.remove(&id.tag());
             self.sm.remove(id);
             self.rt.remove(id);
         }
@@ -505,16 +505,17 @@ impl Dcgka {
         if !ik.contains_key(&me) {
             return Err(SnapshotError::Inconsistent("own identity key missing"));
         }
-        let tags: BTreeMap<MemberTag, MemberId> = ik.keys().map(|id| (id.tag(), *id)).collect();
-        if tags.len() != ik.len() {
+        if ik.keys().zip(ik.keys().skip(1)).any(|(a, b)| a.tag() == b.tag()) {
             return Err(SnapshotError::Inconsistent("two members share a member tag"));
         }
         let h = History::decode_state(r)?;
         let next_seed = if r.flag()? { Some(r.secret()?) } else { None };
         let sm = r.map(2, |r| {
             let peer = r.member()?;
-            let peer_ik = *ik.get(&peer).ok_or(SnapshotError::Inconsistent("2SM session with an unknown identity"))?;
-            Ok((peer, TwoPartySession::decode_state(r, gid, me, peer, peer_ik)?))
+            if !ik.contains_key(&peer) {
+                return Err(SnapshotError::Inconsistent("2SM session with an unknown identity"));
+            }
+            Ok((peer, SessionState::decode_state(r)?))
         })?;
         let ms = r.map(3 + KEY_LEN, |r| Ok(((r.member()?, r.var()?, r.member()?), r.secret()?)))?;
         let rt = r.map(1 + KEY_LEN, |r| Ok((r.member()?, r.secret()?)))?;
@@ -547,7 +548,6 @@ impl Dcgka {
             heal_pending,
             resync_pending,
             ik,
-            tags,
             acks,
             ms_since,
             stale,
@@ -723,9 +723,9 @@ impl Dcgka {
         m: &[u8],
     ) -> Result<TwoSmCiphertext, ProcessError> {
         let ik = *self.ik.get(id).ok_or_else(|| fatal("encrypt-to a member of unknown identity"))?;
-        let (gid, me) = (self.gid, self.me);
-        let session = self.sm.entry(*id).or_insert_with(|| TwoPartySession::new(gid, me, *id, ik));
-        session.send_prepared(env.rng, bundles.get(&ik), m).map_err(|_| fatal("a 2SM message cannot be sealed"))
+        let ctx = SessionContext { gid: self.gid, me: self.me, peer: *id, peer_ik: ik };
+        let session = self.sm.entry(*id).or_insert_with(SessionState::new);
+        session.send_prepared(&ctx, env.rng, bundles.get(&ik), m).map_err(|_| fatal("a 2SM message cannot be sealed"))
     }
 
     /// `decrypt-from(γ, ID, c)`; a failure is FATAL (§5.6), and names `what` `ID` sent.
@@ -737,9 +737,9 @@ impl Dcgka {
         what: Misbehaviour,
     ) -> Result<Secret32, ProcessError> {
         let ik = *self.ik.get(id).ok_or_else(|| fatal("decrypt-from a member of unknown identity"))?;
-        let (gid, me) = (self.gid, self.me);
-        let session = self.sm.entry(*id).or_insert_with(|| TwoPartySession::new(gid, me, *id, ik));
-        let pt = session.receive(env.keys, c).map_err(|_| ProcessError::BadCiphertext(what))?;
+        let ctx = SessionContext { gid: self.gid, me: self.me, peer: *id, peer_ik: ik };
+        let session = self.sm.entry(*id).or_insert_with(SessionState::new);
+        let pt = session.receive(&ctx, env.keys, c).map_err(|_| ProcessError::BadCiphertext(what))?;
         let bytes: [u8; KEY_LEN] = pt[..].try_into().map_err(|_| ProcessError::BadCiphertext(what))?;
         Ok(Secret32::from_bytes(bytes))
     }
@@ -877,7 +877,7 @@ impl Dcgka {
     /// number). Changes nothing.
     pub(crate) fn add_target(&self, staged: &StagedAdd) -> Result<MemberId, ProcessError> {
         let t = self.next_add_target(&staged.ik);
-        if self.tags.contains_key(&t.tag()) {
+        if self.resolve(&t.tag()).is_some() {
             return Err(RejectReason::InvalidAdd("member tag collision").into());
         }
         Ok(t)

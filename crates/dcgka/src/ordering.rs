@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::codec::{Decode, DecodeError, Encode};
 use crate::consts::MAX_AHEAD;
-use crate::crypto::{IdentityKey, KEY_LEN, PreparedKey, Signature, VerifyingKey};
+use crate::crypto::{IdentityKey, KEY_LEN, Signature, VerifyingKey};
 use crate::dcgka::AckTarget;
 use crate::dgm::OpId;
 use crate::events::DropReason;
@@ -23,6 +23,7 @@ use crate::wire::{AckRef, ApplicationBody, CertifiedKey, ControlBody, Envelope, 
 
 mod buffer;
 mod late;
+mod prepared;
 mod recent;
 #[cfg(test)]
 mod tests;
@@ -121,6 +122,49 @@ impl SenderState {
     }
 }
 
+/// What the ordering layer holds of one sender: its state and its latest hashes, in one
+/// record (one entry per sender, not one in each of several tables keyed by the sender).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Sender {
+    state: SenderState,
+    /// The short hashes of its latest processed envelopes that are not retained (acks,
+    /// application messages), at most [`crate::consts::MAX_RECENT_HASHES`], oldest first: a
+    /// second authentic version of one is equivocation (§7.6).
+    recent: VecDeque<(u64, [u8; 16])>,
+}
+
+impl Sender {
+    fn new(state: SenderState) -> Self {
+        Sender { state, recent: VecDeque::new() }
+    }
+}
+
+/// The sender table as the group layer reads it: each sender's [`SenderState`].
+#[derive(Clone, Copy)]
+pub(crate) struct Senders<'a>(&'a BTreeMap<MemberId, Sender>);
+
+impl<'a> Senders<'a> {
+    /// The state of `id`, if it has one.
+    pub(crate) fn get(&self, id: &MemberId) -> Option<&'a SenderState> {
+        self.0.get(id).map(|s| &s.state)
+    }
+
+    /// The senders, in order.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &'a MemberId> + use<'a> {
+        self.0.keys()
+    }
+
+    /// The senders and their states, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a MemberId, &'a SenderState)> + use<'a> {
+        self.0.iter().map(|(id, s)| (id, &s.state))
+    }
+
+    /// Whether there is no sender.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Where a buffered envelope is filed before its sender is resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum BufKey {
@@ -163,7 +207,8 @@ pub(crate) struct Buffered {
 /// The ACB tables of one group.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Ordering {
-    senders: BTreeMap<MemberId, SenderState>,
+    /// Every sender's state and recent hashes.
+    senders: BTreeMap<MemberId, Sender>,
     /// Kind and short hash of every processed create, update, remove and add that is in
     /// flight: not yet acknowledged by every member (the group layer says when one
     /// completes, [`Ordering::release`]).
@@ -176,12 +221,9 @@ pub(crate) struct Ordering {
     retained_keys: BTreeMap<(MemberId, u64), VerifyingKey>,
     /// A newcomer's horizon, per sender (§7.4).
     horizon: BTreeMap<MemberId, u64>,
-    /// The short hashes of each sender's latest processed envelopes that are not retained
-    /// (acks, application messages), at most [`crate::consts::MAX_RECENT_HASHES`] per
-    /// sender, oldest first: a second authentic version of one is equivocation (§7.6).
-    recent: BTreeMap<MemberId, VecDeque<(u64, [u8; 16])>>,
-    /// Each sender's current signing key, decompressed once (a cache of `senders[X].key`).
-    prepared: BTreeMap<MemberId, PreparedKey>,
+    /// The current signing keys of the senders verified last, decompressed (a bounded
+    /// cache; not persisted).
+    prepared: prepared::PreparedKeys,
     buffer: BTreeMap<BufKey, BTreeMap<u64, Vec<Buffered>>>,
     buffered: usize,
     buffered_bytes: usize,
@@ -329,16 +371,17 @@ impl Ordering {
     /// list<(envelope:opaque, verified:u8, batch_hash:opt<[16]>)>>> ‖ withheld:map<member,
     /// seq:var>` (since version 3), a slot key being `0 ‖ tag:[16]` or `1 ‖ ik:[32] ‖
     /// of_sender:[16] ‖ of_seq:var`. Envelopes are in their wire encoding, candidates in
-    /// their order. The decompressed keys and the buffer counters are rebuilt.
+    /// their order. The buffer counters are rebuilt; the decompressed keys are a cache, filled
+    /// again as envelopes are verified.
     ///
     /// With `senders` false the sender table is left empty (the group's core record; each
     /// sender's entry goes to its own record).
     pub(crate) fn encode_parts(&self, w: &mut StateWriter, senders: bool) {
         let none = BTreeMap::new();
-        w.map(if senders { &self.senders } else { &none }, |w, id, st| {
+        w.map(if senders { &self.senders } else { &none }, |w, id, s| {
             w.member(id);
-            st.encode_state(w);
-            self.encode_recent(w, id);
+            s.state.encode_state(w);
+            recent::encode(w, &s.recent);
         });
         w.map(&self.retained, |w, (id, q), (kind, hash)| {
             w.member(id);
@@ -385,15 +428,10 @@ impl Ordering {
 
     /// Reverses [`encode_state`](Self::encode_state).
     pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
-        let mut recent = BTreeMap::new();
-        let senders: BTreeMap<MemberId, SenderState> = r.map(4 + KEY_LEN, |r| {
+        let senders = r.map(4 + KEY_LEN, |r| {
             let id = r.member()?;
-            let st = SenderState::decode_state(r)?;
-            let q = Self::decode_recent(r)?;
-            if !q.is_empty() {
-                recent.insert(id, q);
-            }
-            Ok((id, st))
+            let state = SenderState::decode_state(r)?;
+            Ok((id, Sender { state, recent: Self::decode_recent(r)? }))
         })?;
         let retained = r.map(3 + 16, |r| {
             let k = (r.member()?, r.var()?);
@@ -424,54 +462,56 @@ impl Ordering {
         let all = || buffer.values().flat_map(BTreeMap::values).flatten();
         let buffered = all().count();
         let buffered_bytes = all().fold(0usize, |n, b| n.saturating_add(b.size));
-        let mut ord = Ordering {
-            senders: BTreeMap::new(),
+        Ok(Ordering {
+            senders,
             retained,
             retained_keys,
             horizon,
-            recent,
-            prepared: BTreeMap::new(),
+            prepared: Default::default(),
             buffer,
             buffered,
             buffered_bytes,
             withheld,
             newly_withheld: Vec::new(),
             no_evidence: Default::default(),
-        };
-        for (id, st) in senders {
-            ord.cache_key(id, &st.key);
-            ord.senders.insert(id, st);
-        }
-        Ok(ord)
+        })
     }
 
     /// The state of `id`, created on first use with the identity key as signing key.
     pub(crate) fn sender(&self, id: &MemberId, d: &impl Roster) -> Option<SenderState> {
         self.senders
             .get(id)
-            .cloned()
+            .map(|s| s.state.clone())
             .or_else(|| d.identity(id).map(|ik| SenderState { hwm: 0, key: ik, cert: None, cut_off: false }))
     }
 
     pub(crate) fn hwm(&self, id: &MemberId) -> u64 {
-        self.senders.get(id).map_or(0, |s| s.hwm)
+        self.senders.get(id).map_or(0, |s| s.state.hwm)
     }
 
-    pub(crate) fn senders(&self) -> &BTreeMap<MemberId, SenderState> {
-        &self.senders
+    pub(crate) fn senders(&self) -> Senders<'_> {
+        Senders(&self.senders)
+    }
+
+    /// Sets the state of `id`, keeping its recent hashes.
+    fn set_state(&mut self, id: MemberId, state: SenderState) {
+        match self.senders.get_mut(&id) {
+            Some(s) => s.state = state,
+            None => {
+                self.senders.insert(id, Sender::new(state));
+            }
+        }
     }
 
     /// Restores one sender's entry from its own record.
     pub(crate) fn insert_sender(&mut self, id: MemberId, state: SenderState) {
-        self.cache_key(id, &state.key);
-        self.senders.insert(id, state);
+        self.set_state(id, state);
     }
 
     /// Loads a Welcome's sender table and horizon.
     pub(crate) fn load(&mut self, id: MemberId, state: SenderState) {
         self.horizon.insert(id, state.hwm);
-        self.cache_key(id, &state.key);
-        self.senders.insert(id, state);
+        self.set_state(id, state);
     }
 
     /// Records a processed (or rejected) envelope: advances `hwm`, rotates the key, retains
@@ -495,39 +535,27 @@ impl Ordering {
         if let Some(k) = new_key {
             st.key = k.key;
             st.cert = Some((k.seq, k.cert));
-            self.cache_key(id, &k.key);
+            if id != d.me() {
+                self.prepared.offer(&id, &k.key);
+            }
         }
-        self.senders.insert(id, st);
+        self.set_state(id, st);
         if let Some(r) = retain {
             self.retained.insert((id, seq), r);
         }
     }
 
-    fn cache_key(&mut self, id: MemberId, key: &VerifyingKey) {
-        match key.prepare() {
-            Ok(p) => {
-                self.prepared.insert(id, p);
-            }
-            // An invalid key verifies nothing; verification reports it.
-            Err(_) => {
-                self.prepared.remove(&id);
-            }
-        }
-    }
-
-    /// Verifies `env` as the next envelope of `id`, whose current signing key is `key`.
+    /// Verifies `env` as the next envelope of `id`, whose current signing key is `key`
+    /// (with the decompressed key if it is cached, and without caching it).
     pub(crate) fn verify(&self, gid: &GroupId, id: &MemberId, key: &VerifyingKey, env: &Envelope) -> bool {
-        match self.prepared.get(id).filter(|p| p.public() == *key) {
-            Some(p) => env.verify_prepared(gid, id, p).is_ok(),
-            None => env.verify(gid, id, key).is_ok(),
-        }
+        self.prepared.verify(gid, id, key, env)
     }
 
     /// Marks a sender cut off (§7.5).
     pub(crate) fn cut_off(&mut self, d: &impl Roster, id: MemberId) {
         if let Some(mut st) = self.sender(&id, d) {
             st.cut_off = true;
-            self.senders.insert(id, st);
+            self.set_state(id, st);
         }
     }
 
@@ -667,7 +695,7 @@ impl Ordering {
                     && !trusting
                     && let Some(st) = self.sender(&id, r)
                 {
-                    if !self.verify(&gid, &id, &st.key, &env) {
+                    if !self.prepared.verify_caching(&gid, &id, &st.key, &env) {
                         return Ok(Arrival::Dropped(DropReason::BadSignature));
                     }
                     verified = true;
@@ -769,7 +797,8 @@ impl Ordering {
         let mut forged = Vec::new();
         let mut equivocal = Vec::new();
         for b in candidates {
-            let authentic = b.verified || trusting || self.verify(&r.gid(), &sender, &state.key, &b.env);
+            let authentic =
+                b.verified || trusting || self.prepared.verify_caching(&r.gid(), &sender, &state.key, &b.env);
             if chosen.is_none() && authentic {
                 chosen = Some(b);
             } else if authentic && b.hash.is_none() {
@@ -885,8 +914,9 @@ impl Ordering {
         if slot.iter().all(|b| b.verified) {
             return Vec::new();
         }
+        let prepared = &mut self.prepared;
         let verdicts: Vec<bool> =
-            slot.iter().map(|b| b.verified || trusting || self.verify(&gid, &id, &st.key, &b.env)).collect();
+            slot.iter().map(|b| b.verified || trusting || prepared.verify_caching(&gid, &id, &st.key, &b.env)).collect();
         let taken = self.take(key, seq);
         let mut forged = Vec::new();
         let mut kept = Vec::new();

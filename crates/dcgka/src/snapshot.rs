@@ -35,10 +35,12 @@
 //!
 //! **Rebuilt on restore, not stored**: the SR-DGM indexes of `H` (every table of
 //! `History`, by re-applying the operation log, which reproduces an equal
-//! history), the member-tag table (from the IK table), each buffered envelope's size and
-//! the buffer counters, the decompressed signing keys (a cache), and the parts of each 2SM
-//! session and sender ratchet that the enclosing state determines (group, own and peer
-//! MID, peer identity key).
+//! history), each buffered envelope's size and the buffer counters, and the group and
+//! sender of each sender ratchet (from the enclosing state). **Neither stored nor
+//! kept**: member tags (resolved through the IK table, sorted by MID, whose first bytes are
+//! the tag), the parts of each 2SM session that the enclosing state determines (group, own
+//! and peer MID, peer identity key; a group holds only each session's own state), and the
+//! decompressed signing keys, a bounded cache that a restored group starts empty.
 //!
 //! **Not in a group snapshot**: the device's [`crate::prekeys::Identity`] with its prekey
 //! secrets, which is shared by all of the device's groups and has a snapshot of its own

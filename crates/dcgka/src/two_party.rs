@@ -10,10 +10,8 @@
 //! Correctness needs every ciphertext of one direction to be received, in order, with none
 //! skipped; the ACB layer provides that order.
 
-use std::collections::BTreeMap;
-
 use rand_core::CryptoRng;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::crypto::{self, CryptoError, IdentityKey, KEY_LEN, X25519Public, X25519Secret, labels};
@@ -181,14 +179,31 @@ impl TwoSmPlaintext {
     }
 }
 
+/// What the enclosing state determines of a 2SM session (§4.1): the group, my MID, the
+/// peer's MID and its identity key. A [`TwoPartySession`] holds them; a group's DCGKA state,
+/// which knows them already, keeps only each peer's [`SessionState`] and supplies them on
+/// every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionContext {
+    pub(crate) gid: GroupId,
+    pub(crate) me: MemberId,
+    pub(crate) peer: MemberId,
+    pub(crate) peer_ik: IdentityKey,
+}
+
 /// The 2SM state σ for one (group, peer) pair (§4.1).
 #[derive(Clone, Debug)]
 pub struct TwoPartySession {
-    gid: GroupId,
-    me: MemberId,
-    peer: MemberId,
-    peer_ik: IdentityKey,
-    my_sks: BTreeMap<u64, X25519Secret>,
+    ctx: SessionContext,
+    state: SessionState,
+}
+
+/// The 2SM state σ without its context ([`SessionContext`]).
+#[derive(Clone, Debug)]
+pub(crate) struct SessionState {
+    /// My secret keys the peer may still use, by ascending index: a short list (one
+    /// entry while the two sides alternate), so a sorted vector rather than a map.
+    my_sks: Vec<(u64, X25519Secret)>,
     next_index: u64,
     received_sk: Option<X25519Secret>,
     other: PeerKey,
@@ -234,6 +249,16 @@ impl StagedReceive {
     }
 }
 
+/// Moves `keys` into a buffer of exactly `keys.len() + extra` slots and wipes the old
+/// buffer: a plain reallocation, or the tail a `retain` leaves, would keep copies of secret
+/// keys in memory that is freed or unused.
+fn resize_wiped(keys: &mut Vec<(u64, X25519Secret)>, extra: usize) {
+    let mut moved = Vec::with_capacity(keys.len() + extra);
+    moved.append(keys);
+    keys.spare_capacity_mut().zeroize();
+    *keys = moved;
+}
+
 fn aad(key_ref: &KeyRef) -> Vec<u8> {
     crypto::info(labels::TWO_SM_AAD, &[&key_ref.to_bytes()])
 }
@@ -241,45 +266,99 @@ fn aad(key_ref: &KeyRef) -> Vec<u8> {
 impl TwoPartySession {
     /// `2SM-Init(me, P, gid)`. Fetches nothing: the peer's bundle is looked up on the first send.
     pub fn new(gid: GroupId, me: MemberId, peer: MemberId, peer_ik: IdentityKey) -> Self {
-        TwoPartySession {
-            gid,
-            me,
-            peer,
-            peer_ik,
-            my_sks: BTreeMap::new(),
-            next_index: 1,
-            received_sk: None,
-            other: PeerKey::Prekey,
-            received_any: false,
-        }
+        TwoPartySession { ctx: SessionContext { gid, me, peer, peer_ik }, state: SessionState::new() }
     }
 
     /// The peer of this session.
     pub fn peer(&self) -> &MemberId {
-        &self.peer
+        &self.ctx.peer
     }
 
     /// Number of my own secret keys still held (they are erased as the peer uses them).
     pub fn held_secret_keys(&self) -> usize {
-        self.my_sks.len() + usize::from(self.received_sk.is_some())
+        self.state.held_secret_keys()
     }
 
     /// Whether the next send is a first contact that needs the peer's prekey bundle.
     pub fn needs_bundle(&self) -> bool {
-        self.other == PeerKey::Prekey
+        self.state.needs_bundle()
     }
 
     /// The peer's identity key (whose bundle a first contact uses).
     pub fn peer_identity(&self) -> &IdentityKey {
-        &self.peer_ik
+        &self.ctx.peer_ik
+    }
+
+    /// `2SM-Send`: encrypts `payload` to the peer, fetching and verifying the peer's bundle
+    /// through `provider` on a first contact. Atomic: on error nothing changes (a one-time
+    /// prekey handed out by the provider is then simply never used).
+    pub fn send(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        provider: &mut dyn PrekeyProvider,
+        now: u64,
+        payload: &[u8],
+    ) -> Result<TwoSmCiphertext, TwoPartyError> {
+        let ik = self.ctx.peer_ik;
+        let bundle = if self.needs_bundle() {
+            let b = provider.bundle(&ik).ok_or(TwoPartyError::MissingPrekeyBundle(ik))?;
+            Some(b.verify(&ik, now)?)
+        } else {
+            None
+        };
+        self.send_prepared(rng, bundle.as_ref(), payload)
+    }
+
+    /// `2SM-Send` with the peer's bundle already fetched and verified (needed exactly when
+    /// [`needs_bundle`](Self::needs_bundle) is true; ignored otherwise). Atomic.
+    pub fn send_prepared(
+        &mut self,
+        rng: &mut impl CryptoRng,
+        bundle: Option<&VerifiedBundle>,
+        payload: &[u8],
+    ) -> Result<TwoSmCiphertext, TwoPartyError> {
+        self.state.send_prepared(&self.ctx, rng, bundle, payload)
+    }
+
+    /// `2SM-Receive`, staged: decrypts without changing anything. Apply the result with
+    /// [`StagedReceive::commit`].
+    pub fn receive_staged(&self, keys: &KeyStore, c: &TwoSmCiphertext) -> Result<StagedReceive, TwoPartyError> {
+        let (state, payload, consumed_opk) = self.state.receive_staged(&self.ctx, keys, c)?;
+        Ok(StagedReceive { session: TwoPartySession { ctx: self.ctx, state }, payload, consumed_opk })
+    }
+
+    /// `2SM-Receive`: decrypts and applies in one step. On error nothing changes.
+    pub fn receive(&mut self, keys: &mut KeyStore, c: &TwoSmCiphertext) -> Result<Zeroizing<Vec<u8>>, TwoPartyError> {
+        self.state.receive(&self.ctx, keys, c)
+    }
+}
+
+/// A staged receive of [`SessionState::receive_staged`]: the new state, the payload and the
+/// one-time prekey it consumed.
+type Staged = (SessionState, Zeroizing<Vec<u8>>, Option<OneTimePrekeyId>);
+
+impl SessionState {
+    /// A session before its first message either way.
+    pub(crate) fn new() -> Self {
+        SessionState { my_sks: Vec::new(), next_index: 1, received_sk: None, other: PeerKey::Prekey, received_any: false }
+    }
+
+    /// [`TwoPartySession::held_secret_keys`].
+    pub(crate) fn held_secret_keys(&self) -> usize {
+        self.my_sks.len() + usize::from(self.received_sk.is_some())
+    }
+
+    /// [`TwoPartySession::needs_bundle`].
+    pub(crate) fn needs_bundle(&self) -> bool {
+        self.other == PeerKey::Prekey
     }
 
     /// Snapshot encoding: `my_sks:list<(index:var, sk:[32])> ‖ next_index:var ‖
     /// received_sk:opt<[32]> ‖ other ‖ received_any:u8`, where `other` is `0` (prekey), `1
     /// ‖ pk:[32] ‖ index:var` (the peer's key) or `2 ‖ pk:[32]` (a key I gave the peer). The
-    /// group, both MIDs and the peer's identity key come from the enclosing state.
+    /// context ([`SessionContext`]) comes from the enclosing state.
     pub(crate) fn encode_state(&self, w: &mut StateWriter) {
-        w.map(&self.my_sks, |w, i, sk| {
+        w.items(self.my_sks.iter(), |w, (i, sk)| {
             w.var(*i);
             w.raw(&sk.to_bytes()[..]);
         });
@@ -300,20 +379,16 @@ impl TwoPartySession {
         w.flag(self.received_any);
     }
 
-    /// Reverses [`encode_state`](Self::encode_state) for the session of `me` with `peer`
-    /// (identity `peer_ik`) in group `gid`.
-    pub(crate) fn decode_state(
-        r: &mut StateReader<'_>,
-        gid: GroupId,
-        me: MemberId,
-        peer: MemberId,
-        peer_ik: IdentityKey,
-    ) -> Result<Self, SnapshotError> {
+    /// Reverses [`encode_state`](Self::encode_state).
+    pub(crate) fn decode_state(r: &mut StateReader<'_>) -> Result<Self, SnapshotError> {
         fn secret(r: &mut Reader<'_>) -> Result<X25519Secret, DecodeError> {
             let sk = Zeroizing::new(r.array::<KEY_LEN>()?);
             Ok(X25519Secret::from_bytes(*sk))
         }
-        let my_sks = r.map(1 + KEY_LEN, |r| Ok((r.var()?, secret(r)?)))?;
+        let my_sks: Vec<(u64, X25519Secret)> = r.items(1 + KEY_LEN, |r| Ok((r.var()?, secret(r)?)))?;
+        if !my_sks.windows(2).all(|w| w[0].0 < w[1].0) {
+            return Err(DecodeError::NotCanonicalSet.into());
+        }
         let next_index = r.var()?;
         let received_sk = r.opt(secret)?;
         let other = match r.u8()? {
@@ -323,39 +398,21 @@ impl TwoPartySession {
             t => return Err(DecodeError::UnknownTag { what: "2SM peer key", tag: u64::from(t) }.into()),
         };
         let received_any = r.flag()?;
-        Ok(TwoPartySession { gid, me, peer, peer_ik, my_sks, next_index, received_sk, other, received_any })
+        Ok(SessionState { my_sks, next_index, received_sk, other, received_any })
     }
 
-    /// `2SM-Send`: encrypts `payload` to the peer, fetching and verifying the peer's bundle
-    /// through `provider` on a first contact. Atomic: on error nothing changes (a one-time
-    /// prekey handed out by the provider is then simply never used).
-    pub fn send(
-        &mut self,
-        rng: &mut impl CryptoRng,
-        provider: &mut dyn PrekeyProvider,
-        now: u64,
-        payload: &[u8],
-    ) -> Result<TwoSmCiphertext, TwoPartyError> {
-        let bundle = if self.needs_bundle() {
-            let b = provider.bundle(&self.peer_ik).ok_or(TwoPartyError::MissingPrekeyBundle(self.peer_ik))?;
-            Some(b.verify(&self.peer_ik, now)?)
-        } else {
-            None
-        };
-        self.send_prepared(rng, bundle.as_ref(), payload)
-    }
 
-    /// `2SM-Send` with the peer's bundle already fetched and verified (needed exactly when
-    /// [`needs_bundle`](Self::needs_bundle) is true; ignored otherwise). Atomic.
-    pub fn send_prepared(
+    /// [`TwoPartySession::send_prepared`] in context `ctx`.
+    pub(crate) fn send_prepared(
         &mut self,
+        ctx: &SessionContext,
         rng: &mut impl CryptoRng,
         bundle: Option<&VerifiedBundle>,
         payload: &[u8],
     ) -> Result<TwoSmCiphertext, TwoPartyError> {
         let bundle = match (&self.other, bundle) {
-            (PeerKey::Prekey, None) => return Err(TwoPartyError::MissingPrekeyBundle(self.peer_ik)),
-            (PeerKey::Prekey, Some(b)) if b.ik != self.peer_ik => {
+            (PeerKey::Prekey, None) => return Err(TwoPartyError::MissingPrekeyBundle(ctx.peer_ik)),
+            (PeerKey::Prekey, Some(b)) if b.ik != ctx.peer_ik => {
                 return Err(TwoPartyError::Prekey(PrekeyError::WrongIdentity));
             }
             (PeerKey::Prekey, Some(b)) => Some(b),
@@ -371,7 +428,7 @@ impl TwoPartySession {
             payload: Zeroizing::new(payload.to_vec()),
         }
         .encode();
-        let (me, peer, gid) = (self.me.0, self.peer.0, self.gid.0);
+        let (me, peer, gid) = (ctx.me.0, ctx.peer.0, ctx.gid.0);
         let (key_ref, enc, ct) = match (&self.other, bundle) {
             (_, Some(b)) => {
                 let key_ref = KeyRef::Prekey { spk_id: b.spk.0, opk_id: b.opk.map(|o| o.0) };
@@ -396,16 +453,25 @@ impl TwoPartySession {
             (PeerKey::Prekey, None) => return Err(TwoPartyError::Crypto(CryptoError::Internal("2SM prekey state"))),
         };
         // Commit: nothing below can fail.
-        self.my_sks.insert(self.next_index, sk_a);
+        // Indices only grow: the new key goes last.
+        if self.my_sks.len() == self.my_sks.capacity() {
+            resize_wiped(&mut self.my_sks, 1);
+        }
+        self.my_sks.push((self.next_index, sk_a));
         self.next_index += 1;
         self.other = PeerKey::Mine { pk: pk_b };
         Ok(TwoSmCiphertext { key_ref, enc, ct })
     }
 
-    /// `2SM-Receive`, staged: decrypts without changing anything. Apply the result with
-    /// [`StagedReceive::commit`].
-    pub fn receive_staged(&self, keys: &KeyStore, c: &TwoSmCiphertext) -> Result<StagedReceive, TwoPartyError> {
-        let (me, peer, gid) = (self.me.0, self.peer.0, self.gid.0);
+    /// [`TwoPartySession::receive_staged`] in context `ctx`: the new state, the payload and
+    /// the one-time prekey consumed.
+    pub(crate) fn receive_staged(
+        &self,
+        ctx: &SessionContext,
+        keys: &KeyStore,
+        c: &TwoSmCiphertext,
+    ) -> Result<Staged, TwoPartyError> {
+        let (me, peer, gid) = (ctx.me.0, ctx.peer.0, ctx.gid.0);
         let aad = aad(&c.key_ref);
         let mut consumed_opk = None;
         let pt = match c.key_ref {
@@ -424,7 +490,13 @@ impl TwoPartySession {
                 pt
             }
             KeyRef::YourKey(i) => {
-                let sk = self.my_sks.get(&i).ok_or(TwoPartyError::UnknownKeyIndex(i))?;
+                let sk = self
+                    .my_sks
+                    .binary_search_by_key(&i, |(j, _)| *j)
+                    .ok()
+                    .and_then(|k| self.my_sks.get(k))
+                    .map(|(_, sk)| sk)
+                    .ok_or(TwoPartyError::UnknownKeyIndex(i))?;
                 let info = crypto::info(labels::TWO_SM, &[&gid, &peer, &me]);
                 crypto::hpke_open(sk, &c.enc, &info, &aad, &c.ct)?
             }
@@ -443,17 +515,27 @@ impl TwoPartySession {
         let mut session = self.clone();
         if let KeyRef::YourKey(i) = c.key_ref {
             // The peer never uses my keys at indices <= i again.
-            session.my_sks.retain(|&j, _| j > i);
+            session.my_sks.retain(|(j, _)| *j > i);
+            resize_wiped(&mut session.my_sks, 0);
         }
         session.received_sk = Some(pt.key_for_receiver);
         session.other = PeerKey::Theirs { pk: pt.sender_new_pk, index: pt.sender_key_index };
         session.received_any = true;
-        Ok(StagedReceive { session, payload: pt.payload, consumed_opk })
+        Ok((session, pt.payload, consumed_opk))
     }
 
-    /// `2SM-Receive`: decrypts and applies in one step. On error nothing changes.
-    pub fn receive(&mut self, keys: &mut KeyStore, c: &TwoSmCiphertext) -> Result<Zeroizing<Vec<u8>>, TwoPartyError> {
-        let staged = self.receive_staged(keys, c)?;
-        Ok(staged.commit(self, keys))
+    /// [`TwoPartySession::receive`] in context `ctx`.
+    pub(crate) fn receive(
+        &mut self,
+        ctx: &SessionContext,
+        keys: &mut KeyStore,
+        c: &TwoSmCiphertext,
+    ) -> Result<Zeroizing<Vec<u8>>, TwoPartyError> {
+        let (state, payload, consumed_opk) = self.receive_staged(ctx, keys, c)?;
+        if let Some(id) = consumed_opk {
+            keys.delete_opk(id);
+        }
+        *self = state;
+        Ok(payload)
     }
 }

@@ -63,10 +63,10 @@ impl Dcgka {
                 if self.member_view(&s).iter().any(|m| self.ik.get(m) == Some(&ik)) {
                     return Err(RejectReason::InvalidAdd("identity already in the sender's view").into());
                 }
-                if let Some(other) = self.tags.get(&t.tag()) {
+                if let Some(other) = self.resolve(&t.tag()) {
                     // V2: a tag already used by an ID the sender knew is refused; two concurrent
                     // adds that collide on a tag can only be a deliberate attack (§0).
-                    if self.h.addop(other).is_some_and(|op| self.h.seen_by(&s, op)) {
+                    if self.h.addop(&other).is_some_and(|op| self.h.seen_by(&s, op)) {
                         return Err(RejectReason::InvalidAdd("member tag already in use").into());
                     }
                     return Err(fatal("member tag collision between concurrent adds"));

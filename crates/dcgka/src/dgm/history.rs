@@ -27,20 +27,11 @@ pub struct History<M> {
     ops: Vec<Op<M>>,
     /// Operation ID → position in `ops`.
     index: BTreeMap<OpId<M>, usize>,
-    /// Highest sequence number of each sender in `ops`.
-    last_seq: BTreeMap<M, u64>,
     /// The create, once applied.
     create: Option<OpId<M>>,
-    /// `addop(ID)`: the operation that added each ever-added ID (the create for initial
-    /// members).
-    pub(super) addop: BTreeMap<M, OpId<M>>,
-    /// `adder(ID)`: `None` for initial members.
-    pub(super) adder: BTreeMap<M, Option<M>>,
-    /// The IDs each member added (the inverse of `adder`), in processing order.
-    children: BTreeMap<M, Vec<M>>,
-    /// `removes(ID)`: the removes that remove or cancel each ever-added ID, in processing
-    /// order. Empty for current members.
-    pub(super) removes: BTreeMap<M, Vec<OpId<M>>>,
+    /// Every ever-added ID with what `H` says about it ([`Member`]): one record per member,
+    /// so that a group of n members costs n entries here, not n in each of seven tables.
+    members: BTreeMap<M, Member<M>>,
     /// `targets(r)`: the IDs each remove removes or cancels.
     pub(super) targets: BTreeMap<OpId<M>, BTreeSet<M>>,
     /// `saw[o][A]` for every create, add and remove `o`: the entries set explicitly (a
@@ -54,14 +45,6 @@ pub struct History<M> {
     /// The creates, adds and removes in processing order, and each one's position in it.
     mops: Vec<OpId<M>>,
     mpos: BTreeMap<OpId<M>, usize>,
-    /// For each ever-added ID, the length of the prefix of `mops` it inherited from its
-    /// adder: `saw[o][ID] = 0` for every `o` in that prefix without an explicit entry (0
-    /// for initial members). An add costs O(1) here instead of one entry per operation.
-    inherited: BTreeMap<M, usize>,
-    /// For each ever-added ID, the first position in `mops` it has not seen: it has seen
-    /// everything before. Recording an ack scans `mops` from there, so it costs O(what the
-    /// acker had not seen, and what followed), and an add or remove touches no other member.
-    frontier: BTreeMap<M, usize>,
     /// Members that will send nothing more to process: removed members that said farewell
     /// (§7.5), or that the caller retired. They no longer hold compaction back.
     departed: BTreeSet<M>,
@@ -69,6 +52,40 @@ pub struct History<M> {
     /// create, the adds of members kept, the removes of kept members): every member that
     /// can still send has seen them (see [`History::compact`]).
     folded: BTreeSet<OpId<M>>,
+}
+
+/// What `H` says about one ever-added ID (the per-member state of §6.4 (b)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Member<M> {
+    /// `addop(ID)`: the operation that added it (the create for initial members).
+    addop: OpId<M>,
+    /// `adder(ID)`: `None` for initial members.
+    adder: Option<M>,
+    /// The IDs it added (the inverse of `adder`), in processing order. Not kept for adds
+    /// folded into the compact base: no remove can cancel those any more.
+    children: Vec<M>,
+    /// `removes(ID)`: the removes that remove or cancel it, in processing order. Empty for
+    /// current members.
+    removes: Vec<OpId<M>>,
+    /// Its highest sequence number in `H` (kept across compaction); 0 for none (sequence
+    /// numbers start at 1).
+    last_seq: u64,
+    /// The length of the prefix of `mops` it inherited from its adder: `saw[o][ID] = 0` for
+    /// every `o` in that prefix without an explicit entry (0 for initial members). An add
+    /// costs O(1) here instead of one entry per operation.
+    inherited: usize,
+    /// The first position in `mops` it has not seen: it has seen everything before.
+    /// Recording an ack scans `mops` from there, so it costs O(what the acker had not seen,
+    /// and what followed), and an add or remove touches no other member.
+    frontier: usize,
+}
+
+impl<M> Member<M> {
+    /// A member added by `addop` (from `adder`), that inherited the first `inherited`
+    /// membership operations and has seen nothing else yet.
+    fn new(addop: OpId<M>, adder: Option<M>, removes: Vec<OpId<M>>, inherited: usize) -> Self {
+        Member { addop, adder, children: Vec::new(), removes, last_seq: 0, inherited, frontier: inherited }
+    }
 }
 
 impl<M: Ord + Clone + Debug> Default for History<M> {
@@ -83,19 +100,13 @@ impl<M: Ord + Clone + Debug> History<M> {
         Self {
             ops: Vec::new(),
             index: BTreeMap::new(),
-            last_seq: BTreeMap::new(),
             create: None,
-            addop: BTreeMap::new(),
-            adder: BTreeMap::new(),
-            children: BTreeMap::new(),
-            removes: BTreeMap::new(),
+            members: BTreeMap::new(),
             targets: BTreeMap::new(),
             saw: BTreeMap::new(),
             acks: BTreeSet::new(),
             mops: Vec::new(),
             mpos: BTreeMap::new(),
-            inherited: BTreeMap::new(),
-            frontier: BTreeMap::new(),
             departed: BTreeSet::new(),
             folded: BTreeSet::new(),
         }
@@ -125,7 +136,7 @@ impl<M: Ord + Clone + Debug> History<M> {
         if self.index.contains_key(&id) {
             return Err(DgmError::DuplicateOp { op: id });
         }
-        if let Some(&last) = self.last_seq.get(&id.sender)
+        if let Some(last) = self.last_seq(&id.sender)
             && id.seq <= last
         {
             return Err(DgmError::SeqNotIncreasing { op: id, last });
@@ -149,7 +160,7 @@ impl<M: Ord + Clone + Debug> History<M> {
             return Err(DgmError::NoCreate { op: id });
         }
         let sender = &id.sender;
-        let Some(own_add) = self.addop.get(sender) else {
+        let Some(own_add) = self.addop(sender) else {
             return Err(DgmError::UnknownSender { op: id });
         };
         let acks_own_add = matches!(op, Op::Ack { of, .. } if of == own_add);
@@ -161,7 +172,7 @@ impl<M: Ord + Clone + Debug> History<M> {
             Op::Add { target, .. } => {
                 if target == sender {
                     Err(DgmError::SelfAdd { op: id })
-                } else if self.addop.contains_key(target) {
+                } else if self.members.contains_key(target) {
                     Err(DgmError::AlreadyAdded { op: id, target: target.clone() })
                 } else {
                     Ok(())
@@ -170,7 +181,7 @@ impl<M: Ord + Clone + Debug> History<M> {
             Op::Remove { target, .. } => {
                 if target == sender {
                     Err(DgmError::SelfRemove { op: id })
-                } else if !self.addop.contains_key(target) {
+                } else if !self.members.contains_key(target) {
                     Err(DgmError::UnknownTarget { op: id, target: target.clone() })
                 } else if !self.in_view_of(target, sender) {
                     Err(DgmError::TargetNotInView { op: id, target: target.clone() })
@@ -205,23 +216,17 @@ impl<M: Ord + Clone + Debug> History<M> {
         match &op {
             Op::Create { sender, members, .. } => {
                 for u in core::iter::once(sender).chain(members) {
-                    self.addop.insert(u.clone(), id.clone());
-                    self.adder.insert(u.clone(), None);
-                    self.removes.insert(u.clone(), Vec::new());
+                    self.members.insert(u.clone(), Member::new(id.clone(), None, Vec::new(), 0));
                 }
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
                 self.create = Some(id.clone());
                 self.push_membership_op(&id);
-                for u in core::iter::once(sender).chain(members) {
-                    self.inherited.insert(u.clone(), 0);
-                    self.frontier.insert(u.clone(), 0);
-                }
                 self.advance_frontier(sender);
             }
             Op::Add { sender, target, .. } => {
-                self.addop.insert(target.clone(), id.clone());
-                self.adder.insert(target.clone(), Some(sender.clone()));
-                self.children.entry(sender.clone()).or_default().push(target.clone());
+                if let Some(s) = self.members.get_mut(sender) {
+                    s.children.push(target.clone());
+                }
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
                 self.push_membership_op(&id);
                 self.advance_frontier(sender);
@@ -229,7 +234,7 @@ impl<M: Ord + Clone + Debug> History<M> {
                 // this add: {o | saw[o][S] <= q}, with value 0 (every entry of S is at most
                 // q here). The prefix before S's frontier implicitly; S's entries past it
                 // explicitly.
-                let start = self.frontier.get(sender).copied().unwrap_or(0);
+                let start = self.members.get(sender).map_or(0, |s| s.frontier);
                 let past: Vec<OpId<M>> =
                     self.mops.get(start..).unwrap_or(&[]).iter().filter(|o| self.seen_by(sender, o)).cloned().collect();
                 for o in past {
@@ -237,17 +242,15 @@ impl<M: Ord + Clone + Debug> History<M> {
                         row.entry(target.clone()).or_insert(0);
                     }
                 }
-                self.inherited.insert(target.clone(), start);
-                self.frontier.insert(target.clone(), start);
-                self.advance_frontier(target);
                 // An add by an already removed or cancelled member is cancelled at once.
-                let inherited = self.removes.get(sender).cloned().unwrap_or_default();
+                let inherited = self.removed_by(sender);
                 for r in &inherited {
                     if let Some(t) = self.targets.get_mut(r) {
                         t.insert(target.clone());
                     }
                 }
-                self.removes.insert(target.clone(), inherited);
+                self.members.insert(target.clone(), Member::new(id.clone(), Some(sender.clone()), inherited, start));
+                self.advance_frontier(target);
             }
             Op::Remove { sender, target, .. } => {
                 self.saw.insert(id.clone(), BTreeMap::from([(sender.clone(), id.seq)]));
@@ -259,11 +262,11 @@ impl<M: Ord + Clone + Debug> History<M> {
                 // that the remover had not seen is cancelled.
                 let mut work = vec![target.clone()];
                 while let Some(v) = work.pop() {
-                    for u in self.children.get(&v).into_iter().flatten() {
+                    for u in self.members.get(&v).into_iter().flat_map(|m| &m.children) {
                         if targets.contains(u) {
                             continue;
                         }
-                        let seen = self.addop.get(u).is_some_and(|a| self.seen_by(sender, a));
+                        let seen = self.addop(u).is_some_and(|a| self.seen_by(sender, a));
                         if !seen {
                             targets.insert(u.clone());
                             cancelled.push(u.clone());
@@ -272,8 +275,8 @@ impl<M: Ord + Clone + Debug> History<M> {
                     }
                 }
                 for u in core::iter::once(target).chain(&cancelled) {
-                    if let Some(list) = self.removes.get_mut(u) {
-                        list.push(id.clone());
+                    if let Some(m) = self.members.get_mut(u) {
+                        m.removes.push(id.clone());
                     }
                 }
                 self.targets.insert(id.clone(), targets);
@@ -282,7 +285,7 @@ impl<M: Ord + Clone + Debug> History<M> {
                 // saw[o][A] is A's first operation with o in its causal past: record it
                 // for the acked operation and for everything before it (a no-op for an
                 // acker that acknowledged each of those in turn).
-                let start = self.frontier.get(sender).copied().unwrap_or(0);
+                let start = self.members.get(sender).map_or(0, |s| s.frontier);
                 let now_seen: Vec<OpId<M>> = self
                     .mops
                     .get(start..)
@@ -303,7 +306,9 @@ impl<M: Ord + Clone + Debug> History<M> {
                 self.acks.insert((of.clone(), sender.clone()));
             }
         }
-        self.last_seq.insert(id.sender.clone(), id.seq);
+        if let Some(m) = self.members.get_mut(&id.sender) {
+            m.last_seq = id.seq;
+        }
         self.index.insert(id, self.ops.len());
         self.ops.push(op);
     }
@@ -316,11 +321,13 @@ impl<M: Ord + Clone + Debug> History<M> {
 
     /// Moves `m`'s frontier past every operation it has seen.
     fn advance_frontier(&mut self, m: &M) {
-        let Some(mut f) = self.frontier.get(m).copied() else { return };
+        let Some(mut f) = self.members.get(m).map(|r| r.frontier) else { return };
         while self.mops.get(f).is_some_and(|o| self.seen_by(m, o)) {
             f += 1;
         }
-        self.frontier.insert(m.clone(), f);
+        if let Some(r) = self.members.get_mut(m) {
+            r.frontier = f;
+        }
     }
 
     // ----------------------------------------------------------------------------------
@@ -330,22 +337,22 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// `member-view(me)` = `SR-DGM(H)`: the current membership as the holder of this
     /// history knows it (everything in `H` counts as seen).
     pub fn view_me(&self) -> BTreeSet<M> {
-        self.removes.iter().filter(|(_, rs)| rs.is_empty()).map(|(u, _)| u.clone()).collect()
+        self.members.iter().filter(|(_, m)| m.removes.is_empty()).map(|(u, _)| u.clone()).collect()
     }
 
     /// `member-view(x)` = `SR-DGM(seen(H, x))`, for `x` other than the holder: the
     /// membership as `x` saw it at its latest operation in `H`. Empty if `x` has seen
     /// nothing (for example an initial member that has not acked the create yet).
     pub fn view_of(&self, x: &M) -> BTreeSet<M> {
-        self.addop.keys().filter(|u| self.in_view_of(u, x)).cloned().collect()
+        self.members.keys().filter(|u| self.in_view_of(u, x)).cloned().collect()
     }
 
     /// Whether `u ∈ member-view(x)`, for `x` other than the holder.
     pub fn in_view_of(&self, u: &M, x: &M) -> bool {
-        let Some(a) = self.addop.get(u) else {
+        let Some(m) = self.members.get(u) else {
             return false;
         };
-        self.seen_by(x, a) && self.removes.get(u).is_none_or(|rs| rs.iter().all(|r| !self.seen_by(x, r)))
+        self.seen_by(x, &m.addop) && m.removes.iter().all(|r| !self.seen_by(x, r))
     }
 
     /// The post-removal rule (§7.5, V4 (e)): whether an ack by `x` of `acked` (an
@@ -358,9 +365,9 @@ impl<M: Ord + Clone + Debug> History<M> {
         // P is causally closed and holds x's add chain, so within P the cascade judges
         // every remove exactly as in H: x ∉ SR-DGM(P) iff one of the removes that remove or
         // cancel x in H lies in P. That is O(|removes(x)|) instead of an evaluation of P.
-        let fast = match self.removes.get(x) {
+        let fast = match self.members.get(x) {
             None => true,
-            Some(rs) => rs.iter().any(|r| {
+            Some(m) => m.removes.iter().any(|r| {
                 r == acked || self.saw(r, x).is_some() || self.saw(r, &acked.sender).is_some_and(|s| s < acked.seq)
             }),
         };
@@ -408,8 +415,8 @@ impl<M: Ord + Clone + Debug> History<M> {
 
     /// Whether `m` inherited `o` implicitly (within the prefix of `mops` its adder had seen).
     fn inherits(&self, o: &OpId<M>, m: &M) -> bool {
-        match (self.mpos.get(o), self.inherited.get(m)) {
-            (Some(p), Some(i)) => p < i,
+        match (self.mpos.get(o), self.members.get(m)) {
+            (Some(p), Some(r)) => *p < r.inherited,
             _ => false,
         }
     }
@@ -418,8 +425,8 @@ impl<M: Ord + Clone + Debug> History<M> {
     pub fn saw_row(&self, o: &OpId<M>) -> Option<BTreeMap<M, u64>> {
         let mut row = self.saw.get(o)?.clone();
         let p = self.mpos.get(o)?;
-        for (m, i) in &self.inherited {
-            if p < i {
+        for (m, r) in &self.members {
+            if *p < r.inherited {
                 row.entry(m.clone()).or_insert(0);
             }
         }
@@ -473,24 +480,24 @@ impl<M: Ord + Clone + Debug> History<M> {
 
     /// `everAdded(H)`: every ID added by the create or an add (members and tombstones).
     pub fn ever_added(&self) -> BTreeSet<M> {
-        self.addop.keys().cloned().collect()
+        self.members.keys().cloned().collect()
     }
 
     /// `addop(m)`: the operation that added `m` (the create for initial members).
     pub fn addop(&self, m: &M) -> Option<&OpId<M>> {
-        self.addop.get(m)
+        self.members.get(m).map(|r| &r.addop)
     }
 
     /// `adder(m)`: who added `m`. `None` for initial members and for IDs never added
     /// (tell them apart with [`History::ever_added`]).
     pub fn adder_of(&self, m: &M) -> Option<M> {
-        self.adder.get(m).cloned().flatten()
+        self.members.get(m).and_then(|r| r.adder.clone())
     }
 
     /// `removes(m)`: the removes that remove or cancel `m`, in processing order. Empty
     /// for current members and for IDs never added.
     pub fn removed_by(&self, m: &M) -> Vec<OpId<M>> {
-        self.removes.get(m).cloned().unwrap_or_default()
+        self.members.get(m).map(|r| r.removes.clone()).unwrap_or_default()
     }
 
     /// `targets(r)`: the IDs the remove `r` removes or cancels. `None` if `r` is not a
@@ -564,7 +571,7 @@ impl<M: Ord + Clone + Debug> History<M> {
 
     /// The highest sequence number of `m` in `H`.
     pub fn last_seq(&self, m: &M) -> Option<u64> {
-        self.last_seq.get(m).copied()
+        self.members.get(m).map(|r| r.last_seq).filter(|s| *s > 0)
     }
 
     /// Whether two histories hold the same operations and `saw` entries, whatever order
@@ -601,6 +608,25 @@ impl<M: Ord + Clone + Debug> History<M> {
                 },
             })
         })
+    }
+}
+
+/// The per-member state as the tables of §6.4 (b), for the unit tests.
+#[cfg(test)]
+impl<M: Ord + Clone> History<M> {
+    /// `addop` as a table.
+    pub(super) fn addop_table(&self) -> BTreeMap<M, OpId<M>> {
+        self.members.iter().map(|(u, m)| (u.clone(), m.addop.clone())).collect()
+    }
+
+    /// `adder` as a table.
+    pub(super) fn adder_table(&self) -> BTreeMap<M, Option<M>> {
+        self.members.iter().map(|(u, m)| (u.clone(), m.adder.clone())).collect()
+    }
+
+    /// `removes` as a table.
+    pub(super) fn removes_table(&self) -> BTreeMap<M, Vec<OpId<M>>> {
+        self.members.iter().map(|(u, m)| (u.clone(), m.removes.clone())).collect()
     }
 }
 

@@ -66,9 +66,9 @@ type Derived = (
 );
 fn derived(h: &History<Id>) -> Derived {
     (
-        h.addop.clone(),
-        h.adder.clone(),
-        h.removes.iter().map(|(u, rs)| (*u, rs.iter().cloned().collect())).collect(),
+        h.addop_table(),
+        h.adder_table(),
+        h.removes_table().into_iter().map(|(u, rs)| (u, rs.into_iter().collect())).collect(),
         h.targets.clone(),
         h.acks.clone(),
     )
@@ -87,10 +87,10 @@ fn assert_consistent(h: &History<Id>, deep: bool) {
     }
     for (r, ts) in &h.targets {
         for t in ts {
-            assert!(h.removes[t].contains(r), "{t} in targets({r:?})");
+            assert!(h.removed_by(t).contains(r), "{t} in targets({r:?})");
         }
     }
-    for (u, rs) in &h.removes {
+    for (u, rs) in &h.removes_table() {
         for r in rs {
             assert!(h.targets[r].contains(u), "{r:?} in removes({u})");
         }

@@ -328,8 +328,7 @@ impl Ordering {
     /// comes from an unknown sender.
     pub(crate) fn forget(&mut self, id: &crate::ids::MemberId) {
         self.senders.remove(id);
-        self.prepared.remove(id);
-        self.recent.remove(id);
+        self.prepared.forget(id);
         self.horizon.remove(id);
         self.withheld.remove(id);
         self.retained.retain(|(s, _), _| s != id);

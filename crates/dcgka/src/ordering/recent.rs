@@ -10,15 +10,21 @@ use crate::crypto::VerifyingKey;
 use crate::ids::MemberId;
 use crate::snapshot::{SnapshotError, StateReader, StateWriter};
 
+/// A sender's recent hashes: `list<(seq:var, hash:[16])>`, oldest first.
+pub(super) fn encode(w: &mut StateWriter, q: &VecDeque<(u64, [u8; 16])>) {
+    w.items(q.iter(), |w, (seq, hash)| {
+        w.var(*seq);
+        w.raw(hash);
+    });
+}
+
 impl Ordering {
     /// One sender's recent hashes: `list<(seq:var, hash:[16])>`, oldest first.
     pub(crate) fn encode_recent(&self, w: &mut StateWriter, id: &MemberId) {
-        let none = VecDeque::new();
-        let q = self.recent.get(id).unwrap_or(&none);
-        w.items(q.iter(), |w, (seq, hash)| {
-            w.var(*seq);
-            w.raw(hash);
-        });
+        match self.senders.get(id) {
+            Some(s) => encode(w, &s.recent),
+            None => encode(w, &VecDeque::new()),
+        }
     }
 
     /// Reverses [`encode_recent`](Self::encode_recent): at most [`MAX_RECENT_HASHES`]
@@ -31,10 +37,10 @@ impl Ordering {
         Ok(v.into())
     }
 
-    /// Restores one sender's recent hashes from its own record.
+    /// Restores the recent hashes of a sender whose state is restored, from its own record.
     pub(crate) fn insert_recent(&mut self, id: MemberId, q: VecDeque<(u64, [u8; 16])>) {
-        if !q.is_empty() {
-            self.recent.insert(id, q);
+        if let Some(s) = self.senders.get_mut(&id) {
+            s.recent = q;
         }
     }
 
@@ -44,15 +50,18 @@ impl Ordering {
         if self.retained.contains_key(&(id, seq)) {
             return;
         }
-        let q = self.recent.entry(id).or_default();
+        // Only a sender with a state has recent hashes (they are stored with it).
+        let Some(q) = self.senders.get_mut(&id).map(|s| &mut s.recent) else { return };
         if q.back().is_some_and(|(s, _)| *s >= seq) {
             return;
         }
-        q.push_back((seq, hash));
+        // Oldest out first, so that the queue never holds more than the bound (nor
+        // allocates for more).
         let mut dropped = Vec::new();
-        while q.len() > MAX_RECENT_HASHES {
+        while q.len() >= MAX_RECENT_HASHES {
             dropped.extend(q.pop_front().map(|(s, _)| s));
         }
+        q.push_back((seq, hash));
         // The key of a completed operation that only a forgotten hash needed goes too.
         for j in dropped {
             if let Some(k) = self.retained_keys.range((id, j)..=(id, u64::MAX)).next().map(|((_, k), _)| *k) {
@@ -69,7 +78,7 @@ impl Ordering {
             return true;
         }
         let lo = self.retained_keys.range((*s, 0)..(*s, k)).next_back().map_or(0, |((_, p), _)| *p);
-        self.recent.get(s).is_some_and(|r| r.iter().any(|(j, _)| lo < *j && *j <= k))
+        self.senders.get(s).is_some_and(|r| r.recent.iter().any(|(j, _)| lo < *j && *j <= k))
     }
 
     /// Drops the key retained for `(s, k)` unless it is needed ([`Self::key_needed`]).
@@ -101,10 +110,11 @@ impl Ordering {
         if let Some(v) = self.retained(s, q) {
             return Some(v);
         }
-        let hash = self.recent.get(s)?.iter().find(|(seq, _)| *seq == q)?.1;
+        let sender = self.senders.get(s)?;
+        let hash = sender.recent.iter().find(|(seq, _)| *seq == q)?.1;
         let key = match self.retained_keys.range((*s, q)..=(*s, u64::MAX)).next() {
             Some((_, k)) => *k,
-            None => self.senders.get(s)?.key,
+            None => sender.state.key,
         };
         Some((hash, key))
     }

@@ -10,7 +10,7 @@ use rand_core::SeedableRng;
 use super::*;
 use crate::consts::{
     MAX_BUFFERED_BYTES, MAX_BUFFERED_PER_GROUP, MAX_BUFFERED_PER_SENDER, MAX_BUFFERED_UNKNOWN,
-    MAX_BUFFERED_UNKNOWN_BYTES, MAX_CANDIDATES_PER_SLOT, MAX_RECENT_HASHES, MAX_UNVERIFIED_BYTES_PER_SENDER,
+    MAX_BUFFERED_UNKNOWN_BYTES, MAX_CANDIDATES_PER_SLOT, MAX_PREPARED_KEYS, MAX_RECENT_HASHES, MAX_UNVERIFIED_BYTES_PER_SENDER,
     MAX_UNVERIFIED_FAR_BYTES_PER_SENDER, MAX_UNVERIFIED_FAR_PER_SENDER, MAX_UNVERIFIED_PER_SENDER,
     UNVERIFIED_NEAR,
 };
@@ -402,8 +402,45 @@ fn recent_hashes_are_bounded_and_survive_a_snapshot() {
     let bytes = w.finish();
     let mut r = StateReader::open(&bytes).unwrap();
     let back = Ordering::decode_state(&mut r).unwrap();
-    assert_eq!(back.recent, ord.recent);
-    assert_eq!(back.recent[&net.ids[1]].len(), MAX_RECENT_HASHES);
+    assert_eq!(back.senders, ord.senders);
+    assert_eq!(back.senders[&net.ids[1]].recent.len(), MAX_RECENT_HASHES);
+    assert!(ord.senders[&net.ids[1]].recent.capacity() <= MAX_RECENT_HASHES, "never allocated for more");
+}
+
+/// However many members send, at most [`MAX_PREPARED_KEYS`] decompressed keys are kept,
+/// the least recently used leaving first; a forgery caches nothing and evicts nothing.
+#[test]
+fn decompressed_keys_are_bounded() {
+    let n = MAX_PREPARED_KEYS + 9;
+    let net = Net::new(n);
+    let mut ord = Ordering::default();
+    for i in 1..n {
+        deliver_next(&mut ord, &net, i, &net.app(i, 1, 10));
+        assert_eq!(ord.prepared.len(), i.min(MAX_PREPARED_KEYS));
+    }
+    assert!(!ord.prepared.holds(&net.ids[1]) && ord.prepared.holds(&net.ids[n - 1]));
+    let forgery = net.forged(&net.app(2, 2, 10), 1, 2, vec![2; 10]);
+    assert!(matches!(ord.arrive(&net, forgery, false), Ok(Arrival::Dropped(DropReason::BadSignature))));
+    assert!(!ord.prepared.holds(&net.ids[1]) && ord.prepared.holds(&net.ids[n - 1]));
+    deliver_next(&mut ord, &net, 1, &net.app(1, 2, 10));
+    assert!(ord.prepared.holds(&net.ids[1]));
+    assert_eq!(ord.prepared.len(), MAX_PREPARED_KEYS);
+    // A rotation caches the new key in place of the sender's old one, or while there is
+    // room, but evicts nobody.
+    let rotated = |seq: u64| {
+        let key = SigningSecret::generate(&mut ChaCha20Rng::seed_from_u64(seq));
+        Some(CertifiedKey { key: key.verifying_key(), seq: SeqNo(seq), cert: Signature([0; 64]) })
+    };
+    let outside = (2..n).find(|i| !ord.prepared.holds(&net.ids[*i])).unwrap();
+    ord.advance(&net, net.ids[outside], 2, rotated(2), None);
+    assert!(!ord.prepared.holds(&net.ids[outside]));
+    ord.advance(&net, net.ids[1], 3, rotated(3), None);
+    assert!(ord.prepared.holds(&net.ids[1]));
+    assert_eq!(ord.prepared.len(), MAX_PREPARED_KEYS);
+    let mut small = Ordering::default();
+    small.advance(&net, net.ids[2], 1, rotated(1), None);
+    small.advance(&net, net.ids[0], 1, rotated(1), None);
+    assert!(small.prepared.holds(&net.ids[2]) && !small.prepared.holds(&net.ids[0]), "not my own key");
 }
 
 /// The buffer round-trips through the snapshot with its verified marks and counters.

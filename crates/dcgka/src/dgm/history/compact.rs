@@ -40,7 +40,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use core::fmt::Debug;
 
-use super::History;
+use super::{History, Member};
 use crate::dgm::{DgmError, Op, OpId};
 
 /// One member of the compact base: a member whose add is folded.
@@ -100,7 +100,7 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// members do not hold compaction back. The caller must drop anything `m` sends
     /// afterwards.
     pub fn depart(&mut self, m: &M) {
-        if self.addop.contains_key(m) {
+        if self.members.contains_key(m) {
             self.departed.insert(m.clone());
         }
     }
@@ -117,7 +117,7 @@ impl<M: Ord + Clone + Debug> History<M> {
 
     /// The members that may still send something to process: ever added, not departed.
     pub fn live_members(&self) -> impl Iterator<Item = &M> {
-        self.addop.keys().filter(|m| !self.departed.contains(*m))
+        self.members.keys().filter(|m| !self.departed.contains(*m))
     }
 
     /// How many creates, adds and removes are not folded.
@@ -129,11 +129,11 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// (rules 1–3 of the module documentation).
     pub fn fold_point(&self) -> usize {
         let mut p = self.mops.len();
-        for m in self.live_members() {
-            p = p.min(self.frontier.get(m).copied().unwrap_or(0));
+        for (m, r) in self.members.iter().filter(|(m, _)| !self.departed.contains(*m)) {
+            p = p.min(r.frontier);
             // Rule 2: a newcomer that has not acked its own add yet.
-            if let Some(a) = self.addop.get(m)
-                && a.sender != *m
+            let a = &r.addop;
+            if a.sender != *m
                 && !self.folded.contains(a)
                 && !self.acks.contains(&(a.clone(), m.clone()))
                 && let Some(&pos) = self.mpos.get(a)
@@ -206,23 +206,22 @@ impl<M: Ord + Clone + Debug> History<M> {
         }
         let mut members = Vec::new();
         let mut forgotten = Vec::new();
-        for (u, a) in &self.addop {
-            let removed_by: Vec<OpId<M>> =
-                self.removes.get(u).into_iter().flatten().filter(|r| is_folded(r)).cloned().collect();
+        for (u, m) in &self.members {
+            let removed_by: Vec<OpId<M>> = m.removes.iter().filter(|r| is_folded(r)).cloned().collect();
             if !removed_by.is_empty() && !named.contains(u) && !keep(u) {
                 forgotten.push(u.clone());
-            } else if is_folded(a) {
-                members.push(BaseMember { id: u.clone(), addop: a.clone(), adder: self.adder_of(u), removed_by });
+            } else if is_folded(&m.addop) {
+                members.push(BaseMember { id: u.clone(), addop: m.addop.clone(), adder: m.adder.clone(), removed_by });
             }
         }
         let kept = |u: &M| !forgotten.contains(u);
         // Only what the remaining operations do not show (canonical: nothing redundant).
         let shown = log_last_seq(&ops);
         let last_seq = self
-            .last_seq
+            .members
             .iter()
-            .filter(|(u, s)| kept(u) && shown.get(*u).is_none_or(|q| q < *s))
-            .map(|(u, s)| (u.clone(), *s))
+            .filter(|(u, m)| m.last_seq > 0 && kept(u) && shown.get(*u).is_none_or(|q| *q < m.last_seq))
+            .map(|(u, m)| (u.clone(), m.last_seq))
             .collect();
         let folded = Folded {
             create: self.create.clone().filter(|c| is_folded(c)),
@@ -278,25 +277,29 @@ impl<M: Ord + Clone + Debug> History<M> {
             h.create = Some(c.clone());
             h.folded.insert(c.clone());
         }
-        for b in f.members {
-            if h.addop.contains_key(&b.id) || h.create.is_none() {
-                return Err(DgmError::InvalidBase { member: b.id });
+        let mut named = BTreeSet::new();
+        for b in &f.members {
+            if !named.insert(&b.id) || h.create.is_none() {
+                return Err(DgmError::InvalidBase { member: b.id.clone() });
             }
-            h.folded.insert(b.addop.clone());
-            h.folded.extend(b.removed_by.iter().cloned());
-            h.addop.insert(b.id.clone(), b.addop);
-            h.adder.insert(b.id.clone(), b.adder);
-            h.removes.insert(b.id.clone(), b.removed_by);
-            h.inherited.insert(b.id.clone(), 0);
-            h.frontier.insert(b.id, 0);
         }
+        drop(named);
+        // Collected at once (the base is sorted): full nodes, unlike inserting one by one.
+        h.members = f
+            .members
+            .into_iter()
+            .map(|b| {
+                h.folded.insert(b.addop.clone());
+                h.folded.extend(b.removed_by.iter().cloned());
+                (b.id, Member::new(b.addop, b.adder, b.removed_by, 0))
+            })
+            .collect();
         for op in f.ops {
             h.apply(op)?;
         }
         for (u, s) in f.last_seq {
-            if h.addop.contains_key(&u) {
-                let e = h.last_seq.entry(u).or_insert(s);
-                *e = (*e).max(s);
+            if let Some(m) = h.members.get_mut(&u) {
+                m.last_seq = m.last_seq.max(s);
             }
         }
         for u in f.departed {
@@ -308,16 +311,16 @@ impl<M: Ord + Clone + Debug> History<M> {
     /// The members a compaction at the current fold would forget that are not forgotten
     /// yet (kept earlier by `keep`, which may have changed since).
     fn forgettable(&self, keep: &dyn Fn(&M) -> bool) -> Vec<M> {
-        self.addop
-            .keys()
-            .filter(|u| !keep(u) && self.removes.get(*u).is_some_and(|rs| rs.iter().any(|r| self.folded.contains(r))))
-            .cloned()
+        self.members
+            .iter()
+            .filter(|(u, m)| !keep(u) && m.removes.iter().any(|r| self.folded.contains(r)))
+            .map(|(u, _)| u.clone())
             .collect()
     }
 
     /// Checks that a decoded base and log are canonical, as [`History::folded`] writes
-    /// them: base members in ascending order, and every sequence number of `last_seq` above
-    /// what the log shows for its member. Returns the reason otherwise.
+    /// them: base members in ascending order, and every sequence number of `last_seq` at
+    /// least 1 and above what the log shows for its member. Returns the reason otherwise.
     pub fn check_canonical(f: &Folded<M>) -> Result<(), &'static str> {
         if !f.members.windows(2).all(|w| w[0].id < w[1].id) {
             return Err("compact base members out of order");
@@ -325,6 +328,10 @@ impl<M: Ord + Clone + Debug> History<M> {
         let shown = log_last_seq(&f.ops);
         if f.last_seq.iter().any(|(u, s)| shown.get(u).is_some_and(|q| q >= s)) {
             return Err("a sequence number the log already shows");
+        }
+        // Sequence numbers start at 1: a member with none has no entry.
+        if f.last_seq.values().any(|s| *s == 0) {
+            return Err("a sequence number 0");
         }
         Ok(())
     }

@@ -438,6 +438,12 @@ fn add_remove_cycles_fold_into_a_base_of_the_current_members() {
         assert_eq!(History::rebuilt(compact.folded()).unwrap(), compact);
     }
     assert_eq!(full.len(), 3 + 10 * 7);
+    // The base keeps each member's last sequence number; a canonical base has none of 0.
+    let mut f = compact.folded();
+    assert_eq!(f.last_seq.get(&A), Some(&qa));
+    assert_eq!(History::check_canonical(&f), Ok(()));
+    f.last_seq.insert(A, 0);
+    assert!(History::check_canonical(&f).is_err());
     // A second ack of a folded operation is refused, as the full history refuses it.
     let late = ack(C, qc + 1, (A, 2));
     assert!(matches!(full.apply(late.clone()), Err(DgmError::DuplicateAck { .. })));
