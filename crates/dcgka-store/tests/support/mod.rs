@@ -78,10 +78,31 @@ impl Net {
 
     /// Closes device `d`'s store and opens the device again from its file.
     pub(crate) fn reopen(&mut self, d: usize) {
-        let old = self.devs[d].take().unwrap();
-        drop(old);
+        self.close(d);
+        self.open(d);
+    }
+
+    /// Opens the closed device `d` from its file.
+    pub(crate) fn open(&mut self, d: usize) {
+        assert!(self.devs[d].is_none(), "device {d} is open");
         let store = Store::open(self.path(d), &key(d)).unwrap();
         self.devs[d] = Some(Device::open(GroupConfig::default(), store).unwrap());
+    }
+
+    /// Runs `f` on a plain SQLite connection to device `d`'s file, with the device closed
+    /// meanwhile (the store holds the file's lock while open).
+    pub(crate) fn raw<T>(&mut self, d: usize, f: impl FnOnce(&rusqlite::Connection) -> T) -> T {
+        let was_open = self.devs[d].is_some();
+        self.close(d);
+        let t = {
+            let conn = rusqlite::Connection::open_with_flags(self.path(d), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+            f(&conn)
+        };
+        if was_open {
+            self.open(d);
+        }
+        t
     }
 
     /// Closes device `d` (its file stays).
@@ -150,6 +171,26 @@ impl Net {
         }
     }
 
+    /// Delivers everything in flight except to `held`, whose packets are returned.
+    pub(crate) fn pump_except(&mut self, held: usize) -> Vec<(usize, Transmit)> {
+        let mut kept = Vec::new();
+        while let Some((to, t)) = self.queue.pop_front() {
+            if to == held {
+                kept.push((to, t));
+                continue;
+            }
+            self.queue.push_front((to, t));
+            let Some((to, t)) = self.queue.pop_front() else { break };
+            if self.offline.contains(&to) || self.devs[to].is_none() {
+                continue;
+            }
+            let welcome = matches!(t.to, Destination::Identity(_));
+            let _ = self
+                .call(to, |d, env| if welcome { d.receive_welcome(env, &t.bytes) } else { d.receive(env, &t.bytes) });
+        }
+        kept
+    }
+
     /// The group of device `d` (its first).
     pub(crate) fn gid(&self, d: usize) -> GroupId {
         *self.dev(d).groups().next().unwrap().0
@@ -201,6 +242,33 @@ pub(crate) fn raw_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect();
     v.sort();
     v
+}
+
+/// Which of `needles` has any 16-byte window in any file of `dir` (raw bytes: main
+/// databases, journals, WAL, anything else).
+pub(crate) fn found_in_files(dir: &Path, needles: &[Vec<u8>]) -> Vec<usize> {
+    found_windows(dir, needles, 16)
+}
+
+/// Which of `needles` has any `width`-byte window in any file of `dir`.
+pub(crate) fn found_windows(dir: &Path, needles: &[Vec<u8>], width: usize) -> Vec<usize> {
+    use std::collections::HashMap;
+    let mut windows: HashMap<&[u8], usize> = HashMap::new();
+    for (i, n) in needles.iter().enumerate() {
+        assert!(n.len() >= width, "needle {i} is too short to search");
+        for w in n.windows(width) {
+            windows.insert(w, i);
+        }
+    }
+    let mut found = BTreeSet::new();
+    for (_, bytes) in raw_files(dir) {
+        for w in bytes.windows(width) {
+            if let Some(i) = windows.get(w) {
+                found.insert(*i);
+            }
+        }
+    }
+    found.into_iter().collect()
 }
 
 /// Whether `needle` occurs in `hay`.
