@@ -39,6 +39,11 @@ pub(crate) struct Net {
 impl Net {
     /// `n` devices with published prekeys, in no group, each on its own store.
     pub(crate) fn new(n: usize, seed: u64) -> Self {
+        Self::new_with(n, seed, |d, path| Store::create(path, &key(d)).unwrap())
+    }
+
+    /// [`Net::new`], with the stores made by `make` (given the device and its file).
+    pub(crate) fn new_with(n: usize, seed: u64, make: impl Fn(usize, &Path) -> Store) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut pki = InMemoryPrekeyDirectory::new();
@@ -46,11 +51,26 @@ impl Net {
             .map(|d| {
                 let mut id = Identity::generate(&mut rng);
                 pki.publish_identity(&mut rng, &mut id, NOW, 16).unwrap();
-                let store = Store::create(dir.path().join(format!("dev{d}.sqlite")), &key(d)).unwrap();
+                let store = make(d, &dir.path().join(format!("dev{d}.sqlite")));
                 Some(Device::new(id, GroupConfig::default(), store).unwrap())
             })
             .collect();
         Net { dir, rng, pki, devs, queue: VecDeque::new(), offline: BTreeSet::new(), events: vec![Vec::new(); n] }
+    }
+
+    /// A network of devices opened elsewhere (their files in `dir`), with an empty
+    /// prekey directory.
+    pub(crate) fn adopt(dir: tempfile::TempDir, devs: Vec<Device<Store>>, seed: u64) -> Self {
+        let n = devs.len();
+        Net {
+            dir,
+            rng: ChaCha20Rng::seed_from_u64(seed),
+            pki: InMemoryPrekeyDirectory::new(),
+            devs: devs.into_iter().map(Some).collect(),
+            queue: VecDeque::new(),
+            offline: BTreeSet::new(),
+            events: vec![Vec::new(); n],
+        }
     }
 
     /// A group of `n` devices created by device 0, every packet delivered.
@@ -66,6 +86,11 @@ impl Net {
     /// The file of device `d`.
     pub(crate) fn path(&self, d: usize) -> PathBuf {
         self.dir.path().join(format!("dev{d}.sqlite"))
+    }
+
+    /// A file named `name` in the network's directory.
+    pub(crate) fn path_of(&self, _d: usize, name: &str) -> PathBuf {
+        self.dir.path().join(name)
     }
 
     pub(crate) fn dev(&self, d: usize) -> &Device<Store> {
@@ -168,6 +193,22 @@ impl Net {
             let welcome = matches!(t.to, Destination::Identity(_));
             let _ = self
                 .call(to, |d, env| if welcome { d.receive_welcome(env, &t.bytes) } else { d.receive(env, &t.bytes) });
+        }
+    }
+
+    /// `to` asks `from` until nothing more comes (sync, §7.7), delivering what that causes.
+    pub(crate) fn sync(&mut self, to: usize, from: usize) {
+        for _ in 0..64 {
+            let req = self.dev(to).sync_request();
+            let resp = self.dev(from).answer_sync(&req);
+            if resp.is_empty() {
+                return;
+            }
+            let r = self.call(to, |d, env| d.apply_sync(env, &resp));
+            self.pump();
+            if !resp.more && r.outcomes.iter().all(|o| !matches!(o, dcgka_device::Outcome::Joined(_))) {
+                return;
+            }
         }
     }
 
