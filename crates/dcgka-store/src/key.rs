@@ -45,6 +45,13 @@ impl StorageKey {
         StorageKey(k)
     }
 
+    /// A fresh random key from the operating system's generator.
+    pub fn random() -> Result<Self, StoreError> {
+        let mut k = Zeroizing::new([0u8; KEY_LEN]);
+        getrandom::fill(&mut k[..]).map_err(|e| StoreError::Randomness(e.to_string()))?;
+        Ok(StorageKey(k))
+    }
+
     /// The key's bytes, for the application to keep (in a platform key store).
     pub fn expose(&self) -> &[u8; KEY_LEN] {
         &self.0
