@@ -5,6 +5,7 @@ use std::fmt;
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use dcgka::events::Event;
 use dcgka::ids::{GroupId, MemberId, SeqNo};
@@ -92,6 +93,8 @@ pub struct CommitStats {
     pub rows_deleted: u64,
     /// Bytes of row data written.
     pub row_bytes: u64,
+    /// Wall-clock time spent in [`Storage::commit`]: sealing, SQLite, and syncing to disk.
+    pub time: Duration,
 }
 
 impl CommitStats {
@@ -100,6 +103,7 @@ impl CommitStats {
         self.rows_written += o.rows_written;
         self.rows_deleted += o.rows_deleted;
         self.row_bytes += o.row_bytes;
+        self.time += o.time;
     }
 }
 
@@ -474,7 +478,9 @@ impl Storage for Store {
     fn commit(&mut self, commit: &Commit) -> Result<(), StoreError> {
         // Whatever `open` read is stale from now on.
         self.opened.get_mut().take();
-        let (st, next_event) = self.apply(commit)?;
+        let start = Instant::now();
+        let (mut st, next_event) = self.apply(commit)?;
+        st.time = start.elapsed();
         self.next_event = next_event;
         self.last = st;
         self.totals.add(&st);
