@@ -1,15 +1,25 @@
 //! `dcgka demo`: the paper's story, narrated. A group is created; a network partition
 //! splits it; each side adds, removes, updates and chats; the partition heals; every
 //! device converges. Ends with a verification block checked by the simulator's oracles.
+//!
+//! Every device keeps its state in its own SQLite store (`dcgka-store`), one file per
+//! device in the data directory. Run again on the same directory, the demo resumes the
+//! devices from their files instead, and every device still in the group writes once more:
+//! they still read each other.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use dcgka::events::Event;
-use dcgka::group::Status;
+use dcgka::group::{GroupConfig, Status};
 use dcgka::ids::MemberId;
 use dcgka_sim::names::{A, B, C, D, E, F, G};
-use dcgka_sim::{Dev, Sim, oracle};
+use dcgka_sim::stores::{PersistentStore, SimStore};
+use dcgka_sim::{Dev, Sim, name_of, oracle};
+use dcgka_store::{StorageKey, Store};
+
+use crate::stores::{DiskStore, demo_key, device_path, key_path, thousands};
 
 /// Options of `dcgka demo`.
 #[derive(Debug, Args)]
@@ -17,6 +27,10 @@ pub(crate) struct DemoArgs {
     /// Seed of the demo's randomness (keys); the story is the same for every seed.
     #[arg(long, default_value_t = 2021)]
     seed: u64,
+    /// Keep each device in its own SQLite file in DIR (default: a temporary directory,
+    /// deleted at the end). Run again with the same DIR to resume the devices from disk.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 const DEVICES: usize = 7;
@@ -167,8 +181,57 @@ impl Demo {
 
 /// Runs the demo; returns whether every check holds.
 pub(crate) fn run(args: &DemoArgs) -> bool {
+    let temp = match &args.data_dir {
+        Some(_) => None,
+        None => match tempfile::tempdir() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("dcgka demo: cannot make a temporary directory: {e}");
+                return false;
+            }
+        },
+    };
+    let dir = match (&args.data_dir, &temp) {
+        (Some(d), _) => d.clone(),
+        (None, Some(t)) => t.path().to_path_buf(),
+        (None, None) => return false,
+    };
+    let found = (0..DEVICES).filter(|d| device_path(&dir, &name_of(*d)).exists()).count();
+    if found == DEVICES {
+        return resume(&dir);
+    }
+    if found > 0 {
+        eprintln!("dcgka demo: {} holds {found} of the {DEVICES} device files; use an empty directory", dir.display());
+        return false;
+    }
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("dcgka demo: {}: {e}", dir.display());
+        return false;
+    }
+    let key = match demo_key(&dir) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("dcgka demo: {e}");
+            return false;
+        }
+    };
     let mut sim = Sim::new(DEVICES, args.seed);
     sim.shadows = true;
+    let stored = sim.use_stores(|d| {
+        let store = Store::create(device_path(&dir, &name_of(d)), &key)?;
+        Ok(Box::new(DiskStore(store)) as Box<dyn PersistentStore>)
+    });
+    if let Err(e) = stored {
+        eprintln!("dcgka demo: cannot create the stores in {}: {e:?}", dir.display());
+        return false;
+    }
+    let ok = story(sim);
+    let where_ = args.data_dir.as_ref().map(|d| d.display().to_string());
+    ok & stores_after(&dir, &key, where_.as_deref())
+}
+
+/// The story of the first run, on fresh stores.
+fn story(sim: Sim) -> bool {
     let mut demo = Demo { sim, cursor: vec![0; DEVICES], checks: Vec::new() };
     let dm = &mut demo;
     println!("dcgka demo: decentralized continuous group key agreement (Weidner et al., CCS 2021)");
@@ -358,4 +421,144 @@ fn verify(dm: &mut Demo) -> bool {
         println!("RESULT: {failed} of {} checks FAILED", dm.checks.len());
     }
     failed == 0
+}
+
+/// After a run: every device's file opens again on its own (the simulation is over and has
+/// closed them); the application consumes each device's inbox of events (it printed them
+/// above). Returns whether every store opened.
+fn stores_after(dir: &Path, key: &StorageKey, shown_dir: Option<&str>) -> bool {
+    println!();
+    println!("== The stores ==");
+    match shown_dir {
+        Some(d) => println!(
+            "  Each device keeps its state in its own SQLite file in {d} (key in {}):",
+            key_path(Path::new(d)).display()
+        ),
+        None => println!("  Each device kept its state in its own SQLite file in a temporary directory:"),
+    }
+    let mut ok = true;
+    for d in 0..DEVICES {
+        let name = name_of(d);
+        let path = device_path(dir, &name);
+        match Store::open(&path, key).and_then(|s| {
+            let events = s.inbox()?;
+            s.mark_consumed(&events.iter().map(|e| e.id).collect::<Vec<_>>())?;
+            Ok((s.database_bytes()?, events.len()))
+        }) {
+            Ok((bytes, events)) => {
+                println!(
+                    "   {name}.sqlite: {} bytes; the application consumed its {events} inbox events",
+                    thousands(bytes)
+                );
+            }
+            Err(e) => {
+                println!("   {name}.sqlite: cannot be opened: {e}");
+                ok = false;
+            }
+        }
+    }
+    match shown_dir {
+        Some(d) => println!("  Run `dcgka demo --data-dir {d}` again: the devices resume from their files."),
+        None => println!("  (deleted now; with --data-dir DIR they stay, and a second run resumes them)"),
+    }
+    ok
+}
+
+/// A later run on the same directory: the devices are read back from their files, and
+/// every device still in the group writes to the others.
+fn resume(dir: &Path) -> bool {
+    println!("dcgka demo: resuming the {DEVICES} devices from their SQLite files in {}", dir.display());
+    let key = match demo_key(dir) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("dcgka demo: {e}");
+            return false;
+        }
+    };
+    println!();
+    println!("== 1. Every device opens its store ==");
+    let mut devices = Vec::new();
+    for d in 0..DEVICES {
+        let name = name_of(d);
+        let path = device_path(dir, &name);
+        let opened = Store::open(&path, &key).map_err(|e| e.to_string()).and_then(|s| {
+            let waiting = s.inbox().map(|v| v.len()).map_err(|e| e.to_string())?;
+            let boxed: Box<dyn PersistentStore> = Box::new(DiskStore(s));
+            dcgka_sim::Device::open(GroupConfig::default(), SimStore::persistent(boxed))
+                .map(|dev| (dev, waiting))
+                .map_err(|e| e.to_string())
+        });
+        match opened {
+            Ok((dev, waiting)) => {
+                let what = match dev.groups().next() {
+                    Some((_, g)) if *g.status() == Status::Active => {
+                        format!("a member of a group of {}", g.members().len())
+                    }
+                    _ => "in no group".to_string(),
+                };
+                println!(
+                    "  {name}: opened {name}.sqlite: {what}; {waiting} events waiting; {} items to send",
+                    dev.outbox().len()
+                );
+                devices.push((name, dev));
+            }
+            Err(e) => {
+                println!("  {name}: cannot open {}: {e}", path.display());
+                return false;
+            }
+        }
+    }
+    let mut sim = Sim::new(DEVICES, 0);
+    sim.resume(devices);
+    let mut demo = Demo { sim, cursor: vec![0; DEVICES], checks: Vec::new() };
+    let dm = &mut demo;
+    dm.check("every device opened from its file", true);
+    dm.membership("as read back from disk");
+
+    dm.phase("2. Every device still in the group writes");
+    let actives: Vec<Dev> = (0..DEVICES).filter(|d| dm.sim.devices[*d].active()).collect();
+    for d in &actives {
+        let text = format!("hello again from {}, resumed from disk", dm.name(*d));
+        dm.send(*d, &text);
+        dm.deliver();
+    }
+
+    dm.phase("Verification");
+    let members: BTreeSet<BTreeSet<String>> = actives.iter().map(|d| dm.sim.member_names(*d)).collect();
+    dm.check("every active device sees the same members", members.len() == 1);
+    let global = oracle::global_oracles(&dm.sim);
+    for v in &global {
+        dm.say(&format!("   {v}"));
+    }
+    dm.check("global oracles (same members, ratchets and histories everywhere)", global.is_empty());
+    let mut all_read = !dm.sim.messages.is_empty();
+    for m in &dm.sim.messages {
+        let readers: Vec<String> = actives
+            .iter()
+            .filter(|d| **d != m.from)
+            .map(|d| format!("{} {}", dm.name(*d), if dm.sim.decrypted(*d, m.packet) { "yes" } else { "no" }))
+            .collect();
+        all_read &= readers.iter().all(|r| r.ends_with("yes"));
+        dm.say(&format!("   {:?}: {}", String::from_utf8_lossy(&m.plaintext), readers.join(", ")));
+    }
+    dm.check("every active device decrypted every other's message", all_read);
+    let outsiders_read = (0..DEVICES)
+        .filter(|d| !actives.contains(d))
+        .any(|d| dm.sim.devices[d].events.iter().any(|e| matches!(e, Event::Message { .. })));
+    dm.check("devices outside the group read nothing", !outsiders_read);
+    let errors = dm.sim.errors();
+    for (dev, es) in &errors {
+        dm.say(&format!("   library errors at {dev}: {es:?}"));
+    }
+    dm.check("no library errors", errors.is_empty());
+    let failed = dm.checks.iter().filter(|(_, ok)| !ok).count();
+    println!();
+    if failed == 0 {
+        println!("RESULT: all {} checks passed", dm.checks.len());
+    } else {
+        println!("RESULT: {failed} of {} checks FAILED", dm.checks.len());
+    }
+    drop(demo);
+    let shown = dir.display().to_string();
+    (failed == 0) & stores_after(dir, &key, Some(&shown))
 }

@@ -1,8 +1,10 @@
 //! `dcgka`: the command-line tool of the dcgka workspace.
 //!
-//! - `dcgka demo`: a narrated, deterministic run of the paper's story (a partitioned group
-//!   that adds, removes, updates and chats on both sides, then heals and converges),
-//!   ending with a verification block.
+//! - `dcgka demo [--data-dir DIR]`: a narrated, deterministic run of the paper's story (a
+//!   partitioned group that adds, removes, updates and chats on both sides, then heals and
+//!   converges), ending with a verification block. Every device keeps its state in its own
+//!   SQLite file (a temporary directory by default); run again on the same `DIR`, the demo
+//!   resumes the devices from disk and shows that they still read each other.
 //! - `dcgka sim --members M --steps S --seed X [--partitions P] [--json]`: one randomized
 //!   schedule checked by the simulator's oracles.
 //! - `dcgka bench [--sizes …] [--ops …] [--iterations K] [--csv F] [--plot F.svg]`: the
@@ -17,6 +19,7 @@
 mod bench;
 mod demo;
 mod sim;
+mod stores;
 
 use std::process::ExitCode;
 

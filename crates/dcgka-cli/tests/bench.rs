@@ -27,6 +27,9 @@ fn bench_csv_with(name: &str, seed: &str, extra: &[&str]) -> String {
     assert!(out.status.success(), "dcgka bench failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("peak memory (VmHWM) after n = 8"), "{stdout}");
     assert!(stdout.contains("serialized state at n = 8 after setup: member 0 "), "{stdout}");
+    if extra.contains(&"--store") {
+        assert!(stdout.contains("one device's database at n = 8"), "{stdout}");
+    }
     let csv = std::fs::read_to_string(&path).expect("CSV written");
     let _ = std::fs::remove_file(&path);
     csv
@@ -199,4 +202,31 @@ fn a_restored_member_of_128_takes_at_most_three_times_its_snapshot() {
     let [n, k, state, _welcome, memory] = row[..] else { panic!("{csv}") };
     assert_eq!((n, k), (128, 0));
     assert!(memory > 0 && memory <= 3 * state, "heap {memory} B against a snapshot of {state} B");
+}
+
+#[test]
+fn store_adds_two_columns_with_what_a_receiving_members_commit_writes() {
+    let csv = bench_csv_with("store", "9", &["--store", "--ops", "message,update,create"]);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(format!("{HEADER},store_write_bytes_median,store_commit_ms_median").as_str()));
+    let mut bytes = BTreeMap::new();
+    for line in lines {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f.len(), 11, "{line}");
+        let written: f64 = f[9].parse().unwrap();
+        let ms: f64 = f[10].parse().unwrap();
+        assert!(written > 0.0 && ms > 0.0, "{line}");
+        bytes.insert((f[0].to_string(), f[1].parse::<usize>().unwrap()), written);
+    }
+    for n in [4, 8] {
+        let key = |op: &str| (op.to_string(), n);
+        // A message writes its sender's record, its log entry and its event; a control
+        // message rewrites the group's core record as well; a create writes everything.
+        assert!(bytes[&key("message")] <= 2048.0, "{bytes:?}");
+        assert!(bytes[&key("update")] > bytes[&key("message")], "{bytes:?}");
+        assert!(bytes[&key("create")] > bytes[&key("update")], "{bytes:?}");
+    }
+    // A message's write does not grow with the group.
+    assert_eq!(bytes[&("message".to_string(), 4)], bytes[&("message".to_string(), 8)]);
+    // Without --store the CSV keeps its columns (the other tests check the header).
 }

@@ -82,3 +82,38 @@ fn sim_with_coalesced_acks_sends_batches_and_has_no_violations() {
     assert!(v["batches"].as_u64().unwrap() > 0, "acks travelled in batches: {v}");
     assert_eq!(v["deliveries_ok"], v["deliveries_expected"]);
 }
+
+#[test]
+fn demo_keeps_each_device_in_a_file_and_resumes_them_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("devices");
+    let data_s = data.to_str().unwrap();
+    let (ok, out, err) = dcgka(&["demo", "--data-dir", data_s]);
+    assert!(ok, "first run failed:\n{out}\n{err}");
+    assert!(out.contains("RESULT: all 5 checks passed"), "{out}");
+    for name in ["A", "B", "C", "D", "E", "F", "G"] {
+        assert!(data.join(format!("{name}.sqlite")).is_file(), "{name}'s store");
+        assert!(out.contains(&format!("{name}.sqlite: ")), "{out}");
+    }
+    // No plaintext of any message is in any file.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(15).any(|w| w == b"hello, everyone"), "a plaintext on disk");
+    }
+    // Twice more on the same directory: the devices resume and still read each other.
+    for run in 0..2 {
+        let (ok, out, err) = dcgka(&["demo", "--data-dir", data_s]);
+        assert!(ok, "resumed run {run} failed:\n{out}\n{err}");
+        assert!(out.contains("resuming the 7 devices from their SQLite files"), "{out}");
+        assert!(out.contains("[ok] every active device decrypted every other's message"), "{out}");
+        assert!(out.contains("B decrypted \"hello again from A, resumed from disk\" from A"), "{out}");
+        assert!(out.contains("D: opened D.sqlite: in no group"), "{out}");
+        assert!(out.contains("RESULT: all 6 checks passed"), "{out}");
+    }
+    // A directory with only some of the devices is refused.
+    let partial = dir.path().join("partial");
+    std::fs::create_dir(&partial).unwrap();
+    std::fs::copy(data.join("A.sqlite"), partial.join("A.sqlite")).unwrap();
+    let (ok, _, err) = dcgka(&["demo", "--data-dir", partial.to_str().unwrap()]);
+    assert!(!ok && err.contains("1 of the 7 device files"), "{err}");
+}

@@ -3,7 +3,8 @@
 
 use dcgka::events::Event;
 use dcgka_device::consts::MAX_SYNC_RESPONSE_ITEMS;
-use dcgka_device::{Device, Env, Report, SyncRequest, SyncResponse};
+use dcgka_device::{Env, Report, SyncRequest, SyncResponse};
+use dcgka_sim::Device;
 use dcgka_sim::{NOW, PacketKind};
 
 use crate::fixture::{self, Fixture};

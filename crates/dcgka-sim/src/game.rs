@@ -206,7 +206,7 @@ struct Capture {
     instance: Option<MemberId>,
     /// Messages (sender, seq) that instance had decrypted by then.
     decrypted: BTreeSet<(MemberId, SeqNo)>,
-    device: dcgka_device::Device,
+    device: crate::Device,
 }
 
 /// One message sent, as the predicate needs it.

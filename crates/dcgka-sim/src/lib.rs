@@ -17,6 +17,7 @@ pub mod longevity;
 pub mod names;
 pub mod oracle;
 pub mod random;
+pub mod stores;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -27,9 +28,15 @@ use dcgka::group::{Context, Group, GroupConfig, GroupError, Status};
 use dcgka::ids::{GroupId, MemberId, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
 use dcgka::wire::EnvelopeKind;
-use dcgka_device::{Destination, DeviceError, Env, MemoryStore, Outcome, Report};
+use dcgka_device::{Destination, DeviceError, Env, Outcome, Report};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
+
+use crate::stores::{BoxError, PersistentStore, SimStore};
+
+/// A device as the simulator runs it: on a [`SimStore`] (volatile memory unless a test plugs
+/// in a persistent store).
+pub type Device = dcgka_device::Device<SimStore>;
 
 /// Index of a device in the simulation.
 pub type Dev = usize;
@@ -95,7 +102,7 @@ pub struct SimDevice {
     /// Display name ("A", "B", ...).
     pub name: String,
     /// The device.
-    pub device: dcgka_device::Device,
+    pub device: Device,
     /// The group the simulation is about at this device (the last one it created or
     /// joined).
     pub gid: Option<GroupId>,
@@ -212,6 +219,9 @@ pub struct Sim {
     /// that read the acks recorded in a history, or run the reference evaluator over it,
     /// turn it off; the differential tests compare runs with and without.
     pub compaction: bool,
+    /// Reopen every device from its store before each call it makes (with persistent
+    /// stores, [`Sim::use_stores`]): every call then runs on a device read back from disk.
+    pub reopen_stores: bool,
     /// The group the simulation is about: the last one created through [`Sim::create`].
     /// Instances of earlier groups (a group that emptied and was replaced) go on living on
     /// the devices, but their events and instances are outside the oracles.
@@ -266,8 +276,7 @@ impl Sim {
             // Publishing cannot fail for a fresh identity and a batch below the store limit.
             let _ = directory.publish_identity(&mut rng, &mut identity, NOW, OPK_BATCH);
             // The in-memory store never fails.
-            let Ok(device) = dcgka_device::Device::new(identity, GroupConfig::default(), MemoryStore::volatile())
-            else {
+            let Ok(device) = Device::new(identity, GroupConfig::default(), SimStore::volatile()) else {
                 continue;
             };
             devices.push(SimDevice {
@@ -295,8 +304,82 @@ impl Sim {
             links: BTreeSet::new(),
             shadows: false,
             compaction: true,
+            reopen_stores: false,
             gid: None,
             by_bytes: HashMap::new(),
+        }
+    }
+
+    /// Puts every device on a persistent store made by `make`, before any group exists:
+    /// each device starts afresh on its store with the same identity. With
+    /// [`Sim::reopen_stores`] set as well, every call runs on a device reopened from its
+    /// store. Test hooks that reach a group around the device layer
+    /// ([`SimDevice::group_mut`], [`SimDevice::install`]) are not persisted.
+    pub fn use_stores(
+        &mut self,
+        mut make: impl FnMut(Dev) -> Result<Box<dyn PersistentStore>, BoxError>,
+    ) -> Result<(), SimError> {
+        for d in 0..self.devices.len() {
+            if self.devices[d].device.groups().next().is_some() {
+                return Err(SimError::Device(format!("device {d} already holds a group")));
+            }
+            let identity = self.devices[d].device.identity().clone();
+            let store = make(d).map_err(|e| SimError::Device(e.to_string()))?;
+            self.devices[d].device = Device::new(identity, self.config, SimStore::persistent(store))?;
+        }
+        Ok(())
+    }
+
+    /// Puts devices already on persistent stores into the simulation (the demo resuming
+    /// from its files), each in the first group it holds.
+    pub fn resume(&mut self, devices: Vec<(String, Device)>) {
+        self.held = vec![Vec::new(); devices.len()];
+        self.devices = devices
+            .into_iter()
+            .map(|(name, device)| {
+                let gid = device.groups().next().map(|(g, _)| *g);
+                (name, gid, device)
+            })
+            .map(|(name, gid, device)| SimDevice {
+                name,
+                gid,
+                device,
+                retired: Vec::new(),
+                inbox: VecDeque::new(),
+                events: Vec::new(),
+                errors: Vec::new(),
+                shadows: Vec::new(),
+                instance_start: 0,
+            })
+            .collect();
+        self.gid = self.devices.iter().find_map(|d| d.gid);
+    }
+
+    /// With [`Sim::reopen_stores`]: closes device `d`'s persistent store and reopens the
+    /// device from it. A failure is recorded as the device's error (the device keeps
+    /// running on a closed store, so its next commit fails too).
+    fn reopen(&mut self, d: Dev) {
+        if !self.reopen_stores {
+            return;
+        }
+        let Some(store) = self.devices[d].device.store().take() else { return };
+        let reopened = store
+            .reopen()
+            .map_err(|e| e.to_string())
+            .and_then(|s| Device::open(self.config, SimStore::persistent(s)).map_err(|e| e.to_string()));
+        match reopened {
+            Ok(mut device) => {
+                // The test hooks' settings live in memory only.
+                let gids: Vec<GroupId> = device.groups().map(|(g, _)| *g).collect();
+                for gid in gids {
+                    if let Some((g, _)) = device.group_mut(&gid) {
+                        g.set_adversarial(self.shadows);
+                        g.set_compaction(self.compaction);
+                    }
+                }
+                self.devices[d].device = device;
+            }
+            Err(e) => self.devices[d].errors.push(format!("reopening the store failed: {e}")),
         }
     }
 
@@ -307,8 +390,9 @@ impl Sim {
     fn call<T>(
         &mut self,
         d: Dev,
-        f: impl FnOnce(&mut dcgka_device::Device, &mut Env<'_, ChaCha20Rng>) -> Result<T, DeviceError>,
+        f: impl FnOnce(&mut Device, &mut Env<'_, ChaCha20Rng>) -> Result<T, DeviceError>,
     ) -> Result<T, DeviceError> {
+        self.reopen(d);
         let dev = &mut self.devices[d].device;
         dev.set_config(self.config);
         dev.set_adversarial_instances(self.shadows);
@@ -396,6 +480,7 @@ impl Sim {
     fn replenish(&mut self, d: Dev) {
         let ik = self.ik(d);
         if self.directory.remaining_one_time_prekeys(&ik) < OPK_BATCH / 4 {
+            self.reopen(d);
             let dev = &mut self.devices[d].device;
             if let Ok(opks) = dev.new_one_time_prekeys(&mut self.rng, OPK_BATCH, self.now + 90 * 24 * 3600) {
                 self.directory.publish_one_time_prekeys(opks);
@@ -441,8 +526,13 @@ impl Sim {
             }
             ids.push(id);
         }
-        // The in-memory store never fails.
-        let _ = self.devices[from].device.mark_sent(&sent);
+        // Retired instances are kept in the device's memory only: take them before a reopen.
+        let retired_now = self.devices[from].device.take_retired();
+        if !sent.is_empty() {
+            self.reopen(from);
+            // A store failure is recorded when the next call fails.
+            let _ = self.devices[from].device.mark_sent(&sent);
+        }
         // Events are attributed to instances in order: a join starts an instance, and the
         // instance that a removal or corruption ends is retired at that point (one call may
         // join, process a backlog and be removed).
@@ -450,7 +540,7 @@ impl Sim {
         let current = self.gid;
         let is_current = |gid: &GroupId| current.is_none_or(|c| c == *gid);
         let dev = &mut self.devices[from];
-        let (mine, others): (Vec<_>, Vec<_>) = dev.device.take_retired().into_iter().partition(|(g, _)| is_current(g));
+        let (mine, others): (Vec<_>, Vec<_>) = retired_now.into_iter().partition(|(g, _)| is_current(g));
         // Instances of a replaced group are kept for `device_of`, outside the oracles.
         dev.retired.extend(others.into_iter().map(|(_, g)| g));
         let mut retired: VecDeque<Group> = mine.into_iter().map(|(_, g)| g).collect();
@@ -555,14 +645,15 @@ impl Sim {
     fn op(
         &mut self,
         d: Dev,
-        f: impl FnOnce(&mut dcgka_device::Device, &mut Env<'_, ChaCha20Rng>, &GroupId) -> Result<Report, DeviceError>,
+        f: impl FnOnce(&mut Device, &mut Env<'_, ChaCha20Rng>, &GroupId) -> Result<Report, DeviceError>,
     ) -> Result<Vec<usize>, SimError> {
         let Some(gid) = self.devices[d].gid.filter(|_| self.devices[d].active()) else {
             return Err(SimError::NoGroup(d));
         };
         let report = self.call(d, |dev, env| f(dev, env, &gid))?;
+        let ids = self.absorb(d, report);
         self.replenish(d);
-        Ok(self.absorb(d, report))
+        Ok(ids)
     }
 
     /// Applies the retention period at `d` at the simulation's clock

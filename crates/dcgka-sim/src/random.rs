@@ -672,7 +672,19 @@ impl<G: Rng> Runner<'_, G> {
 /// Runs one randomized schedule and checks the oracles. `progress(step, steps)` is
 /// called after each step (and once more with `steps` at the end).
 pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(usize, usize)) -> RunReport {
-    run_with_schedule(cfg, ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001), progress)
+    run_with(cfg, &mut |_| Ok(()), progress)
+}
+
+/// [`run`], with `setup` applied to the simulation before the group is created: to put
+/// every device on a persistent store and reopen it before each call
+/// ([`Sim::use_stores`], [`Sim::reopen_stores`]), say. The schedule is the one [`run`]
+/// follows for `cfg`. A setup failure is reported as a violation.
+pub fn run_with(
+    cfg: &RunConfig,
+    setup: &mut dyn FnMut(&mut Sim) -> Result<(), SimError>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> RunReport {
+    run_inner(cfg, ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001), setup, progress).0
 }
 
 /// [`run`], with the schedule's every decision (which action, which device, which packet,
@@ -680,15 +692,20 @@ pub fn run(cfg: &RunConfig, progress: &mut dyn FnMut(usize, usize)) -> RunReport
 /// [`RunConfig::seed`]; the devices' own randomness still comes from the seed. A fuzzer
 /// drives the simulator this way, with a source that reads its input bytes.
 pub fn run_with_schedule(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn FnMut(usize, usize)) -> RunReport {
-    run_inner(cfg, schedule, progress).0
+    run_inner(cfg, schedule, &mut |_| Ok(()), progress).0
 }
 
 /// [`run`], returning the simulation as it ended too, for a test to look into.
 pub fn run_keeping_sim(cfg: &RunConfig) -> (RunReport, Sim) {
-    run_inner(cfg, ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001), &mut |_, _| {})
+    run_inner(cfg, ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x5eed_5c4e_d01e_0001), &mut |_| Ok(()), &mut |_, _| {})
 }
 
-fn run_inner(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn FnMut(usize, usize)) -> (RunReport, Sim) {
+fn run_inner(
+    cfg: &RunConfig,
+    schedule: impl Rng,
+    setup: &mut dyn FnMut(&mut Sim) -> Result<(), SimError>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> (RunReport, Sim) {
     let start = Instant::now();
     let members = cfg.members.max(1);
     let mut sim = Sim::new(members + cfg.spares, cfg.seed);
@@ -697,7 +714,11 @@ fn run_inner(cfg: &RunConfig, schedule: impl Rng, progress: &mut dyn FnMut(usize
     sim.config.withhold_late_operations = cfg.withhold_late;
     sim.compaction = cfg.compaction;
     let rng = schedule;
-    let report = RunReport { seed: cfg.seed, devices: sim.devices.len(), ..RunReport::default() };
+    let mut report = RunReport { seed: cfg.seed, devices: sim.devices.len(), ..RunReport::default() };
+    if let Err(e) = setup(&mut sim) {
+        report.violations.push(format!("setup failed: {e:?}"));
+        return (report, sim);
+    }
     let n = sim.devices.len();
     let mut r = Runner { cfg, sim, rng, report, sent: 0, instance: vec![None; n], checked_from: 0 };
     let others: Vec<Dev> = (1..members).collect();

@@ -131,7 +131,7 @@ macro_rules! layer {
 layer!(crypto, dcgka, dgm, ordering, ratchet, two_party, welcome, wire);
 
 pub use crate::codec::DecodeError;
-pub use crate::crypto::{IdentityKey, VerifyingKey};
+pub use crate::crypto::{CryptoError, IdentityKey, VerifyingKey};
 pub use crate::events::{DropReason, EquivocationEvidence, Event, MalformedBody, Misbehaviour, RejectReason};
 pub use crate::group::{
     Accepted, Context, Group, GroupConfig, GroupError, GroupRecords, JoinError, Output, Peek, Received, Status,

@@ -9,9 +9,12 @@ use super::measure::Row;
 const CSV_HEADER: &str = "op,n,iterations,traffic_bytes,sender_cpu_ms_median,sender_cpu_ms_sd,\
 recipient_cpu_ms_median,recipient_cpu_ms_sd,newcomer_cpu_ms_median";
 
+/// The columns `--store` adds (issue 11).
+const STORE_COLUMNS: &str = ",store_write_bytes_median,store_commit_ms_median";
+
 impl Row {
-    fn csv(&self) -> String {
-        format!(
+    fn csv(&self, store: bool) -> String {
+        let mut line = format!(
             "{},{},{},{},{:.3},{:.3},{:.3},{:.3},{}",
             self.op,
             self.n,
@@ -22,15 +25,23 @@ impl Row {
             self.recipient_median,
             self.recipient_sd,
             self.newcomer_median.map(|x| format!("{x:.3}")).unwrap_or_default()
-        )
+        );
+        if store {
+            match &self.store {
+                Some(s) => line.push_str(&format!(",{:.0},{:.3}", s.write_bytes_median, s.commit_ms_median)),
+                None => line.push_str(",,"),
+            }
+        }
+        line
     }
 }
 
 /// Writes `rows` as CSV to `path` ("-": standard output).
 pub(super) fn write_csv(path: &Path, rows: &[Row]) -> Result<(), String> {
-    let mut text = format!("{CSV_HEADER}\n");
+    let store = rows.iter().any(|r| r.store.is_some());
+    let mut text = format!("{CSV_HEADER}{}\n", if store { STORE_COLUMNS } else { "" });
     for r in rows {
-        text.push_str(&r.csv());
+        text.push_str(&r.csv(store));
         text.push('\n');
     }
     if path == Path::new("-") {

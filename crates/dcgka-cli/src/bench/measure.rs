@@ -10,12 +10,15 @@ use dcgka_sim::lean::{Meter, Network, PAYLOAD, Traffic};
 use rand_chacha::ChaCha20Rng;
 use rand_core::Rng;
 
+use std::path::Path;
+
+use super::store::StoreRun;
 use super::{Op, Progress, weight};
 
 /// Per-thread CPU time (`CLOCK_THREAD_CPUTIME_ID`) of the library calls made for each
 /// device since the last reset.
 #[derive(Clone, Debug)]
-struct Cpu(Vec<Duration>);
+pub(super) struct Cpu(Vec<Duration>);
 
 impl Meter for Cpu {
     fn measure<T>(&mut self, node: usize, f: impl FnOnce() -> T) -> T {
@@ -40,7 +43,7 @@ impl Cpu {
 
 /// The network of one run: devices 0..n are the group's members, device n the newcomer
 /// of `add`.
-type World = Network<Cpu>;
+pub(super) type World = Network<Cpu>;
 
 /// What one run of one operation cost.
 #[derive(Clone, Debug)]
@@ -193,10 +196,25 @@ pub(super) struct Row {
     pub(super) recipient_median: f64,
     pub(super) recipient_sd: f64,
     pub(super) newcomer_median: Option<f64>,
+    /// With `--store`: the receiving members' commits of the operation.
+    pub(super) store: Option<StoreFigures>,
+}
+
+/// A row's store figures (`--store`).
+#[derive(Clone, Debug)]
+pub(super) struct StoreFigures {
+    /// Median row data written by a receiving member's commit.
+    pub(super) write_bytes_median: f64,
+    /// Median wall-clock time of that commit, in milliseconds.
+    pub(super) commit_ms_median: f64,
+    /// The first receiving member's database size after the operation, first iteration.
+    pub(super) database_bytes: Option<u64>,
+    /// Row data and time of that member's commit of another member's ack, first iteration.
+    pub(super) ack: Option<(u64, f64)>,
 }
 
 impl Row {
-    fn from_runs(op: Op, n: usize, runs: &[RunStats]) -> Row {
+    fn from_runs(op: Op, n: usize, runs: &[RunStats], store: &[StoreRun]) -> Row {
         let sender: Vec<f64> = runs.iter().map(|r| r.sender_ms).collect();
         let recipients: Vec<f64> = runs.iter().flat_map(|r| r.recipients_ms.iter().copied()).collect();
         let newcomer: Vec<f64> = runs.iter().filter_map(|r| r.newcomer_ms).collect();
@@ -214,6 +232,16 @@ impl Row {
             recipient_median: median(&recipients),
             recipient_sd: sd(&recipients),
             newcomer_median: (!newcomer.is_empty()).then(|| median(&newcomer)),
+            store: store.first().map(|first| {
+                let bytes: Vec<f64> = store.iter().flat_map(|s| s.write_bytes.iter().copied()).collect();
+                let ms: Vec<f64> = store.iter().flat_map(|s| s.commit_ms.iter().copied()).collect();
+                StoreFigures {
+                    write_bytes_median: median(&bytes),
+                    commit_ms_median: median(&ms),
+                    database_bytes: first.database_bytes,
+                    ack: first.ack,
+                }
+            }),
         }
     }
 }
@@ -222,7 +250,8 @@ impl Row {
 pub(super) type StateSizes = Option<(usize, usize)>;
 
 /// Measures every selected operation at size `n`; also returns the snapshot sizes of
-/// members 0 and 1 after the first iteration's setup.
+/// members 0 and 1 after the first iteration's setup. With `store` (a directory for the
+/// member stores), also what receiving each operation writes to a member's store.
 pub(super) fn bench_size(
     n: usize,
     ops: &[Op],
@@ -230,13 +259,16 @@ pub(super) fn bench_size(
     config: GroupConfig,
     seeds: &mut ChaCha20Rng,
     p: &mut Progress,
+    store: Option<&Path>,
 ) -> Result<(Vec<Row>, StateSizes), String> {
     let mut runs: Vec<(Op, Vec<RunStats>)> = ops.iter().map(|op| (*op, Vec::new())).collect();
+    let mut store_runs: Vec<Vec<StoreRun>> = vec![Vec::new(); ops.len()];
     let round_follows = config.coalesce_acks;
     let mut state_sizes = None;
     for it in 0..iterations {
         let mut world =
             World::new(n, seeds.next_u64(), config, Cpu(vec![Duration::ZERO; n + 1])).map_err(|e| e.to_string())?;
+        let fresh = store.map(|_| world.clone());
         world.create().map_err(|e| format!("create: {e}"))?;
         check(&world, Op::Create, n, None)?;
         if it == 0 {
@@ -269,14 +301,26 @@ pub(super) fn bench_size(
             p.done += weight(n).saturating_sub(1);
             p.step(&format!("n={n} iteration {}/{iterations} {op}", it + 1));
         }
+        if let (Some(dir), Some(fresh)) = (store, &fresh) {
+            for (k, op) in ops.iter().enumerate() {
+                let what = format!("n={n} iteration {}/{iterations} {op}: member stores", it + 1);
+                let run = super::store::measure(&world, fresh, *op, n, config, dir, &mut |i, of| {
+                    if i == of || i % 16 == 0 {
+                        p.note(&format!("{what} {i}/{of}"));
+                    }
+                })?;
+                store_runs[k].push(run);
+                p.step(&what);
+            }
+        }
     }
     let mut rows = Vec::new();
-    for (op, stats_of_op) in &runs {
+    for (k, (op, stats_of_op)) in runs.iter().enumerate() {
         let first = stats_of_op.first().map(|s| s.traffic.bytes);
         if let Some(t) = stats_of_op.iter().map(|s| s.traffic.bytes).find(|t| Some(*t) != first) {
             eprintln!("warning: {op} at n = {n}: traffic differs between iterations ({t} B)");
         }
-        rows.push(Row::from_runs(*op, n, stats_of_op));
+        rows.push(Row::from_runs(*op, n, stats_of_op, &store_runs[k]));
     }
     Ok((rows, state_sizes))
 }

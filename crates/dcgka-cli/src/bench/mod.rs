@@ -36,6 +36,7 @@ mod csv;
 mod longevity;
 mod measure;
 mod plot;
+mod store;
 
 use std::fmt;
 use std::io::{IsTerminal, Write};
@@ -120,8 +121,15 @@ pub(crate) struct BenchArgs {
     /// snapshot, a Welcome, the median time of 5 restores and the live heap of one
     /// restored group. CSV header:
     /// n,operations,state_bytes,welcome_bytes,restore_ms,memory_bytes_per_member
-    #[arg(long, conflicts_with_all = ["ops", "iterations", "plot", "coalesce_acks"])]
+    #[arg(long, conflicts_with_all = ["ops", "iterations", "plot", "coalesce_acks", "store"])]
     longevity: bool,
+    /// Also run every receiving member's device on its own SQLite store (dcgka-store):
+    /// after the setup, each receiving member's device is opened from a store holding its
+    /// state and receives the operation. Adds the CSV columns store_write_bytes_median (row
+    /// data written by that commit) and store_commit_ms_median (its wall-clock time, synced
+    /// to disk), and prints one member's database size.
+    #[arg(long)]
+    store: bool,
     /// With --longevity: the values of K at which to measure, comma-separated (the run
     /// does as many operations as the largest; e.g. 0,20,40 for a quick check).
     #[arg(long, value_delimiter = ',', requires = "longevity", default_values_t = longevity::CHECKPOINTS)]
@@ -141,6 +149,17 @@ impl Progress {
         if !self.show {
             return;
         }
+        self.draw(what);
+    }
+
+    /// Redraws the bar with a note, without counting a step.
+    fn note(&self, what: &str) {
+        if self.show {
+            self.draw(what);
+        }
+    }
+
+    fn draw(&self, what: &str) {
         let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
         let width = 30;
         let filled = usize::try_from(pct * width / 100).unwrap_or(0);
@@ -207,6 +226,38 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// The store figures (`--store`): per row, and one member's database at the largest n.
+fn print_store(rows: &[Row]) {
+    println!("store (each receiving member's device on its own SQLite store; its commit of the operation):");
+    println!(
+        "{:<8} {:>5} {:>16} {:>16} {:>14} {:>16}",
+        "op", "n", "row bytes", "commit ms", "database B", "an ack: bytes, ms"
+    );
+    for r in rows {
+        let Some(s) = &r.store else { continue };
+        println!(
+            "{:<8} {:>5} {:>16.0} {:>16.3} {:>14} {:>16}",
+            r.op.name(),
+            r.n,
+            s.write_bytes_median,
+            s.commit_ms_median,
+            s.database_bytes.map_or_else(|| "-".to_string(), |b| b.to_string()),
+            s.ack.map_or_else(|| "-".to_string(), |(b, ms)| format!("{b}, {ms:.3}")),
+        );
+    }
+    if let Some(r) = rows.iter().filter(|r| r.store.is_some()).max_by_key(|r| (r.n, r.op == Op::Message))
+        && let Some(b) = r.store.as_ref().and_then(|s| s.database_bytes)
+    {
+        println!("one device's database at n = {} (member 1, after receiving the {}): {b} bytes", r.n, r.op);
+    }
+    if let Some(r) = rows.iter().find(|r| r.op == Op::Message && r.n == 1024)
+        && let Some(s) = &r.store
+    {
+        let verdict = if s.write_bytes_median <= 2048.0 { "met" } else { "MISSED" };
+        println!("  [{verdict}] store_write_bytes_median for message at n = 1024 <= 2048: {:.0}", s.write_bytes_median);
+    }
+}
+
 /// Runs `dcgka bench`; returns whether every run completed and checked out.
 pub(crate) fn run(args: &BenchArgs) -> bool {
     match run_inner(args) {
@@ -230,7 +281,8 @@ fn run_inner(args: &BenchArgs) -> Result<(), String> {
     let mut ops = args.ops.clone();
     ops.sort_unstable();
     ops.dedup();
-    let runs_per_iteration = ops.iter().filter(|o| **o != Op::Create).count() as u64 + 1;
+    let runs_per_iteration =
+        ops.iter().filter(|o| **o != Op::Create).count() as u64 + 1 + if args.store { ops.len() as u64 } else { 0 };
     let total = sizes.iter().map(|n| weight(*n) * runs_per_iteration * u64::from(args.iterations)).sum();
     let show = std::io::stderr().is_terminal() || std::env::var_os("DCGKA_PROGRESS").is_some();
     let mut progress = Progress { show, done: 0, total };
@@ -239,8 +291,14 @@ fn run_inner(args: &BenchArgs) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut by_size = Vec::new();
     let mut state_sizes = None;
+    let store_dir = if args.store {
+        Some(tempfile::tempdir().map_err(|e| format!("a temporary directory for the stores: {e}"))?)
+    } else {
+        None
+    };
     for n in &sizes {
-        let (rows, states) = measure::bench_size(*n, &ops, args.iterations, config, &mut seeds, &mut progress)?;
+        let dir = store_dir.as_ref().map(|d| d.path());
+        let (rows, states) = measure::bench_size(*n, &ops, args.iterations, config, &mut seeds, &mut progress, dir)?;
         by_size.extend(rows);
         state_sizes = states;
     }
@@ -286,6 +344,9 @@ fn run_inner(args: &BenchArgs) -> Result<(), String> {
                 .collect();
             println!("  {:<8} {}", r.op.name(), parts.join(", "));
         }
+    }
+    if args.store {
+        print_store(&rows);
     }
     let t = targets(&rows);
     if !t.is_empty() {
