@@ -33,8 +33,8 @@ impl PersistentStore for Plug {
 }
 
 /// Runs `cfg` on volatile memory and on stores reopened before every call; both must
-/// hold every oracle and agree on everything.
-fn round_trip(cfg: &RunConfig) {
+/// hold every oracle and agree on everything. Returns the deliveries checked.
+fn round_trip(cfg: &RunConfig) -> usize {
     let memory = run(cfg, &mut |_, _| {});
     let dir = tempfile::tempdir().unwrap();
     let reopens = Arc::new(AtomicUsize::new(0));
@@ -54,7 +54,8 @@ fn round_trip(cfg: &RunConfig) {
     let strip = |r: &RunReport| RunReport { elapsed_ms: 0, ..r.clone() };
     assert!(on_disk.violations.is_empty(), "seed {}: {:#?}", cfg.seed, on_disk.violations);
     assert!(on_disk.converged, "seed {}", cfg.seed);
-    assert!(on_disk.deliveries_expected > 0 && on_disk.deliveries_ok == on_disk.deliveries_expected);
+    // (A run whose group emptied near its end may have no delivery left to check.)
+    assert_eq!(on_disk.deliveries_ok, on_disk.deliveries_expected, "seed {}", cfg.seed);
     assert_eq!(strip(&on_disk), strip(&memory), "seed {}: the stored run differs from the one in memory", cfg.seed);
     let reopens = reopens.load(Ordering::Relaxed);
     assert!(reopens > on_disk.packets, "seed {}: {reopens} reopens for {} packets", cfg.seed, on_disk.packets);
@@ -62,6 +63,7 @@ fn round_trip(cfg: &RunConfig) {
         "seed {}: {} steps, {} packets, {} messages, {} deliveries, {reopens} reopens, {} ms on disk",
         cfg.seed, cfg.steps, on_disk.packets, on_disk.app_messages, on_disk.deliveries_ok, on_disk.elapsed_ms
     );
+    on_disk.deliveries_ok
 }
 
 #[test]
@@ -70,8 +72,10 @@ fn random_partitioned_schedules_on_stores_reopened_before_every_call() {
     // the confidentiality oracle on), shorter; one run with coalesced acks.
     let long = std::env::var_os("DCGKA_LONG").is_some();
     let steps = if long { 200 } else { 60 };
+    let mut deliveries = 0;
     for seed in 0..if long { 8 } else { 2 } {
-        round_trip(&RunConfig::new(4, steps, seed));
+        deliveries += round_trip(&RunConfig::new(4, steps, seed));
     }
-    round_trip(&RunConfig { coalesce_acks: true, ..RunConfig::new(4, steps, 7) });
+    deliveries += round_trip(&RunConfig { coalesce_acks: true, ..RunConfig::new(4, steps, 7) });
+    assert!(deliveries > 100, "{deliveries} deliveries checked");
 }
