@@ -88,8 +88,11 @@ proptest! {
 /// acker's next envelope. Mutual removals with supporters on both sides left two groups.
 #[test]
 fn schedules_that_split_earlier_withholding_rules_converge() {
-    let runs: [(usize, usize, u64, usize, bool); 7] = [
+    let runs: [(usize, usize, u64, usize, bool); 8] = [
         (4, 95, 10950764489276683678, 1, true),
+        // A fork in which each side adds the device that lives on in the other: its Welcome
+        // stays pending there, so the member secrets for that instance are kept for good.
+        (3, 113, 5790235938956145690, 2, false),
         (3, 112, 1548764720268313609, 2, false),
         (3, 136, 16911503352091354625, 2, false),
         (4, 137, 9865474097705001494, 3, false),
