@@ -11,6 +11,8 @@
 //! - an **envelope log** per group ([`log`]): every envelope the device accepted or sent,
 //!   and every Welcome it sent until its target has joined;
 //! - **sync** with peers from that log ([`sync`], §7.7);
+//! - a **transport seam** ([`transport`]): the simulator and libp2p are two
+//!   implementations of one [`Transport`], so the same device code runs over both;
 //! - an **outbox** of what must still be transmitted ([`outbox`]);
 //! - events as `(GroupId, Event)`;
 //! - a **storage seam** ([`storage`]): every call commits what it changed as one unit
@@ -29,8 +31,10 @@ pub mod outbox;
 pub mod rules;
 pub mod storage;
 pub mod sync;
+pub mod transport;
 
 pub use device::{Device, DeviceError, Env, Outcome, Report};
 pub use outbox::{Destination, Transmit};
 pub use storage::{Commit, MemoryStore, StateKey, Storage, Stored};
 pub use sync::{GroupHeads, SyncError, SyncRequest, SyncResponse};
+pub use transport::{Handed, Transport};

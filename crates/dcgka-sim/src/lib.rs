@@ -28,7 +28,8 @@ use dcgka::group::{Context, Group, GroupConfig, GroupError, Status};
 use dcgka::ids::{GroupId, MemberId, SeqNo};
 use dcgka::prekeys::{Identity, InMemoryPrekeyDirectory};
 use dcgka::wire::EnvelopeKind;
-use dcgka_device::{Destination, DeviceError, Env, Outcome, Report};
+use dcgka_device::transport::Handed;
+use dcgka_device::{DeviceError, Env, Outcome, Report};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -492,40 +493,10 @@ impl Sim {
     /// device, Welcomes to their target), records events and errors, turns retired
     /// instances into shadows, and starts the sync of a group the device just joined.
     fn absorb(&mut self, from: Dev, report: Report) -> Vec<usize> {
-        let mut ids = Vec::new();
-        let mut sent = Vec::new();
-        for t in report.transmit {
-            sent.push(t.id);
-            let kind = match t.to {
-                Destination::Group => {
-                    // A batch (coalesced acks) stands for its last item: the operation or
-                    // message its held acks travel with.
-                    match Group::peek(&t.bytes) {
-                        Ok(p) => PacketKind::Envelope(p.last_kind, p.last_seq),
-                        Err(_) => continue,
-                    }
-                }
-                _ => PacketKind::Welcome,
-            };
-            let id = self.record(from, kind, t.bytes);
-            let p = self.transcript[id].clone();
-            match t.to {
-                Destination::Group => {
-                    for to in 0..self.devices.len() {
-                        if to != from {
-                            self.enqueue(to, p.clone());
-                        }
-                    }
-                }
-                Destination::Identity(ik) => {
-                    if let Some(to) = self.devices.iter().position(|dv| dv.device.public_key() == ik) {
-                        self.enqueue(to, p);
-                    }
-                }
-                _ => {}
-            }
-            ids.push(id);
-        }
+        // The simulated network is one implementation of the device layer's transport seam.
+        let mut link = SimLink { sim: self, from, ids: Vec::new() };
+        let sent = dcgka_device::transport::dispatch(&mut link, &report.transmit).sent;
+        let ids = link.ids;
         // Retired instances are kept in the device's memory only: take them before a reopen.
         let retired_now = self.devices[from].device.take_retired();
         if !sent.is_empty() {
@@ -966,4 +937,41 @@ impl Sim {
 pub fn name_of(i: usize) -> String {
     let letter = char::from(b'A' + (i % 26) as u8);
     if i < 26 { letter.to_string() } else { format!("{letter}{}", i / 26) }
+}
+
+/// A device's side of the simulated network ([`dcgka_device::transport::Transport`]):
+/// records each packet in the transcript and queues it for its recipients (held at a
+/// partition).
+struct SimLink<'s> {
+    sim: &'s mut Sim,
+    from: Dev,
+    /// Transcript ids of the packets sent.
+    ids: Vec<usize>,
+}
+
+impl dcgka_device::transport::Transport for SimLink<'_> {
+    type Error = std::convert::Infallible;
+
+    fn broadcast(&mut self, _gid: &GroupId, envelope: &[u8]) -> Result<Handed, Self::Error> {
+        // A batch (coalesced acks) stands for its last item: the operation or message its
+        // held acks travel with. Bytes that are no envelope are not sent (and not retried).
+        let Ok(p) = Group::peek(envelope) else { return Ok(Handed::Sent) };
+        let id = self.sim.record(self.from, PacketKind::Envelope(p.last_kind, p.last_seq), envelope.to_vec());
+        let packet = self.sim.transcript[id].clone();
+        for to in (0..self.sim.devices.len()).filter(|to| *to != self.from) {
+            self.sim.enqueue(to, packet.clone());
+        }
+        self.ids.push(id);
+        Ok(Handed::Sent)
+    }
+
+    fn direct(&mut self, _id: u64, to: &IdentityKey, _gid: &GroupId, bytes: &[u8]) -> Result<Handed, Self::Error> {
+        let id = self.sim.record(self.from, PacketKind::Welcome, bytes.to_vec());
+        let packet = self.sim.transcript[id].clone();
+        if let Some(d) = self.sim.devices.iter().position(|dv| dv.device.public_key() == *to) {
+            self.sim.enqueue(d, packet);
+        }
+        self.ids.push(id);
+        Ok(Handed::Sent)
+    }
 }

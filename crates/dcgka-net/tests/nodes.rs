@@ -1,0 +1,106 @@
+//! Five nodes in one process, on loopback, each with its own SQLite store: they create a
+//! group, chat, add and remove, and every device decrypts exactly what it should.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use support::Cluster;
+
+/// Whether every node in `who` has exactly these texts from group `gid`, each once.
+fn has_exactly(c: &Cluster, who: &[usize], gid: &dcgka::ids::GroupId, texts: &[&str]) -> bool {
+    who.iter().all(|i| {
+        let mut got = c.nodes[*i].seen.texts(gid);
+        got.sort();
+        let mut want: Vec<String> = texts.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        got == want
+    })
+}
+
+fn same_members(c: &Cluster, who: &[usize], gid: &dcgka::ids::GroupId, n: usize) -> bool {
+    let first = c.nodes[who[0]].seen.members.get(gid);
+    first.is_some_and(|m| m.len() == n) && who.iter().all(|i| c.nodes[*i].seen.members.get(gid) == first)
+}
+
+#[tokio::test]
+async fn five_nodes_create_chat_add_and_remove() {
+    let mut c = Cluster::new();
+    let mut addrs = Vec::new();
+    for name in ["A", "B", "C", "D", "E"] {
+        let i = c.start(name, addrs.clone()).await;
+        addrs.push(c.nodes[i].addr.clone());
+    }
+    let (a, b, cc, d, e) = (0, 1, 2, 3, 4);
+
+    // A creates the group and adds B, C and D from their invitations.
+    let gid = c.nodes[a].handle.create().await.unwrap();
+    for i in [b, cc, d] {
+        let inv = c.nodes[i].invitation().await;
+        c.nodes[a].handle.add(gid, inv).await.unwrap();
+    }
+    c.until("B, C and D joined and agree on four members", |c| {
+        [b, cc, d].iter().all(|i| c.nodes[*i].seen.joined.contains(&gid)) && same_members(c, &[a, b, cc, d], &gid, 4)
+    })
+    .await;
+
+    // Everyone writes; everyone else reads it, once.
+    for i in [a, b, cc, d] {
+        let text = format!("hello from {}", c.nodes[i].name);
+        c.nodes[i].handle.send(gid, text.as_bytes()).await.unwrap();
+    }
+    let all = ["hello from A", "hello from B", "hello from C", "hello from D"];
+    c.until("every message read by every other member", |c| {
+        [a, b, cc, d].iter().all(|i| {
+            let mine = format!("hello from {}", c.nodes[*i].name);
+            let want: Vec<&str> = all.iter().copied().filter(|t| *t != mine).collect();
+            has_exactly(c, &[*i], &gid, &want)
+        })
+    })
+    .await;
+
+    // B adds E; C removes D.
+    let inv = c.nodes[e].invitation().await;
+    c.nodes[b].handle.add(gid, inv).await.unwrap();
+    c.until("E joined, five members everywhere", |c| {
+        c.nodes[e].seen.joined.contains(&gid) && same_members(c, &[a, b, cc, d, e], &gid, 5)
+    })
+    .await;
+    let d_name = c.nodes[d].short();
+    c.nodes[cc].handle.remove(gid, &d_name).await.unwrap();
+    c.until("D removed, four members at the others", |c| {
+        c.nodes[d].seen.removed.contains(&gid) && same_members(c, &[a, b, cc, e], &gid, 4)
+    })
+    .await;
+    assert!(!c.nodes[a].seen.members[&gid].contains(&d_name));
+
+    // E writes after D's removal: A, B and C read it, D does not.
+    c.nodes[e].handle.send(gid, b"welcome E, bye D").await.unwrap();
+    c.nodes[a].handle.send(gid, b"last word").await.unwrap();
+    c.until("the last messages read by the members", |c| {
+        [a, b, cc].iter().all(|i| c.nodes[*i].seen.texts(&gid).contains(&"welcome E, bye D".to_string()))
+            && [b, cc, e].iter().all(|i| c.nodes[*i].seen.texts(&gid).contains(&"last word".to_string()))
+    })
+    .await;
+    // One more sync round everywhere, then D has read nothing after its removal.
+    for n in &c.nodes {
+        n.handle.sync().await.unwrap();
+    }
+    c.nodes[b].handle.send(gid, b"marker").await.unwrap();
+    c.until("marker read", |c| [a, cc, e].iter().all(|i| c.nodes[*i].seen.texts(&gid).contains(&"marker".to_string())))
+        .await;
+    let d_texts = c.nodes[d].seen.texts(&gid);
+    assert!(!d_texts.iter().any(|t| t == "welcome E, bye D" || t == "last word" || t == "marker"), "{d_texts:?}");
+    // E joined after the first round: it read none of it, and every message arrived once.
+    assert!(c.nodes[e].seen.texts(&gid).iter().all(|t| !t.starts_with("hello")));
+    for i in [a, b, cc, e] {
+        let texts = c.nodes[i].seen.texts(&gid);
+        let mut dedup = texts.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(dedup.len(), texts.len(), "{}: a message delivered twice: {texts:?}", c.nodes[i].name);
+    }
+    for i in 0..5 {
+        c.stop(i).await;
+    }
+}

@@ -1,0 +1,198 @@
+//! A harness for in-process nodes on loopback: each with its own data directory (a real
+//! SQLite store). Every node's events flow into one channel, and tests wait on it, with a
+//! bounded timeout, until a condition over what the nodes reported holds.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dcgka::ids::GroupId;
+use dcgka_net::{DataDir, Invitation, NodeConfig, NodeEvent, NodeHandle};
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+/// The bound on any one wait.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// What one node has reported so far.
+#[derive(Default, Debug)]
+pub struct Seen {
+    /// Decrypted messages: (group, sender name, text).
+    pub messages: Vec<(GroupId, String, String)>,
+    /// Groups joined.
+    pub joined: Vec<GroupId>,
+    /// Latest member names per group.
+    pub members: BTreeMap<GroupId, Vec<String>>,
+    /// Groups this node was removed from.
+    pub removed: Vec<GroupId>,
+    /// Peers that misbehaved, and peers banned.
+    pub misbehaved: Vec<PeerId>,
+    pub banned: Vec<PeerId>,
+    /// Listening addresses.
+    pub listening: Vec<Multiaddr>,
+}
+
+impl Seen {
+    fn record(&mut self, e: &NodeEvent) {
+        match e {
+            NodeEvent::Message { gid, from, text, .. } => {
+                self.messages.push((*gid, from.clone(), String::from_utf8_lossy(text).into_owned()));
+            }
+            NodeEvent::Joined(g) => self.joined.push(*g),
+            NodeEvent::Members { gid, members } => {
+                self.members.insert(*gid, members.iter().map(|m| m.name.clone()).collect());
+            }
+            NodeEvent::Removed(g) => self.removed.push(*g),
+            NodeEvent::Misbehaved { peer, .. } => self.misbehaved.push(*peer),
+            NodeEvent::Banned(p) => self.banned.push(*p),
+            NodeEvent::Listening(a) => self.listening.push(a.clone()),
+            _ => {}
+        }
+    }
+
+    /// Texts received in `gid`.
+    pub fn texts(&self, gid: &GroupId) -> Vec<String> {
+        self.messages.iter().filter(|(g, _, _)| g == gid).map(|(_, _, t)| t.clone()).collect()
+    }
+}
+
+/// One node under test.
+pub struct TestNode {
+    pub name: String,
+    pub handle: NodeHandle,
+    pub dir: Option<tempfile::TempDir>,
+    pub addr: Multiaddr,
+    pub seen: Seen,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+    pub running: bool,
+}
+
+impl TestNode {
+    pub fn peer(&self) -> PeerId {
+        self.handle.peer_id()
+    }
+
+    pub fn short(&self) -> String {
+        self.handle.name()
+    }
+
+    pub async fn invitation(&self) -> Invitation {
+        self.handle.invitation().await.unwrap()
+    }
+}
+
+/// Nodes, and the channel all their events come through.
+pub struct Cluster {
+    pub nodes: Vec<TestNode>,
+    tx: mpsc::UnboundedSender<(usize, NodeEvent)>,
+    rx: mpsc::UnboundedReceiver<(usize, NodeEvent)>,
+}
+
+pub fn config(peers: Vec<Multiaddr>) -> NodeConfig {
+    NodeConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()],
+        peers,
+        sync_interval: Duration::from_millis(500),
+        ack_delay: Duration::from_millis(50),
+        heartbeat: Duration::from_millis(200),
+    }
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Cluster { nodes: Vec::new(), tx, rx }
+    }
+
+    /// Starts a node in a fresh directory, dialling `peers`; returns its index.
+    pub async fn start(&mut self, name: &str, peers: Vec<Multiaddr>) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let i = self.nodes.len();
+        self.launch(i, name, dir, config(peers)).await;
+        i
+    }
+
+    /// Starts node `i` (new, or again in its directory after a shutdown).
+    async fn launch(&mut self, i: usize, name: &str, dir: tempfile::TempDir, cfg: NodeConfig) {
+        let data = DataDir::new(dir.path()).unwrap();
+        let device = data.device().unwrap();
+        let key = data.network_key().unwrap();
+        let (handle, mut events, task) = dcgka_net::spawn(device, key, cfg).unwrap();
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if tx.send((i, e)).is_err() {
+                    break;
+                }
+            }
+        });
+        let node = TestNode {
+            name: name.to_string(),
+            handle,
+            dir: Some(dir),
+            addr: Multiaddr::empty(),
+            seen: Seen::default(),
+            task: Some(task),
+            running: true,
+        };
+        if i == self.nodes.len() {
+            self.nodes.push(node);
+        } else {
+            let old = std::mem::replace(&mut self.nodes[i], node);
+            self.nodes[i].seen = old.seen;
+            self.nodes[i].seen.listening.clear();
+        }
+        self.until(&format!("{name} listening"), |c| !c.nodes[i].seen.listening.is_empty()).await;
+        let a = self.nodes[i].seen.listening[0].clone();
+        self.nodes[i].addr = a.with(libp2p::multiaddr::Protocol::P2p(self.nodes[i].peer()));
+    }
+
+    /// Stops node `i` cleanly (its directory is kept).
+    pub async fn stop(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        n.handle.shutdown().await.unwrap();
+        if let Some(t) = n.task.take() {
+            t.await.unwrap();
+        }
+        n.running = false;
+    }
+
+    /// Starts node `i` again from its directory, dialling `peers`.
+    pub async fn restart(&mut self, i: usize, peers: Vec<Multiaddr>) {
+        let dir = self.nodes[i].dir.take().unwrap();
+        let name = self.nodes[i].name.clone();
+        self.launch(i, &name, dir, config(peers)).await;
+    }
+
+    /// Waits for events until `cond` holds (bounded by [`WAIT`]).
+    pub async fn until(&mut self, what: &str, mut cond: impl FnMut(&Cluster) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            while let Ok((i, e)) = self.rx.try_recv() {
+                if let Some(n) = self.nodes.get_mut(i) {
+                    n.seen.record(&e);
+                }
+            }
+            if cond(self) {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((i, e))) => {
+                    if let Some(n) = self.nodes.get_mut(i) {
+                        n.seen.record(&e);
+                    }
+                }
+                Ok(None) => panic!("event channel closed waiting for {what}"),
+                Err(_) => {
+                    let state: Vec<String> = self
+                        .nodes
+                        .iter()
+                        .map(|n| format!("{}: {} messages, members {:?}", n.name, n.seen.messages.len(), n.seen.members))
+                        .collect();
+                    panic!("timed out waiting for {what}: {state:#?}");
+                }
+            }
+        }
+    }
+}
