@@ -29,7 +29,8 @@ pub const AGENT_DEVICE: &str = "dcgka-device/1 ";
 /// Identify's agent of a mailbox.
 pub const AGENT_MAILBOX: &str = "dcgka-mailbox/1";
 
-type Gossip = gossipsub::Behaviour<gossipsub::IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
+type Gossip =
+    gossipsub::Behaviour<gossipsub::IdentityTransform, MaxCountSubscriptionFilter<AllowAllSubscriptionFilter>>;
 
 /// What a node speaks.
 #[derive(NetworkBehaviour)]
@@ -74,11 +75,8 @@ pub(crate) fn build_swarm(key: Keypair, agent: String, heartbeat: Duration) -> R
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| NetError::Engine(e.to_string()))?
         .with_behaviour(|key| {
-            let mut gossipsub = Gossip::new_with_subscription_filter(
-                MessageAuthenticity::Signed(key.clone()),
-                gossip_config,
-                filter,
-            )?;
+            let mut gossipsub =
+                Gossip::new_with_subscription_filter(MessageAuthenticity::Signed(key.clone()), gossip_config, filter)?;
             // Peer scoring, so that the application can score down peers that send garbage
             // (set_application_score); the rest of the parameters stay neutral.
             let params = gossipsub::PeerScoreParams { app_specific_weight: 1.0, ..Default::default() };

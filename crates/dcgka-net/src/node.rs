@@ -13,7 +13,8 @@ use dcgka::IdentityKey;
 use dcgka::events::Event;
 use dcgka::ids::{GroupId, MemberId};
 use dcgka::prekeys::{InMemoryPrekeyDirectory, PrekeyBundle, Signed, SignedPrekey};
-use dcgka_device::{Device, DeviceError, Env, Handed, Outcome, Report, Storage, Transport};
+use dcgka_device::{Device, DeviceError, Env, Handed, Outcome, Report, Transport};
+use dcgka_store::Store;
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, TopicHash};
 use libp2p::identity::Keypair;
@@ -46,6 +47,11 @@ pub struct NodeConfig {
     pub ack_delay: Duration,
     /// Gossipsub's heartbeat.
     pub heartbeat: Duration,
+    /// Whether events are marked consumed in the store's inbox as soon as they are
+    /// handed to the application. Off, the application confirms them with
+    /// [`NodeHandle::consumed`] once it has handled them, and events not confirmed before
+    /// a crash are handed over again, with the same number, when the node restarts.
+    pub auto_consume: bool,
 }
 
 impl Default for NodeConfig {
@@ -56,6 +62,7 @@ impl Default for NodeConfig {
             sync_interval: DEFAULT_SYNC_INTERVAL,
             ack_delay: DEFAULT_ACK_DELAY,
             heartbeat: Duration::from_millis(500),
+            auto_consume: true,
         }
     }
 }
@@ -85,6 +92,8 @@ pub enum NodeEvent {
     Joined(GroupId),
     /// A decrypted application message.
     Message {
+        /// Its number in the store's inbox (the same after a restart).
+        id: u64,
         /// The group.
         gid: GroupId,
         /// The sender's short name.
@@ -105,13 +114,23 @@ pub enum NodeEvent {
     Removed(GroupId),
     /// A message this device may not read (it was not in the sender's view).
     Undecryptable {
+        /// Its number in the store's inbox.
+        id: u64,
         /// The group.
         gid: GroupId,
         /// The sender's short name.
         from: String,
     },
-    /// Any protocol event of a group, as the library reported it.
-    Group(GroupId, Event),
+    /// Any protocol event of a group, as the library reported it (messages and
+    /// undecryptable ones come as [`NodeEvent::Message`] and [`NodeEvent::Undecryptable`]).
+    Group {
+        /// Its number in the store's inbox.
+        id: u64,
+        /// The group.
+        gid: GroupId,
+        /// The event.
+        event: Event,
+    },
     /// A sync exchange with a peer brought this many items.
     Synced {
         /// The peer.
@@ -150,6 +169,7 @@ enum Command {
     Block(PeerId, Reply<()>),
     Unblock(PeerId, Reply<()>),
     Sync(Reply<()>),
+    Consumed(Vec<u64>, Reply<()>),
     Shutdown(Reply<()>),
 }
 
@@ -263,6 +283,11 @@ impl NodeHandle {
         self.ask(Command::Sync).await
     }
 
+    /// Marks inbox events handled (with [`NodeConfig::auto_consume`] off).
+    pub async fn consumed(&self, ids: Vec<u64>) -> Result<(), NetError> {
+        self.ask(|r| Command::Consumed(ids, r)).await
+    }
+
     /// Stops the node: connections close, the store is left as the last call committed it.
     pub async fn shutdown(&self) -> Result<(), NetError> {
         self.ask(Command::Shutdown).await
@@ -307,11 +332,13 @@ pub(crate) fn os_rng() -> Result<ChaCha20Rng, NetError> {
 }
 
 /// The node task's state.
-struct Node<S: Storage> {
+struct Node {
     swarm: Swarm<Behaviour>,
-    device: Device<S>,
+    device: Device<Store>,
     rng: ChaCha20Rng,
     config: NodeConfig,
+    /// The last inbox event handed to the application.
+    delivered: u64,
     events: mpsc::UnboundedSender<NodeEvent>,
     /// Bundles fetched from peers, used by the next device call that needs them.
     prekeys: InMemoryPrekeyDirectory,
@@ -339,14 +366,11 @@ struct Node<S: Storage> {
 /// Starts a node for `device` with network key `key` on the current tokio runtime.
 /// Returns its handle, its events and the task (which ends at [`NodeHandle::shutdown`] or
 /// when every handle is dropped).
-pub fn spawn<S>(
-    device: Device<S>,
+pub fn spawn(
+    device: Device<Store>,
     key: Keypair,
     config: NodeConfig,
-) -> Result<(NodeHandle, mpsc::UnboundedReceiver<NodeEvent>, tokio::task::JoinHandle<()>), NetError>
-where
-    S: Storage + Send + 'static,
-{
+) -> Result<(NodeHandle, mpsc::UnboundedReceiver<NodeEvent>, tokio::task::JoinHandle<()>), NetError> {
     let mut device = device;
     let mut rng = os_rng()?;
     let now = unix_now();
@@ -365,6 +389,7 @@ where
         device,
         rng,
         config,
+        delivered: 0,
         events: ev_tx,
         prekeys: InMemoryPrekeyDirectory::new(),
         spk,
@@ -442,8 +467,10 @@ impl Transport for Link<'_> {
     }
 }
 
-impl<S: Storage + Send + 'static> Node<S> {
+impl Node {
     async fn run(mut self, mut cmds: mpsc::UnboundedReceiver<Command>) {
+        // Events committed but not confirmed before the last stop are handed over again.
+        self.deliver_inbox();
         let mut tick = tokio::time::interval(self.config.sync_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -493,7 +520,7 @@ impl<S: Storage + Send + 'static> Node<S> {
     /// Runs one device call with the node's randomness, clock and fetched bundles.
     fn call<T>(
         &mut self,
-        f: impl FnOnce(&mut Device<S>, &mut Env<'_, ChaCha20Rng>) -> Result<T, DeviceError>,
+        f: impl FnOnce(&mut Device<Store>, &mut Env<'_, ChaCha20Rng>) -> Result<T, DeviceError>,
     ) -> Result<T, DeviceError> {
         let mut env = Env { rng: &mut self.rng, now: unix_now(), prekeys: &mut self.prekeys };
         f(&mut self.device, &mut env)
@@ -513,20 +540,12 @@ impl<S: Storage + Send + 'static> Node<S> {
                 Event::MemberAdded { .. } | Event::MembersRemoved { .. } | Event::AddCancelled { .. } => {
                     membership.insert(gid);
                 }
-                Event::Message { sender, plaintext, .. } => {
-                    let from = self.name_of(&gid, sender);
-                    self.emit(NodeEvent::Message { gid, from, sender: *sender, text: plaintext.clone() });
-                }
-                Event::Undecryptable { sender, .. } => {
-                    let from = self.name_of(&gid, sender);
-                    self.emit(NodeEvent::Undecryptable { gid, from });
-                }
                 Event::RemovedFromGroup { .. } => self.emit(NodeEvent::Removed(gid)),
                 Event::PrekeyBundleNeeded { identity } => needed.push((gid, *identity)),
                 _ => {}
             }
-            self.emit(NodeEvent::Group(gid, e));
         }
+        self.deliver_inbox();
         for gid in &report.joined {
             self.subscribe(*gid);
         }
@@ -546,9 +565,7 @@ impl<S: Storage + Send + 'static> Node<S> {
             self.sync_all();
         }
         self.flush();
-        if self.device.config().coalesce_acks
-            && self.device.groups().any(|(_, g)| g.held_acks() > 0)
-        {
+        if self.device.config().coalesce_acks && self.device.groups().any(|(_, g)| g.held_acks() > 0) {
             self.ack_due = Some(tokio::time::Instant::now() + self.config.ack_delay);
         }
     }
@@ -570,6 +587,40 @@ impl<S: Storage + Send + 'static> Node<S> {
         }
         if unpublished {
             self.sync_all();
+        }
+    }
+
+    /// Hands the application the inbox events it has not had yet, in order.
+    fn deliver_inbox(&mut self) {
+        let events = match self.device.store().inbox_after(self.delivered) {
+            Ok(e) => e,
+            Err(e) => {
+                self.emit(NodeEvent::Error(format!("inbox: {e}")));
+                return;
+            }
+        };
+        let mut ids = Vec::with_capacity(events.len());
+        for ev in events {
+            let (id, gid) = (ev.id, ev.gid);
+            self.delivered = id;
+            ids.push(id);
+            match ev.event {
+                Event::Message { sender, plaintext, .. } => {
+                    let from = self.name_of(&gid, &sender);
+                    self.emit(NodeEvent::Message { id, gid, from, sender, text: plaintext });
+                }
+                Event::Undecryptable { sender, .. } => {
+                    let from = self.name_of(&gid, &sender);
+                    self.emit(NodeEvent::Undecryptable { id, gid, from });
+                }
+                event => self.emit(NodeEvent::Group { id, gid, event }),
+            }
+        }
+        if self.config.auto_consume
+            && !ids.is_empty()
+            && let Err(e) = self.device.store().mark_consumed(&ids)
+        {
+            self.emit(NodeEvent::Error(format!("inbox: {e}")));
         }
     }
 
@@ -667,6 +718,10 @@ impl<S: Storage + Send + 'static> Node<S> {
                     self.dial(a);
                 }
                 let _ = reply.send(Ok(()));
+            }
+            Command::Consumed(ids, reply) => {
+                let r = self.device.store().mark_consumed(&ids).map_err(NetError::from);
+                let _ = reply.send(r);
             }
             Command::Sync(reply) => {
                 self.sync_all();
@@ -785,7 +840,8 @@ impl<S: Storage + Send + 'static> Node<S> {
             sources.push((*p, a.clone()));
         }
         for (peer, addrs) in sources {
-            let rid = self.swarm.behaviour_mut().rr.send_request_with_addresses(&peer, Request::Bundle { of: ik }, addrs);
+            let rid =
+                self.swarm.behaviour_mut().rr.send_request_with_addresses(&peer, Request::Bundle { of: ik }, addrs);
             self.outbound.insert(rid, Outbound::Other);
         }
     }
@@ -848,7 +904,8 @@ impl<S: Storage + Send + 'static> Node<S> {
             missing.sort_by_key(|(pos, _)| *pos);
             for chunk in missing.chunks(MAX_DEPOSIT_ITEMS.min(256)) {
                 let envelopes = chunk.iter().map(|(_, b)| b.clone()).collect();
-                let rid = self.swarm.behaviour_mut().rr.send_request(&peer, Request::Deposit { gid: held.gid, envelopes });
+                let rid =
+                    self.swarm.behaviour_mut().rr.send_request(&peer, Request::Deposit { gid: held.gid, envelopes });
                 self.outbound.insert(rid, Outbound::Other);
             }
         }
@@ -984,9 +1041,9 @@ impl<S: Storage + Send + 'static> Node<S> {
                             self.strike(source, format!("envelope dropped: {reason:?}"));
                             MessageAcceptance::Reject
                         }
-                        Some(
-                            Outcome::Accepted(_) | Outcome::Joined(_) | Outcome::Duplicate | Outcome::OwnEnvelope,
-                        ) => MessageAcceptance::Accept,
+                        Some(Outcome::Accepted(_) | Outcome::Joined(_) | Outcome::Duplicate | Outcome::OwnEnvelope) => {
+                            MessageAcceptance::Accept
+                        }
                         _ => MessageAcceptance::Ignore,
                     };
                     let gaps = self.device.groups().any(|(_, g)| g.pending() > 0);
@@ -1072,7 +1129,9 @@ impl<S: Storage + Send + 'static> Node<S> {
                 }
             }
             Request::Direct { .. } => Response::Refused("not for this device".into()),
-            Request::Bundle { of } if of == self.device.public_key() => Response::Bundle(Some(Box::new(self.hand_out(peer)))),
+            Request::Bundle { of } if of == self.device.public_key() => {
+                Response::Bundle(Some(Box::new(self.hand_out(peer))))
+            }
             Request::Bundle { .. } => Response::Bundle(None),
             Request::Serve { .. } | Request::Deposit { .. } | Request::Stock { .. } => {
                 Response::Refused("not a mailbox".into())

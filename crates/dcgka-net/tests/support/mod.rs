@@ -2,7 +2,7 @@
 //! SQLite store). Every node's events flow into one channel, and tests wait on it, with a
 //! bounded timeout, until a condition over what the nodes reported holds.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -96,6 +96,7 @@ pub fn config(peers: Vec<Multiaddr>) -> NodeConfig {
         sync_interval: Duration::from_millis(500),
         ack_delay: Duration::from_millis(50),
         heartbeat: Duration::from_millis(200),
+        auto_consume: true,
     }
 }
 
@@ -188,7 +189,9 @@ impl Cluster {
                     let state: Vec<String> = self
                         .nodes
                         .iter()
-                        .map(|n| format!("{}: {} messages, members {:?}", n.name, n.seen.messages.len(), n.seen.members))
+                        .map(|n| {
+                            format!("{}: {} messages, members {:?}", n.name, n.seen.messages.len(), n.seen.members)
+                        })
                         .collect();
                     panic!("timed out waiting for {what}: {state:#?}");
                 }
