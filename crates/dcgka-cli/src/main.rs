@@ -12,12 +12,19 @@
 //! - `dcgka bench --longevity [--sizes 16,128] [--csv F]`: long-lived groups (issue 10):
 //!   state, Welcome, restore time and memory after 0, 1,000 and 10,000 operations.
 //!
-//! The exit status is 0 exactly when every check holds.
+//! - `dcgka node --data-dir DIR [--listen A]... [--peer A]... [--json]`: one device as a
+//!   headless libp2p node (`dcgka-net`), driven by line commands on stdin.
+//! - `dcgka chat --data-dir DIR [--listen A] [--peer A]... [--json]`: the same with a
+//!   line-based chat; `dcgka invite --data-dir DIR` prints the device's invitation.
+//!
+//! The exit status is 0 exactly when every check holds (for `node` and `chat`: when the
+//! node ran and stopped cleanly).
 
 #![forbid(unsafe_code)]
 
 mod bench;
 mod demo;
+mod net;
 mod sim;
 mod stores;
 
@@ -29,7 +36,8 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOC: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
 
-/// Decentralized continuous group key agreement: demo and simulation.
+/// Decentralized continuous group key agreement: networked nodes and chat, demo, simulation
+/// and benchmark.
 #[derive(Debug, Parser)]
 #[command(name = "dcgka", version, about)]
 struct Cli {
@@ -46,6 +54,31 @@ enum Command {
     Sim(sim::SimArgs),
     /// The paper's evaluation: traffic and CPU per operation against group size.
     Bench(bench::BenchArgs),
+    /// Run a device as a headless network node, its state in --data-dir.
+    ///
+    /// One process per device. It prints events (JSON lines with --json) and reads the
+    /// same line commands as `dcgka chat` on stdin; the end of stdin does not stop it:
+    /// /quit, SIGINT or SIGTERM do, after which it shuts the node down and exits 0.
+    ///
+    /// Example: dcgka node --data-dir alice --listen /ip4/127.0.0.1/tcp/4001 --json
+    Node(net::NodeArgs),
+    /// Run a device as a network node with a line-based chat on stdin and stdout.
+    ///
+    /// The node of `dcgka node` plus a chat that is pleasant by hand; it stops at /quit,
+    /// at the end of stdin, or at SIGINT/SIGTERM.
+    ///
+    /// Example, two devices on one machine:
+    ///   dcgka chat --data-dir alice --listen /ip4/127.0.0.1/tcp/4001
+    ///   dcgka chat --data-dir bob --peer /ip4/127.0.0.1/tcp/4001
+    /// Bob types /invite; Alice types /create, then /add GROUP INVITATION with Bob's line.
+    #[command(verbatim_doc_comment)]
+    Chat(net::ChatArgs),
+    /// Print the invitation of the device in --data-dir (works while its node runs).
+    ///
+    /// The line starts with dcgka1- and names the device's identity key, its peer ID and
+    /// the addresses its node last listened on. A directory no node has used yet gets its
+    /// device first (with no addresses: run the node, then ask again).
+    Invite(net::InviteArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +87,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         Command::Sim(args) => sim::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Node(args) => net::run_node(&args),
+        Command::Chat(args) => net::run_chat(&args),
+        Command::Invite(args) => net::run_invite(&args),
     };
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
