@@ -164,11 +164,8 @@ pub(crate) fn run_invite(args: &InviteArgs) -> bool {
     });
     match inv {
         Ok(inv) => {
-            let line = if args.json {
-                Out::Invite { code: inv.encode(), name: inv.name() }.json_line()
-            } else {
-                inv.encode()
-            };
+            let line =
+                if args.json { Out::Invite { code: inv.encode(), name: inv.name() }.json_line() } else { inv.encode() };
             let mut stdout = std::io::stdout().lock();
             match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
                 Ok(()) => true,
