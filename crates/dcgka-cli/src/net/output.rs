@@ -154,9 +154,10 @@ impl Out {
         Value::Object(self.fields().into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
 
-    /// The line for people (`me` names this device).
-    pub(crate) fn human(&self, me: &str) -> String {
-        match self {
+    /// The line for people (`me` names this device); `None` for a protocol event that
+    /// another line already tells (`joined`, `members`, `removed`).
+    pub(crate) fn human(&self, me: &str) -> Option<String> {
+        Some(match self {
             Out::Ready { name, peer } => format!("* this device is {name} (peer {peer}); /help lists the commands"),
             Out::Listening(a) => format!("* listening on {a}"),
             Out::Connected(p) => format!("* connected to {p}"),
@@ -171,9 +172,12 @@ impl Out {
             Out::Undecryptable { gid, from, .. } => {
                 format!("[{gid}] {from}: (a message this device may not read: it was not in the sender's view)")
             }
+            Out::Group { kind, .. } if TOLD_ELSEWHERE.contains(kind) => return None,
             Out::Group { gid, kind, .. } => format!("* group {gid}: {}", kind.replace('_', " ")),
             Out::Removed(gid) => format!("* removed from group {gid}"),
-            Out::Synced { peer, items } => format!("* {items} items synced from {peer}"),
+            Out::Synced { peer, items } => {
+                format!("* synced {items} item{} from {peer}", if *items == 1 { "" } else { "s" })
+            }
             Out::Misbehaved { peer, what, strikes } => format!("! peer {peer} misbehaved ({strikes}): {what}"),
             Out::Banned(p) => format!("! peer {p} is banned"),
             Out::Invite { code, name } => format!("* invitation of {name}: {code}"),
@@ -198,7 +202,7 @@ impl Out {
                 format!("* commands:\n{}", lines.join("\n"))
             }
             Out::Error(message) => format!("! error: {message}"),
-        }
+        })
     }
 }
 
@@ -207,6 +211,9 @@ fn obj(event: &'static str, mut fields: Vec<(&'static str, Value)>) -> Vec<(&'st
     fields.insert(0, ("event", json!(event)));
     fields
 }
+
+/// Kinds of protocol events whose news the `joined`, `members` and `removed` lines carry.
+const TOLD_ELSEWHERE: &[&str] = &["joined", "member_added", "members_removed", "removed_from_group"];
 
 /// A short name for a protocol event's kind.
 fn kind(e: &Event) -> &'static str {
@@ -250,7 +257,14 @@ impl Printer {
 
     /// Writes one line and flushes it. An error means it may not have reached the reader.
     pub(crate) fn print(&self, out: &Out) -> std::io::Result<()> {
-        let line = if self.json { out.json_line() } else { out.human(&self.me) };
+        let line = if self.json {
+            out.json_line()
+        } else {
+            match out.human(&self.me) {
+                Some(line) => line,
+                None => return Ok(()),
+            }
+        };
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{line}")?;
         stdout.flush()
@@ -275,10 +289,11 @@ mod tests {
         let line = m.json_line();
         assert!(line.starts_with(r#"{"event":"message","id":7,"group":"abab"#), "{line}");
         assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), m.json());
-        assert_eq!(m.human("x"), "[abababab] 01234567: hi");
+        assert_eq!(m.human("x").as_deref(), Some("[abababab] 01234567: hi"));
         let e = Out::Error("no group zz".into());
         assert_eq!(e.json(), json!({"event": "error", "message": "no group zz"}));
-        assert_eq!(e.human("x"), "! error: no group zz");
+        assert_eq!(e.human("x").as_deref(), Some("! error: no group zz"));
+        assert_eq!(Out::Group { id: 1, gid, kind: "member_added" }.human("x"), None);
         assert_eq!(Out::Joined(gid).json()["group"], json!("ab".repeat(32)));
         assert!(Out::Help.json()["commands"].as_array().is_some_and(|c| c.len() == HELP.len()));
     }
