@@ -53,6 +53,8 @@ fn chat_is_driven_through_stdin() {
     let tmp = tempfile::tempdir().unwrap();
     let mut a = Proc::start("A", "chat", &tmp.path().join("a"), &args(&[]));
     let mut b = Proc::start("B", "chat", &tmp.path().join("b"), &args(&["--peer", &a.full_addr()]));
+    // (More processes, such as a mailbox both know, start here the same way:
+    // `Proc::start(label, "node", dir, &args(&[...]))`.)
 
     // A creates a group: `joined` with its ID.
     let gid = a.run("/create", is("joined"))["group"].as_str().unwrap().to_string();

@@ -82,7 +82,8 @@ impl Proc {
         };
         let ready = p.wait("ready", |v| v["event"] == "ready");
         assert_eq!(p.seen[0], ready, "{}: `ready` is the first line", p.label);
-        p.name = ready["name"].as_str().unwrap().to_string();
+        // A device names itself; a process that is no device (a mailbox) may not.
+        p.name = ready["name"].as_str().unwrap_or_default().to_string();
         p.peer = ready["peer"].as_str().unwrap().to_string();
         let l = p.wait("listening", |v| v["event"] == "listening");
         p.addr = l["address"].as_str().unwrap().to_string();
