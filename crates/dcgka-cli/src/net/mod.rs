@@ -225,6 +225,9 @@ async fn session(opts: &NodeOpts, eof_quits: bool) -> Result<(), String> {
         auto_consume: false,
         ..defaults
     };
+    // Signals are caught from before `ready` on, so that one sent right after it stops the
+    // node cleanly.
+    let signals = Signals::new().map_err(|e| format!("cannot watch signals: {e}"))?;
     let (node, events, task) = dcgka_net::spawn(device, key, config).map_err(|e| e.to_string())?;
     let printer = Printer::new(opts.json, node.name());
     let mut s = Session {
@@ -245,7 +248,7 @@ async fn session(opts: &NodeOpts, eof_quits: bool) -> Result<(), String> {
         s.joined.extend(groups);
     }
     s.show(Out::Ready { name: s.node.name(), peer: s.node.peer_id().to_string() }).await;
-    let result = s.run(eof_quits).await;
+    let result = s.run(signals, eof_quits).await;
     // Events already reported are printed (and confirmed) before the node stops; any
     // later ones stay in the inbox for the next start.
     while let Ok(e) = s.events.try_recv() {
@@ -280,11 +283,10 @@ struct Session {
 impl Session {
     /// Prints events and runs commands (one at a time, in order) until `/quit`, a signal,
     /// or, with `eof_quits`, the end of the input.
-    async fn run(&mut self, eof_quits: bool) -> Result<(), String> {
+    async fn run(&mut self, mut signals: Signals, eof_quits: bool) -> Result<(), String> {
         let mut lines = stdin_lines();
         let mut stdin_open = true;
         let mut running: Option<Running> = None;
-        let mut signals = Signals::new().map_err(|e| format!("cannot watch signals: {e}"))?;
         loop {
             tokio::select! {
                 e = self.events.recv() => match e {
