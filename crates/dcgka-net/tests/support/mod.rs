@@ -4,7 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use dcgka::ids::GroupId;
@@ -31,6 +31,8 @@ pub struct Seen {
     pub banned: Vec<PeerId>,
     /// Listening addresses.
     pub listening: Vec<Multiaddr>,
+    /// Peers connected now.
+    pub peers: BTreeSet<PeerId>,
 }
 
 impl Seen {
@@ -47,6 +49,12 @@ impl Seen {
             NodeEvent::Misbehaved { peer, .. } => self.misbehaved.push(*peer),
             NodeEvent::Banned(p) => self.banned.push(*p),
             NodeEvent::Listening(a) => self.listening.push(a.clone()),
+            NodeEvent::Connected(p) => {
+                self.peers.insert(*p);
+            }
+            NodeEvent::Disconnected(p) => {
+                self.peers.remove(p);
+            }
             _ => {}
         }
     }
@@ -143,6 +151,7 @@ impl Cluster {
             let old = std::mem::replace(&mut self.nodes[i], node);
             self.nodes[i].seen = old.seen;
             self.nodes[i].seen.listening.clear();
+            self.nodes[i].seen.peers.clear();
         }
         self.until(&format!("{name} listening"), |c| !c.nodes[i].seen.listening.is_empty()).await;
         let a = self.nodes[i].seen.listening[0].clone();
@@ -198,4 +207,15 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Whether every node in `who` lists exactly `n` members of `gid`, the same ones.
+pub fn same_members(c: &Cluster, who: &[usize], gid: &GroupId, n: usize) -> bool {
+    let first = c.nodes[who[0]].seen.members.get(gid);
+    first.is_some_and(|m| m.len() == n) && who.iter().all(|i| c.nodes[*i].seen.members.get(gid) == first)
+}
+
+/// Whether node `i` has read `text` in `gid`.
+pub fn read(c: &Cluster, i: usize, gid: &GroupId, text: &str) -> bool {
+    c.nodes[i].seen.messages.iter().any(|(g, _, t)| g == gid && t == text)
 }
