@@ -265,6 +265,8 @@ impl Mailbox {
     }
 
     fn init(conn: Connection, limits: Limits, on_disk: bool) -> Result<Mailbox, MailboxError> {
+        // The file is held exclusively for the mailbox's life: waiting for it never helps.
+        conn.busy_timeout(std::time::Duration::ZERO)?;
         // Settings that write nothing to the file.
         pragma(&conn, "locking_mode", "EXCLUSIVE")?;
         pragma(&conn, "foreign_keys", "ON")?;
