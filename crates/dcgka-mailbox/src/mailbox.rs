@@ -87,7 +87,8 @@ CREATE TABLE one_time_prekey (
 const TABLES_V1: [&str; 7] = ["direct", "envelope", "invite", "member", "one_time_prekey", "served", "signed_prekey"];
 
 /// The mailbox's bounds. [`Limits::default`] holds the constants of [`crate::consts`];
-/// smaller values are for tests and small deployments. Each must be at least 1.
+/// smaller values are for tests and small deployments. A zero stores (or learns) nothing
+/// of that kind, except that a group always keeps the newest envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Groups served ([`MAX_MAILBOX_GROUPS`]).

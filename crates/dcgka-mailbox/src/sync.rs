@@ -39,7 +39,10 @@ impl Mailbox {
     /// (`more` is set when something did not fit: ask again).
     ///
     /// - Welcomes held for `req.identity` come first. A Welcome for a group the request
-    ///   lists among its active `groups` is deleted instead: its target has joined.
+    ///   lists among its active `groups` (served here or not) is deleted instead: its
+    ///   target has joined. The request's identity is not authenticated here: the network
+    ///   layer must make sure the requester holds it (otherwise anyone could have another
+    ///   identity's Welcomes deleted, or read them, which reveals only ciphertext).
     /// - For each served group in `req.groups`, in arrival order: every envelope whose
     ///   last sequence number lies above the requester's head for its sender (0 if not
     ///   listed), except single envelopes listed in `buffered`. A first envelope (sender
@@ -61,9 +64,11 @@ impl Mailbox {
                 active.push(g);
             }
         }
-        for g in &active {
+        for g in &req.groups {
             tx.prepare_cached("DELETE FROM direct WHERE ik = ?1 AND gid = ?2")?
                 .execute(params![&req.identity.0[..], &g.gid.0[..]])?;
+        }
+        for g in &active {
             learn_from_heads(&tx, g, &limits)?;
         }
         let mut page = Page::default();

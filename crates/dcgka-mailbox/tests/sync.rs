@@ -288,3 +288,19 @@ fn a_create_is_offered_to_an_initial_member_that_never_held_the_group() {
     assert_eq!(responses[0].envelopes.len(), 1, "the create alone first");
     assert_eq!(w.plaintexts(2), vec![b"while C was away".to_vec()]);
 }
+
+#[test]
+fn a_mailbox_that_serves_no_group_still_relays_welcomes() {
+    let mut s = Scenario::build(8);
+    let mut mb = Mailbox::open_in_memory().unwrap();
+    for (ik, gid, bytes) in &s.world.directs {
+        mb.hold_direct(ik, gid, bytes).unwrap();
+    }
+    let resp = mb.answer_sync(&s.world.devs[3].sync_request()).unwrap();
+    assert_eq!((resp.welcomes.len(), resp.envelopes.len()), (1, 0));
+    let r = s.world.call(3, |d, env| d.apply_sync(env, &resp));
+    assert_eq!(r.joined, vec![s.gid]);
+    let resp = mb.answer_sync(&s.world.devs[3].sync_request()).unwrap();
+    assert!(resp.is_empty(), "nothing served, and the Welcome is gone");
+    assert_eq!(mb.usage().unwrap().directs(), 0);
+}
