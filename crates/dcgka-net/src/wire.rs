@@ -64,14 +64,14 @@ pub enum Request {
     },
 }
 
-/// What a mailbox holds of one group: per sender tag, the highest sequence number held
+/// What a mailbox holds of one group: per sender tag, the run of sequence numbers held
 /// without gaps, and the short hashes of the first envelopes (identity senders) held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldHeads {
     /// The group.
     pub gid: GroupId,
-    /// `(sender tag, seq)`.
-    pub tags: Vec<([u8; 16], u64)>,
+    /// `(sender tag, lowest seq held, highest seq held without a gap from it)`.
+    pub tags: Vec<([u8; 16], u64, u64)>,
     /// Short hashes of the first envelopes held.
     pub firsts: Vec<[u8; 16]>,
 }
@@ -184,9 +184,10 @@ impl Encode for Response {
                 w.u8(4);
                 w.list(groups, |w, g| {
                     w.raw(g.gid.as_bytes());
-                    w.list(&g.tags, |w, (t, s)| {
+                    w.list(&g.tags, |w, (t, lo, hi)| {
                         w.raw(t);
-                        w.var(*s);
+                        w.var(*lo);
+                        w.var(*hi);
                     });
                     w.list(&g.firsts, |w, h| w.raw(h));
                 });
@@ -216,7 +217,7 @@ impl Decode for Response {
                 let groups = r.list(34, |r| {
                     Ok(HeldHeads {
                         gid: GroupId(r.array()?),
-                        tags: r.list(17, |r| Ok((r.array()?, r.var()?)))?,
+                        tags: r.list(18, |r| Ok((r.array()?, r.var()?, r.var()?)))?,
                         firsts: r.list(16, |r| r.array())?,
                     })
                 })?;

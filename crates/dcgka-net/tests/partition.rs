@@ -110,7 +110,8 @@ async fn both_sides_of_a_partition_add_remove_chat_and_converge() {
     }
     assert!(finals.iter().all(|j| !read(&c, e, &gid, &format!("healed: {}", c.nodes[*j].name))));
     for i in finals {
-        let texts: Vec<&String> = c.nodes[i].seen.messages.iter().filter(|(g, _, _)| *g == gid).map(|(_, _, t)| t).collect();
+        let texts: Vec<&String> =
+            c.nodes[i].seen.messages.iter().filter(|(g, _, _)| *g == gid).map(|(_, _, t)| t).collect();
         let set: BTreeSet<&String> = texts.iter().copied().collect();
         assert_eq!(set.len(), texts.len(), "{}: a message delivered twice", c.nodes[i].name);
     }

@@ -33,6 +33,8 @@ pub struct Seen {
     pub listening: Vec<Multiaddr>,
     /// Peers connected now.
     pub peers: BTreeSet<PeerId>,
+    /// Mailboxes that hold this device's prekeys.
+    pub stocked: BTreeSet<PeerId>,
 }
 
 impl Seen {
@@ -49,6 +51,9 @@ impl Seen {
             NodeEvent::Misbehaved { peer, .. } => self.misbehaved.push(*peer),
             NodeEvent::Banned(p) => self.banned.push(*p),
             NodeEvent::Listening(a) => self.listening.push(a.clone()),
+            NodeEvent::Stocked { mailbox, .. } => {
+                self.stocked.insert(*mailbox);
+            }
             NodeEvent::Connected(p) => {
                 self.peers.insert(*p);
             }
@@ -120,6 +125,36 @@ impl Cluster {
         let i = self.nodes.len();
         self.launch(i, name, dir, config(peers)).await;
         i
+    }
+
+    /// Starts a mailbox node in a fresh directory; returns its index (its handle is a
+    /// placeholder device handle: use `mailbox` to stop it).
+    pub async fn start_mailbox(
+        &mut self,
+        peers: Vec<Multiaddr>,
+    ) -> (dcgka_net::MailboxHandle, Multiaddr, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path()).unwrap();
+        let (handle, mut events, _task) =
+            dcgka_net::spawn_mailbox(data.mailbox().unwrap(), data.network_key().unwrap(), config(peers)).unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let addr = loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(NodeEvent::Listening(a))) => break a,
+                Ok(Some(_)) => {}
+                _ => panic!("the mailbox did not listen"),
+            }
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if tx.send((usize::MAX, e)).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = addr.with(libp2p::multiaddr::Protocol::P2p(handle.peer_id()));
+        (handle, addr, dir)
     }
 
     /// Starts node `i` (new, or again in its directory after a shutdown).
