@@ -37,6 +37,7 @@ pub mod wire;
 
 pub use datadir::DataDir;
 pub use invite::{Invitation, InvitationError, short_name};
+pub use libp2p::{Multiaddr, PeerId};
 pub use mailbox_node::{MailboxHandle, spawn_mailbox};
 pub use node::{Member, NodeConfig, NodeEvent, NodeHandle, spawn};
 

@@ -195,11 +195,6 @@ impl MailboxNode {
                 message: request_response::Message::Request { request, channel, .. },
                 ..
             })) => self.on_request(peer, request, channel),
-            SwarmEvent::Behaviour(BehaviourEvent::Rr(request_response::Event::InboundFailure {
-                peer,
-                error: request_response::InboundFailure::Io(e),
-                ..
-            })) if e.kind() == std::io::ErrorKind::InvalidData => self.strike(peer, format!("invalid request: {e}")),
             _ => {}
         }
     }
@@ -251,6 +246,10 @@ impl MailboxNode {
                 Ok(_) => Response::Done,
                 Err(e) => Response::Refused(e.to_string()),
             },
+            Request::Invalid(why) => {
+                self.strike(peer, format!("invalid request: {why}"));
+                Response::Refused("invalid request".into())
+            }
         };
         let _ = self.swarm.behaviour_mut().rr.send_response(channel, resp);
     }

@@ -673,12 +673,9 @@ impl Node {
                 let r = self.call(|d, env| d.create(env, &[]));
                 let _ = reply.send(match r {
                     Ok((gid, report)) => {
-                        self.after(report);
+                        // The report's `Joined` event tells the application.
                         self.subscribe(gid);
-                        self.emit(NodeEvent::Joined(gid));
-                        if let Ok(members) = self.members(&gid) {
-                            self.emit(NodeEvent::Members { gid, members });
-                        }
+                        self.after(report);
                         self.serve_at_mailboxes();
                         Ok(gid)
                     }
@@ -1104,12 +1101,7 @@ impl Node {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                if matches!(error, request_response::InboundFailure::Io(ref e) if e.kind() == std::io::ErrorKind::InvalidData)
-                {
-                    self.strike(peer, format!("invalid request: {error}"));
-                } else {
-                    tracing::debug!("request from {peer} failed: {error}");
-                }
+                tracing::debug!("request from {peer} failed: {error}");
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -1144,6 +1136,10 @@ impl Node {
             Request::Bundle { .. } => Response::Bundle(None),
             Request::Serve { .. } | Request::Deposit { .. } | Request::Stock { .. } => {
                 Response::Refused("not a mailbox".into())
+            }
+            Request::Invalid(why) => {
+                self.strike(peer, format!("invalid request: {why}"));
+                Response::Refused("invalid request".into())
             }
         };
         self.respond(channel, resp);

@@ -62,6 +62,11 @@ pub enum Request {
         /// One-time prekeys, each handed out at most once.
         opks: Vec<Signed<OneTimePrekey>>,
     },
+    /// A frame that did not decode, or whose length is over [`MAX_FRAME_BYTES`]: made by
+    /// the codec when it reads one (the engine would drop the stream without telling the
+    /// node), so that the node can strike its sender. Never sent: it encodes as an
+    /// unknown request.
+    Invalid(String),
 }
 
 /// What a mailbox holds of one group: per sender tag, the run of sequence numbers held
@@ -131,6 +136,7 @@ impl Encode for Request {
                 spk.encode(w);
                 w.list(opks, |w, o| o.encode(w));
             }
+            Request::Invalid(_) => w.u8(0),
         }
     }
 }
@@ -287,7 +293,11 @@ impl libp2p::request_response::Codec for FrameCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> std::io::Result<Request> {
-        decode(&read_frame(io).await?).map_err(invalid)
+        match read_frame(io).await {
+            Ok(frame) => Ok(decode(&frame).unwrap_or_else(|e| Request::Invalid(e.to_string()))),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(Request::Invalid(e.to_string())),
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(

@@ -28,6 +28,8 @@ pub struct Seen {
     pub removed: Vec<GroupId>,
     /// Peers that misbehaved, and peers banned.
     pub misbehaved: Vec<PeerId>,
+    /// What each strike was for.
+    pub strikes: Vec<String>,
     pub banned: Vec<PeerId>,
     /// Listening addresses.
     pub listening: Vec<Multiaddr>,
@@ -48,7 +50,10 @@ impl Seen {
                 self.members.insert(*gid, members.iter().map(|m| m.name.clone()).collect());
             }
             NodeEvent::Removed(g) => self.removed.push(*g),
-            NodeEvent::Misbehaved { peer, .. } => self.misbehaved.push(*peer),
+            NodeEvent::Misbehaved { peer, what, .. } => {
+                self.misbehaved.push(*peer);
+                self.strikes.push(what.clone());
+            }
             NodeEvent::Banned(p) => self.banned.push(*p),
             NodeEvent::Listening(a) => self.listening.push(a.clone()),
             NodeEvent::Stocked { mailbox, .. } => {
@@ -234,7 +239,14 @@ impl Cluster {
                         .nodes
                         .iter()
                         .map(|n| {
-                            format!("{}: {} messages, members {:?}", n.name, n.seen.messages.len(), n.seen.members)
+                            format!(
+                                "{}: {} messages, members {:?}, strikes {:?}, {} bans",
+                                n.name,
+                                n.seen.messages.len(),
+                                n.seen.members,
+                                n.seen.strikes,
+                                n.seen.banned.len()
+                            )
                         })
                         .collect();
                     panic!("timed out waiting for {what}: {state:#?}");
