@@ -7,6 +7,7 @@
 //! | `network.key` | the node's libp2p key (its peer ID), separate from the group identity | yes: mode 0600 |
 //! | `identity.pub` | the device's group identity key, in hex | no |
 //! | `addresses` | the addresses the node listened on last, one per line | no |
+//! | `mailbox.sqlite` | a mailbox node's mail (`dcgka-mailbox`): ciphertext and public prekeys only | no |
 //!
 //! `identity.pub` and `addresses` let `dcgka invite` print an invitation while the node
 //! runs (the store is locked by the running node).
@@ -37,6 +38,8 @@ pub const NETWORK_KEY_FILE: &str = "network.key";
 pub const IDENTITY_FILE: &str = "identity.pub";
 /// The last listening addresses' file.
 pub const ADDRESSES_FILE: &str = "addresses";
+/// A mailbox node's file.
+pub const MAILBOX_FILE: &str = "mailbox.sqlite";
 
 fn io_err(path: &Path, e: std::io::Error) -> NetError {
     NetError::DataDir(format!("{}: {e}", path.display()))
@@ -127,6 +130,11 @@ impl DataDir {
         let ik = device.public_key();
         write_public(&self.path.join(IDENTITY_FILE), &hex(&ik.0))?;
         Ok(device)
+    }
+
+    /// A mailbox node's mail: opened, or made on first use.
+    pub fn mailbox(&self) -> Result<dcgka_mailbox::Mailbox, NetError> {
+        Ok(dcgka_mailbox::Mailbox::open(self.path.join(MAILBOX_FILE))?)
     }
 
     /// Records the addresses the node listens on (for `dcgka invite`).

@@ -31,11 +31,14 @@ pub mod behaviour;
 pub mod consts;
 pub mod datadir;
 pub mod invite;
+mod mailbox_node;
 mod node;
 pub mod wire;
 
 pub use datadir::DataDir;
 pub use invite::{Invitation, InvitationError, short_name};
+pub use libp2p::{Multiaddr, PeerId};
+pub use mailbox_node::{MailboxHandle, spawn_mailbox};
 pub use node::{Member, NodeConfig, NodeEvent, NodeHandle, spawn};
 
 /// Why a node or one of its commands failed.
@@ -48,6 +51,9 @@ pub enum NetError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] dcgka_store::StoreError),
+    /// The mailbox's file failed.
+    #[error(transparent)]
+    Mailbox(#[from] dcgka_mailbox::MailboxError),
     /// The data directory's files.
     #[error("data directory: {0}")]
     DataDir(String),

@@ -149,6 +149,21 @@ pub enum NodeEvent {
     },
     /// A peer reached [`MAX_STRIKES`] and is refused from now on.
     Banned(PeerId),
+    /// A mailbox holds prekeys of this device (it asked the mailbox to stock them, or the
+    /// mailbox had enough).
+    Stocked {
+        /// The mailbox.
+        mailbox: PeerId,
+        /// One-time prekeys now in its stock.
+        one_time_prekeys: usize,
+    },
+    /// A mailbox kept envelopes of a group (published there, or deposited).
+    Stored {
+        /// The group.
+        gid: GroupId,
+        /// How many.
+        envelopes: usize,
+    },
     /// Something failed that no command was waiting for.
     Error(String),
 }
@@ -316,6 +331,7 @@ enum Outbound {
     Direct(Vec<u64>),
     Bundle(u64),
     Serve(PeerId),
+    Stock(PeerId, usize),
     Other,
 }
 
@@ -357,7 +373,7 @@ struct Node {
     direct_in_flight: BTreeSet<u64>,
     adds: BTreeMap<u64, PendingAdd>,
     next_add: u64,
-    strikes: BTreeMap<PeerId, u32>,
+    strikes: Strikes,
     bundles_given: BTreeMap<PeerId, u32>,
     ack_due: Option<tokio::time::Instant>,
     listening: Vec<Multiaddr>,
@@ -402,7 +418,7 @@ pub fn spawn(
         direct_in_flight: BTreeSet::new(),
         adds: BTreeMap::new(),
         next_add: 0,
-        strikes: BTreeMap::new(),
+        strikes: Strikes::default(),
         bundles_given: BTreeMap::new(),
         ack_due: None,
         listening: Vec::new(),
@@ -657,12 +673,9 @@ impl Node {
                 let r = self.call(|d, env| d.create(env, &[]));
                 let _ = reply.send(match r {
                     Ok((gid, report)) => {
-                        self.after(report);
+                        // The report's `Joined` event tells the application.
                         self.subscribe(gid);
-                        self.emit(NodeEvent::Joined(gid));
-                        if let Ok(members) = self.members(&gid) {
-                            self.emit(NodeEvent::Members { gid, members });
-                        }
+                        self.after(report);
                         self.serve_at_mailboxes();
                         Ok(gid)
                     }
@@ -887,15 +900,15 @@ impl Node {
     fn mailbox_heads(&mut self, peer: PeerId, groups: Vec<HeldHeads>, stock: u64) {
         for held in groups {
             let Some(log) = self.device.log(&held.gid) else { continue };
-            let tags: BTreeMap<[u8; 16], u64> = held.tags.iter().copied().collect();
+            let tags: BTreeMap<[u8; 16], (u64, u64)> = held.tags.iter().map(|(t, lo, hi)| (*t, (*lo, *hi))).collect();
             let firsts: BTreeSet<[u8; 16]> = held.firsts.iter().copied().collect();
             let mut missing: Vec<(u64, Vec<u8>)> = Vec::new();
             for sender in log.senders() {
-                let head = tags.get(&sender.tag().0).copied().unwrap_or(0);
+                let (lowest, head) = tags.get(&sender.tag().0).copied().unwrap_or((1, 0));
                 for e in log.after(sender, 0) {
                     let first = dcgka::group::Group::peek(&e.bytes)
                         .is_ok_and(|p| matches!(p.sender, dcgka::SenderRef::Identity(_)));
-                    let held = if first { firsts.contains(&e.hash) } else { e.last_seq.0 <= head };
+                    let held = if first { firsts.contains(&e.hash) } else { lowest <= e.seq.0 && e.last_seq.0 <= head };
                     if !held {
                         missing.push((e.pos, e.bytes.clone()));
                     }
@@ -914,12 +927,16 @@ impl Node {
             let n = MAILBOX_PREKEY_STOCK - usize::try_from(stock).unwrap_or(0);
             match self.device.new_one_time_prekeys(&mut self.rng, n, now.saturating_add(PREKEY_VALIDITY_SECS)) {
                 Ok(opks) => {
+                    let total = opks.len() + usize::try_from(stock).unwrap_or(0);
                     let req = Request::Stock { spk: self.spk.clone(), opks };
                     let rid = self.swarm.behaviour_mut().rr.send_request(&peer, req);
-                    self.outbound.insert(rid, Outbound::Other);
+                    self.outbound.insert(rid, Outbound::Stock(peer, total));
                 }
                 Err(e) => self.emit(NodeEvent::Error(format!("prekeys for the mailbox: {e}"))),
             }
+        } else {
+            let one_time_prekeys = usize::try_from(stock).unwrap_or(usize::MAX);
+            self.emit(NodeEvent::Stocked { mailbox: peer, one_time_prekeys });
         }
     }
 
@@ -953,19 +970,8 @@ impl Node {
     }
 
     fn strike(&mut self, peer: PeerId, what: String) {
-        let strikes = {
-            let s = self.strikes.entry(peer).or_insert(0);
-            *s += 1;
-            *s
-        };
-        tracing::info!("peer {peer} misbehaved ({strikes}): {what}");
-        let g = &mut self.swarm.behaviour_mut().gossipsub;
-        g.set_application_score(&peer, -f64::from(strikes) * 10.0);
-        self.emit(NodeEvent::Misbehaved { peer, what, strikes });
-        if strikes >= MAX_STRIKES {
-            self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
-            self.swarm.behaviour_mut().blocked.block_peer(peer);
-            self.emit(NodeEvent::Banned(peer));
+        for e in self.strikes.strike(&mut self.swarm, peer, what) {
+            self.emit(e);
         }
     }
 
@@ -1095,12 +1101,7 @@ impl Node {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                if matches!(error, request_response::InboundFailure::Io(ref e) if e.kind() == std::io::ErrorKind::InvalidData)
-                {
-                    self.strike(peer, format!("invalid request: {error}"));
-                } else {
-                    tracing::debug!("request from {peer} failed: {error}");
-                }
+                tracing::debug!("request from {peer} failed: {error}");
             }
             request_response::Event::ResponseSent { .. } => {}
         }
@@ -1135,6 +1136,10 @@ impl Node {
             Request::Bundle { .. } => Response::Bundle(None),
             Request::Serve { .. } | Request::Deposit { .. } | Request::Stock { .. } => {
                 Response::Refused("not a mailbox".into())
+            }
+            Request::Invalid(why) => {
+                self.strike(peer, format!("invalid request: {why}"));
+                Response::Refused("invalid request".into())
             }
         };
         self.respond(channel, resp);
@@ -1195,6 +1200,9 @@ impl Node {
             (Some(Outbound::Bundle(id)), Response::Bundle(b)) => self.bundle_arrived(id, b.map(|b| *b)),
             (Some(Outbound::Bundle(id)), _) => self.try_next_source(id),
             (Some(Outbound::Serve(p)), Response::Heads { groups, stock }) => self.mailbox_heads(p, groups, stock),
+            (Some(Outbound::Stock(mailbox, one_time_prekeys)), Response::Done) => {
+                self.emit(NodeEvent::Stocked { mailbox, one_time_prekeys });
+            }
             (Some(Outbound::Other), Response::Bundle(Some(b))) => {
                 // A bundle for a group that stopped for want of it.
                 let ik = b.signed_prekey.value.ik;
@@ -1214,6 +1222,32 @@ impl Node {
             (_, Response::Refused(why)) => tracing::debug!("{peer} refused: {why}"),
             _ => {}
         }
+    }
+}
+
+/// Strikes against misbehaving peers: each one scores the peer down in gossipsub; at
+/// [`MAX_STRIKES`] the peer is blacklisted and its connections refused.
+#[derive(Debug, Default)]
+pub(crate) struct Strikes {
+    counts: BTreeMap<PeerId, u32>,
+}
+
+impl Strikes {
+    /// Strikes `peer` for `what`; returns the events to report.
+    pub(crate) fn strike(&mut self, swarm: &mut Swarm<Behaviour>, peer: PeerId, what: String) -> Vec<NodeEvent> {
+        let count = self.counts.entry(peer).or_insert(0);
+        *count = count.saturating_add(1);
+        let strikes = *count;
+        tracing::info!("peer {peer} misbehaved ({strikes}): {what}");
+        let b = swarm.behaviour_mut();
+        b.gossipsub.set_application_score(&peer, -f64::from(strikes) * 10.0);
+        let mut out = vec![NodeEvent::Misbehaved { peer, what, strikes }];
+        if strikes == MAX_STRIKES {
+            b.gossipsub.blacklist_peer(&peer);
+            b.blocked.block_peer(peer);
+            out.push(NodeEvent::Banned(peer));
+        }
+        out
     }
 }
 

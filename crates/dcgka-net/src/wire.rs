@@ -62,16 +62,21 @@ pub enum Request {
         /// One-time prekeys, each handed out at most once.
         opks: Vec<Signed<OneTimePrekey>>,
     },
+    /// A frame that did not decode, or whose length is over [`MAX_FRAME_BYTES`]: made by
+    /// the codec when it reads one (the engine would drop the stream without telling the
+    /// node), so that the node can strike its sender. Never sent: it encodes as an
+    /// unknown request.
+    Invalid(String),
 }
 
-/// What a mailbox holds of one group: per sender tag, the highest sequence number held
+/// What a mailbox holds of one group: per sender tag, the run of sequence numbers held
 /// without gaps, and the short hashes of the first envelopes (identity senders) held.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldHeads {
     /// The group.
     pub gid: GroupId,
-    /// `(sender tag, seq)`.
-    pub tags: Vec<([u8; 16], u64)>,
+    /// `(sender tag, lowest seq held, highest seq held without a gap from it)`.
+    pub tags: Vec<([u8; 16], u64, u64)>,
     /// Short hashes of the first envelopes held.
     pub firsts: Vec<[u8; 16]>,
 }
@@ -131,6 +136,7 @@ impl Encode for Request {
                 spk.encode(w);
                 w.list(opks, |w, o| o.encode(w));
             }
+            Request::Invalid(_) => w.u8(0),
         }
     }
 }
@@ -184,9 +190,10 @@ impl Encode for Response {
                 w.u8(4);
                 w.list(groups, |w, g| {
                     w.raw(g.gid.as_bytes());
-                    w.list(&g.tags, |w, (t, s)| {
+                    w.list(&g.tags, |w, (t, lo, hi)| {
                         w.raw(t);
-                        w.var(*s);
+                        w.var(*lo);
+                        w.var(*hi);
                     });
                     w.list(&g.firsts, |w, h| w.raw(h));
                 });
@@ -216,7 +223,7 @@ impl Decode for Response {
                 let groups = r.list(34, |r| {
                     Ok(HeldHeads {
                         gid: GroupId(r.array()?),
-                        tags: r.list(17, |r| Ok((r.array()?, r.var()?)))?,
+                        tags: r.list(18, |r| Ok((r.array()?, r.var()?, r.var()?)))?,
                         firsts: r.list(16, |r| r.array())?,
                     })
                 })?;
@@ -286,7 +293,11 @@ impl libp2p::request_response::Codec for FrameCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> std::io::Result<Request> {
-        decode(&read_frame(io).await?).map_err(invalid)
+        match read_frame(io).await {
+            Ok(frame) => Ok(decode(&frame).unwrap_or_else(|e| Request::Invalid(e.to_string()))),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(Request::Invalid(e.to_string())),
+            Err(e) => Err(e),
+        }
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(

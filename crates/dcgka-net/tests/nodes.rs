@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::Cluster;
+use support::{Cluster, same_members};
 
 /// Whether every node in `who` has exactly these texts from group `gid`, each once.
 fn has_exactly(c: &Cluster, who: &[usize], gid: &dcgka::ids::GroupId, texts: &[&str]) -> bool {
@@ -16,11 +16,6 @@ fn has_exactly(c: &Cluster, who: &[usize], gid: &dcgka::ids::GroupId, texts: &[&
         want.sort();
         got == want
     })
-}
-
-fn same_members(c: &Cluster, who: &[usize], gid: &dcgka::ids::GroupId, n: usize) -> bool {
-    let first = c.nodes[who[0]].seen.members.get(gid);
-    first.is_some_and(|m| m.len() == n) && who.iter().all(|i| c.nodes[*i].seen.members.get(gid) == first)
 }
 
 #[tokio::test]

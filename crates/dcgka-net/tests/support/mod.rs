@@ -4,7 +4,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use dcgka::ids::GroupId;
@@ -28,9 +28,15 @@ pub struct Seen {
     pub removed: Vec<GroupId>,
     /// Peers that misbehaved, and peers banned.
     pub misbehaved: Vec<PeerId>,
+    /// What each strike was for.
+    pub strikes: Vec<String>,
     pub banned: Vec<PeerId>,
     /// Listening addresses.
     pub listening: Vec<Multiaddr>,
+    /// Peers connected now.
+    pub peers: BTreeSet<PeerId>,
+    /// Mailboxes that hold this device's prekeys.
+    pub stocked: BTreeSet<PeerId>,
 }
 
 impl Seen {
@@ -44,9 +50,21 @@ impl Seen {
                 self.members.insert(*gid, members.iter().map(|m| m.name.clone()).collect());
             }
             NodeEvent::Removed(g) => self.removed.push(*g),
-            NodeEvent::Misbehaved { peer, .. } => self.misbehaved.push(*peer),
+            NodeEvent::Misbehaved { peer, what, .. } => {
+                self.misbehaved.push(*peer);
+                self.strikes.push(what.clone());
+            }
             NodeEvent::Banned(p) => self.banned.push(*p),
             NodeEvent::Listening(a) => self.listening.push(a.clone()),
+            NodeEvent::Stocked { mailbox, .. } => {
+                self.stocked.insert(*mailbox);
+            }
+            NodeEvent::Connected(p) => {
+                self.peers.insert(*p);
+            }
+            NodeEvent::Disconnected(p) => {
+                self.peers.remove(p);
+            }
             _ => {}
         }
     }
@@ -114,6 +132,36 @@ impl Cluster {
         i
     }
 
+    /// Starts a mailbox node in a fresh directory; returns its index (its handle is a
+    /// placeholder device handle: use `mailbox` to stop it).
+    pub async fn start_mailbox(
+        &mut self,
+        peers: Vec<Multiaddr>,
+    ) -> (dcgka_net::MailboxHandle, Multiaddr, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path()).unwrap();
+        let (handle, mut events, _task) =
+            dcgka_net::spawn_mailbox(data.mailbox().unwrap(), data.network_key().unwrap(), config(peers)).unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let addr = loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(NodeEvent::Listening(a))) => break a,
+                Ok(Some(_)) => {}
+                _ => panic!("the mailbox did not listen"),
+            }
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                if tx.send((usize::MAX, e)).is_err() {
+                    break;
+                }
+            }
+        });
+        let addr = addr.with(libp2p::multiaddr::Protocol::P2p(handle.peer_id()));
+        (handle, addr, dir)
+    }
+
     /// Starts node `i` (new, or again in its directory after a shutdown).
     async fn launch(&mut self, i: usize, name: &str, dir: tempfile::TempDir, cfg: NodeConfig) {
         let data = DataDir::new(dir.path()).unwrap();
@@ -143,6 +191,7 @@ impl Cluster {
             let old = std::mem::replace(&mut self.nodes[i], node);
             self.nodes[i].seen = old.seen;
             self.nodes[i].seen.listening.clear();
+            self.nodes[i].seen.peers.clear();
         }
         self.until(&format!("{name} listening"), |c| !c.nodes[i].seen.listening.is_empty()).await;
         let a = self.nodes[i].seen.listening[0].clone();
@@ -190,7 +239,14 @@ impl Cluster {
                         .nodes
                         .iter()
                         .map(|n| {
-                            format!("{}: {} messages, members {:?}", n.name, n.seen.messages.len(), n.seen.members)
+                            format!(
+                                "{}: {} messages, members {:?}, strikes {:?}, {} bans",
+                                n.name,
+                                n.seen.messages.len(),
+                                n.seen.members,
+                                n.seen.strikes,
+                                n.seen.banned.len()
+                            )
                         })
                         .collect();
                     panic!("timed out waiting for {what}: {state:#?}");
@@ -198,4 +254,15 @@ impl Cluster {
             }
         }
     }
+}
+
+/// Whether every node in `who` lists exactly `n` members of `gid`, the same ones.
+pub fn same_members(c: &Cluster, who: &[usize], gid: &GroupId, n: usize) -> bool {
+    let first = c.nodes[who[0]].seen.members.get(gid);
+    first.is_some_and(|m| m.len() == n) && who.iter().all(|i| c.nodes[*i].seen.members.get(gid) == first)
+}
+
+/// Whether node `i` has read `text` in `gid`.
+pub fn read(c: &Cluster, i: usize, gid: &GroupId, text: &str) -> bool {
+    c.nodes[i].seen.messages.iter().any(|(g, _, t)| g == gid && t == text)
 }
