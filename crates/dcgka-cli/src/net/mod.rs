@@ -24,9 +24,7 @@ use std::time::Duration;
 
 use clap::Args;
 use dcgka::ids::GroupId;
-use dcgka_net::{DataDir, Member, NodeConfig, NodeEvent, NodeHandle};
-use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
+use dcgka_net::{DataDir, Member, Multiaddr, NodeConfig, NodeEvent, NodeHandle};
 use tokio::sync::mpsc;
 
 use commands::{Cmd, Done};
@@ -361,18 +359,25 @@ impl Session {
     }
 
     fn listened(&mut self, addr: Multiaddr) {
-        let unspecified = addr.iter().any(|p| match p {
-            Protocol::Ip4(ip) => ip.is_unspecified(),
-            Protocol::Ip6(ip) => ip.is_unspecified(),
-            _ => false,
-        });
-        if unspecified || self.listening.contains(&addr) {
+        if is_unspecified(&addr) || self.listening.contains(&addr) {
             return;
         }
         self.listening.push(addr);
         if let Err(e) = self.dir.record_addresses(&self.listening) {
             tracing::warn!("recording the addresses: {e}");
         }
+    }
+}
+
+/// Whether an address names the unspecified IP (`0.0.0.0`, `::`): a listening address
+/// that is no place to dial. (Read from the address's text, `/ip4/A/…` or `/ip6/A/…`, so
+/// that this crate needs no libp2p types beyond `dcgka_net`'s re-exports.)
+fn is_unspecified(addr: &Multiaddr) -> bool {
+    let text = addr.to_string();
+    let mut parts = text.split('/').skip(1);
+    match (parts.next(), parts.next()) {
+        (Some("ip4" | "ip6"), Some(ip)) => ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()),
+        _ => false,
     }
 }
 
@@ -442,6 +447,29 @@ impl Signals {
     async fn recv(&mut self) {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn unspecified_addresses_are_recognised() {
+        let yes = ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"];
+        let no = [
+            "/ip4/127.0.0.1/tcp/4001",
+            "/ip6/::1/tcp/0",
+            "/ip4/192.168.1.2/tcp/1/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp",
+        ];
+        for a in yes {
+            assert!(is_unspecified(&a.parse().unwrap()), "{a}");
+        }
+        for a in no {
+            assert!(!is_unspecified(&a.parse().unwrap()), "{a}");
         }
     }
 }
