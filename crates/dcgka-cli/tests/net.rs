@@ -1,6 +1,7 @@
 //! The networked subcommands as processes on loopback: `dcgka chat` driven through stdin,
-//! several `dcgka node`s with one killed and restarted mid-stream, and `dcgka invite`
-//! beside a running node.
+//! two chats and a mailbox (`dcgka node --mailbox`), one chat reading from the mailbox alone
+//! while the other is stopped, several `dcgka node`s with one killed and restarted
+//! mid-stream, and `dcgka invite` beside a running node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -113,6 +114,97 @@ fn chat_is_driven_through_stdin() {
     let (status_b, seen_b) = b.quit();
     assert!(status_a.success() && status_b.success(), "{status_a} {status_b}");
     assert!(!seen_b.iter().any(|v| v["text"] == "only A reads this"));
+}
+
+#[test]
+fn two_chats_and_a_mailbox() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut m = Proc::start("M", "node", &tmp.path().join("m"), &args(&["--mailbox"]));
+    let ready = m.seen[0].clone();
+    assert_eq!((ready["role"].as_str(), ready["name"].is_null()), (Some("mailbox"), true), "{ready}");
+    let l = m.wait("listening", is("listening"));
+    assert_eq!(l["dial"].as_str(), Some(m.full_addr().as_str()), "the address to give to --peer");
+    let m_addr = m.full_addr();
+    let m_peer = m.peer.clone();
+
+    let a_dir = tmp.path().join("a");
+    let b_dir = tmp.path().join("b");
+    let mut a = Proc::start("A", "chat", &a_dir, &args(&["--peer", &m_addr]));
+    let mut b = Proc::start("B", "chat", &b_dir, &args(&["--peer", &m_addr, "--peer", &a.full_addr()]));
+    // Both recognise the mailbox by themselves and stock prekeys there.
+    for p in [&mut a, &mut b] {
+        let s = p.wait("prekeys stocked at the mailbox", is("stocked"));
+        assert_eq!(s["mailbox"], m_peer.as_str());
+        assert!(s["one_time_prekeys"].as_u64().is_some_and(|n| n > 0), "{s}");
+    }
+
+    // A creates; the mailbox serves the group.
+    let gid = a.run("/create", is("joined"))["group"].as_str().unwrap().to_string();
+    m.wait("the group's first envelope at the mailbox", |v| is("stored")(v) && v["group"] == gid.as_str());
+    // B's invitation names the mailbox; A adds B with it.
+    let code = b.run("/invite", is("invite"))["code"].as_str().unwrap().to_string();
+    let inv = dcgka_net::Invitation::decode(&code).unwrap();
+    assert!(inv.mailboxes.iter().any(|(p, _)| p.to_string() == m_peer), "{:?}", inv.mailboxes);
+    let ok = a.run(&format!("/add {} {code}", &gid[..8]), |v| is("ok")(v) || is("error")(v));
+    assert_eq!((ok["command"].as_str(), ok["name"].as_str()), (Some("add"), Some(b.name.as_str())), "{ok}");
+    assert_eq!(b.wait("B joined", is("joined"))["group"], gid.as_str());
+    wait_members(&mut [&mut a, &mut b], &gid, 2);
+
+    // Both ways.
+    a.run(&format!("/send {} hello B", &gid[..8]), is("ok"));
+    let got = b.wait("A's message", |v| is("message")(v) && v["text"] == "hello B");
+    assert_eq!((got["group"].as_str(), got["from"].as_str()), (Some(gid.as_str()), Some(a.name.as_str())));
+    b.run("hello A", is("ok"));
+    let got = a.wait("B's message", |v| is("message")(v) && v["text"] == "hello A");
+    assert_eq!(got["from"], b.name.as_str());
+    let names = members_everywhere(&mut [&mut a, &mut b], &gid, 2);
+    assert_eq!(names, BTreeSet::from([a.name.clone(), b.name.clone()]));
+    let (a_name, b_name, b_peer) = (a.name.clone(), b.name.clone(), b.peer.clone());
+
+    // B stops; A writes while B is away; the mailbox keeps it (the only envelope A makes
+    // now: application messages are not acknowledged).
+    let (status, _) = b.quit();
+    assert!(status.success(), "B: {status}");
+    a.wait("B gone", |v| is("disconnected")(v) && v["peer"] == b_peer.as_str());
+    let mark = m.mark();
+    a.run(&format!("/send {} while B was away", &gid[..8]), is("ok"));
+    m.wait_from(mark, "the message at the mailbox", |v| is("stored")(v) && v["group"] == gid.as_str());
+    // A stops too: nobody but the mailbox holds the message now.
+    let (status, seen_a) = a.quit();
+    assert!(status.success(), "A: {status}");
+
+    // B comes back with the mailbox as its only peer and reads the message from it.
+    let mut b = Proc::start("B", "chat", &b_dir, &args(&["--peer", &m_addr]));
+    let got = b.wait("the message from the mailbox", |v| is("message")(v) && v["text"] == "while B was away");
+    assert_eq!((got["group"].as_str(), got["from"].as_str()), (Some(gid.as_str()), Some(a_name.as_str())));
+    // It came by sync from the mailbox (the node reports the exchange after its items).
+    b.wait("a sync from the mailbox", |v| is("synced")(v) && v["peer"] == m_peer.as_str());
+    // It read nothing twice under two ids, and nothing from before its return again.
+    let msgs = b.messages(&gid);
+    assert_eq!(msgs.iter().filter(|(_, _, t)| t == "while B was away").count(), 1, "{msgs:?}");
+    assert!(!msgs.iter().any(|(_, _, t)| t == "hello B"), "{msgs:?}");
+
+    // A comes back (the same device: same name) and removes B.
+    let mut a = Proc::start("A", "chat", &a_dir, &args(&["--peer", &m_addr, "--peer", &b.full_addr()]));
+    assert_eq!(a.name, a_name);
+    assert!(!a.seen.iter().chain(&seen_a).any(|v| v["text"] == "while B was away"), "A reads not its own");
+    let b_peer = b.peer.clone();
+    a.wait("B connected", |v| is("connected")(v) && v["peer"] == b_peer.as_str());
+    let ok = a.run(&format!("/remove {} {b_name}", &gid[..8]), |v| is("ok")(v) || is("error")(v));
+    assert_eq!((ok["command"].as_str(), ok["name"].as_str()), (Some("remove"), Some(b_name.as_str())), "{ok}");
+    assert_eq!(b.wait("B removed", is("removed"))["group"], gid.as_str());
+    assert_eq!(members_everywhere(&mut [&mut a], &gid, 1), BTreeSet::from([a_name.clone()]));
+    assert!(b.run_err(&format!("/members {}", &gid[..8])).contains("no group"));
+    a.run(&format!("/send {} after B left", &gid[..8]), is("ok"));
+
+    let (status_a, _) = a.quit();
+    let (status_b, seen_b) = b.quit();
+    assert!(status_a.success() && status_b.success(), "{status_a} {status_b}");
+    assert!(!seen_b.iter().any(|v| v["text"] == "after B left"));
+    // The mailbox stops cleanly at SIGTERM.
+    m.signal("TERM");
+    let (status_m, _) = m.wait_exit();
+    assert!(status_m.success(), "M: {status_m}");
 }
 
 #[test]

@@ -165,7 +165,7 @@ async fn run(node: &NodeHandle, cmd: Cmd, current: Option<GroupId>) -> Result<Do
     let err = |e: NetError| e.to_string();
     Ok(match cmd {
         Cmd::Nothing | Cmd::Quit => Done::default(),
-        Cmd::Help => Done::one(Out::Help),
+        Cmd::Help => Done::one(Out::Help(HELP)),
         Cmd::Create => {
             // The node reports `joined` and the members itself.
             let gid = node.create().await.map_err(err)?;

@@ -1,11 +1,13 @@
-//! The networked subcommands: `dcgka node`, `dcgka chat` and `dcgka invite`.
+//! The networked subcommands: `dcgka node`, `dcgka node --mailbox`, `dcgka chat` and
+//! `dcgka invite`.
 //!
 //! `node` and `chat` run one device as a libp2p node ([`dcgka_net::spawn`]) on a
 //! current-thread tokio runtime, with its state in a data directory
 //! ([`dcgka_net::DataDir`]). Both read line commands on stdin ([`commands`]) and print
 //! one line per event on stdout ([`output`]). They differ in what ends them: `chat` stops
 //! at `/quit` or at the end of its input; `node` runs headless until `/quit`, SIGINT or
-//! SIGTERM, and the end of its input does not stop it.
+//! SIGTERM, and the end of its input does not stop it. `node --mailbox` runs a mailbox
+//! instead of a device ([`mailbox`]), with the same flags, output and ways to stop.
 //!
 //! Delivery is at least once: messages are numbered in the device's inbox, and a number
 //! is confirmed to the node only after its line has been printed and flushed. A message
@@ -13,6 +15,7 @@
 //! again: consumers deduplicate by `id`.
 
 mod commands;
+mod mailbox;
 mod output;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,7 +31,7 @@ use dcgka_net::{DataDir, Member, Multiaddr, NodeConfig, NodeEvent, NodeHandle};
 use tokio::sync::mpsc;
 
 use commands::{Cmd, Done};
-use output::{Out, Printer};
+use output::{Out, Printer, Role};
 
 /// Where a node listens when no `--listen` is given: loopback only, on a free port.
 const DEFAULT_LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
@@ -73,7 +76,15 @@ Delivery is at least once: a message or event with an id is confirmed to the sto
 after its line is printed; after a crash, unconfirmed ones are printed again with the
 same id. Consumers deduplicate by id.
 
-Logs go to stderr (warnings only; -v, -vv for more).";
+Logs go to stderr (warnings only; -v, -vv for more).
+
+With --mailbox, `dcgka node` runs a mailbox instead of a device: it holds no group key,
+keeps the envelopes of the groups devices ask it to serve, Welcomes for devices that are
+away and their one-time prekeys, all in DIR/mailbox.sqlite. Devices that have it as a
+--peer use it by themselves and name it in their invitations. It prints `ready` (with
+\"name\":null and \"role\":\"mailbox\"), `listening` (its `dial` address is what devices give
+to --peer), `connected`, `disconnected`, `stored` ({\"event\":\"stored\",\"group\":G,
+\"envelopes\":n}), `misbehaved`, `banned` and `error`; it takes /help and /quit.";
 
 /// Options shared by `dcgka node` and `dcgka chat`.
 #[derive(Debug, Args)]
@@ -111,7 +122,9 @@ pub(crate) struct NodeOpts {
 pub(crate) struct NodeArgs {
     #[command(flatten)]
     opts: NodeOpts,
-    /// Run a mailbox for other devices instead of a device.
+    /// Run a mailbox for other devices instead of a device: it holds no group key; it
+    /// keeps the envelopes of the groups devices ask it to serve, Welcomes for devices
+    /// that are away and their prekeys, in DIR/mailbox.sqlite.
     #[arg(long)]
     mailbox: bool,
 }
@@ -139,8 +152,7 @@ pub(crate) struct InviteArgs {
 pub(crate) fn run_node(args: &NodeArgs) -> bool {
     init_logging(args.opts.verbose);
     if args.mailbox {
-        // Placeholder until dcgka-net has a mailbox node to run.
-        return fail(args.opts.json, "mailbox mode: not built yet");
+        return mailbox::run(&args.opts);
     }
     run_session(&args.opts, false)
 }
@@ -204,25 +216,30 @@ fn run_session(opts: &NodeOpts, eof_quits: bool) -> bool {
     }
 }
 
-/// The device of `opts`'s directory on a running node, until the session ends.
-async fn session(opts: &NodeOpts, eof_quits: bool) -> Result<(), String> {
-    let dir = DataDir::new(&opts.data_dir).map_err(|e| e.to_string())?;
-    let device = dir.device().map_err(|e| e.to_string())?;
-    let key = dir.network_key().map_err(|e| e.to_string())?;
+/// The node configuration `opts` asks for.
+fn node_config(opts: &NodeOpts) -> Result<NodeConfig, String> {
     let defaults = NodeConfig::default();
     let listen = if opts.listen.is_empty() {
         vec![DEFAULT_LISTEN.parse().map_err(|e| format!("{DEFAULT_LISTEN}: {e}"))?]
     } else {
         opts.listen.clone()
     };
-    let config = NodeConfig {
+    Ok(NodeConfig {
         listen,
         peers: opts.peer.clone(),
         sync_interval: opts.sync_interval_ms.map_or(defaults.sync_interval, Duration::from_millis),
         ack_delay: opts.ack_delay_ms.map_or(defaults.ack_delay, Duration::from_millis),
         auto_consume: false,
         ..defaults
-    };
+    })
+}
+
+/// The device of `opts`'s directory on a running node, until the session ends.
+async fn session(opts: &NodeOpts, eof_quits: bool) -> Result<(), String> {
+    let dir = DataDir::new(&opts.data_dir).map_err(|e| e.to_string())?;
+    let device = dir.device().map_err(|e| e.to_string())?;
+    let key = dir.network_key().map_err(|e| e.to_string())?;
+    let config = node_config(opts)?;
     // Signals are caught from before `ready` on, so that one sent right after it stops the
     // node cleanly.
     let signals = Signals::new().map_err(|e| format!("cannot watch signals: {e}"))?;
@@ -245,7 +262,7 @@ async fn session(opts: &NodeOpts, eof_quits: bool) -> Result<(), String> {
         }
         s.joined.extend(groups);
     }
-    s.show(Out::Ready { name: s.node.name(), peer: s.node.peer_id().to_string() }).await;
+    s.show(Out::Ready { name: Some(s.node.name()), peer: s.node.peer_id().to_string(), role: Role::Device }).await;
     let result = s.run(signals, eof_quits).await;
     // Events already reported are printed (and confirmed) before the node stops; any
     // later ones stay in the inbox for the next start.
@@ -340,7 +357,7 @@ impl Session {
             }
             _ => {}
         }
-        if let Some(out) = Out::from_event(e) {
+        if let Some(out) = Out::from_event(e, &self.node.peer_id()) {
             self.show(out).await;
         }
     }
@@ -359,13 +376,19 @@ impl Session {
     }
 
     fn listened(&mut self, addr: Multiaddr) {
-        if is_unspecified(&addr) || self.listening.contains(&addr) {
-            return;
-        }
-        self.listening.push(addr);
-        if let Err(e) = self.dir.record_addresses(&self.listening) {
-            tracing::warn!("recording the addresses: {e}");
-        }
+        record_listening(&self.dir, &mut self.listening, addr);
+    }
+}
+
+/// Adds a listening address to the directory's `addresses` file (for `dcgka invite` and
+/// scripts), unless it is unspecified or known.
+fn record_listening(dir: &DataDir, listening: &mut Vec<Multiaddr>, addr: Multiaddr) {
+    if is_unspecified(&addr) || listening.contains(&addr) {
+        return;
+    }
+    listening.push(addr);
+    if let Err(e) = dir.record_addresses(listening) {
+        tracing::warn!("recording the addresses: {e}");
     }
 }
 

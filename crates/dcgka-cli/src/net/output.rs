@@ -3,8 +3,8 @@
 //!
 //! | event | JSON fields | when |
 //! |---|---|---|
-//! | `ready` | `name`, `peer` | first line after start |
-//! | `listening` | `address` | the node listens on an address |
+//! | `ready` | `name` (`null` for a mailbox), `peer`, `role` (`device`, `mailbox`) | first line after start |
+//! | `listening` | `address`, `dial` (the address with `/p2p/<peer>`, for `--peer`) | the node listens on an address |
 //! | `connected`, `disconnected` | `peer` | a peer's first connection opened, its last closed |
 //! | `joined` | `group` | this device created or was added to a group |
 //! | `members` | `group`, `members` (names), `me` | the members changed, or `/members` |
@@ -13,6 +13,8 @@
 //! | `group` | `id`, `group`, `kind` | another protocol event of a group (`member_added`, `updated`, …) |
 //! | `removed` | `group` | this device was removed from a group |
 //! | `synced` | `peer`, `items` | a sync exchange brought items |
+//! | `stocked` | `mailbox`, `one_time_prekeys` | a mailbox holds this device's prekeys (it is in the invitation now) |
+//! | `stored` | `group`, `envelopes` | (mailbox) it kept envelopes of a group it serves |
 //! | `misbehaved` | `peer`, `what`, `strikes` | a peer sent something invalid |
 //! | `banned` | `peer` | a peer is refused from now on |
 //! | `invite` | `code`, `name` | `/invite` |
@@ -21,49 +23,113 @@
 //! | `help` | `commands` | `/help` |
 //! | `error` | `message` | a command failed, or the node reported a failure |
 //!
-//! Groups are named by their full ID in hex, members by their short names.
+//! Groups are named by their full ID in hex, members by their short names. A mailbox
+//! (`dcgka node --mailbox`) prints `ready`, `listening`, `connected`, `disconnected`,
+//! `stored`, `misbehaved`, `banned`, `help` and `error`.
 
 use std::io::Write;
 
 use dcgka::events::Event;
 use dcgka::ids::GroupId;
 use dcgka_net::invite::hex;
-use dcgka_net::{Member, NodeEvent};
+use dcgka_net::{Member, NodeEvent, PeerId};
 use serde_json::{Value, json};
 
-use super::commands::HELP;
+/// What a process runs, as `ready` tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// A device (`dcgka node`, `dcgka chat`).
+    Device,
+    /// A mailbox (`dcgka node --mailbox`): no device, no name.
+    Mailbox,
+}
 
 /// One line of output.
 #[derive(Debug)]
 pub(crate) enum Out {
-    Ready { name: String, peer: String },
-    Listening(String),
+    Ready {
+        name: Option<String>,
+        peer: String,
+        role: Role,
+    },
+    Listening {
+        address: String,
+        peer: String,
+    },
     Connected(String),
     Disconnected(String),
     Joined(GroupId),
-    Members { gid: GroupId, members: Vec<Member> },
-    Message { id: u64, gid: GroupId, from: String, text: String },
-    Undecryptable { id: u64, gid: GroupId, from: String },
-    Group { id: u64, gid: GroupId, kind: &'static str },
+    Members {
+        gid: GroupId,
+        members: Vec<Member>,
+    },
+    Message {
+        id: u64,
+        gid: GroupId,
+        from: String,
+        text: String,
+    },
+    Undecryptable {
+        id: u64,
+        gid: GroupId,
+        from: String,
+    },
+    Group {
+        id: u64,
+        gid: GroupId,
+        kind: &'static str,
+    },
     Removed(GroupId),
-    Synced { peer: String, items: usize },
-    Misbehaved { peer: String, what: String, strikes: u32 },
+    Synced {
+        peer: String,
+        items: usize,
+    },
+    Stocked {
+        mailbox: String,
+        one_time_prekeys: usize,
+    },
+    Stored {
+        gid: GroupId,
+        envelopes: usize,
+    },
+    Misbehaved {
+        peer: String,
+        what: String,
+        strikes: u32,
+    },
     Banned(String),
-    Invite { code: String, name: String },
-    Groups { groups: Vec<GroupId>, current: Option<GroupId> },
-    Added { gid: GroupId, name: String },
-    RemovedMember { gid: GroupId, name: String },
+    Invite {
+        code: String,
+        name: String,
+    },
+    Groups {
+        groups: Vec<GroupId>,
+        current: Option<GroupId>,
+    },
+    Added {
+        gid: GroupId,
+        name: String,
+    },
+    RemovedMember {
+        gid: GroupId,
+        name: String,
+    },
     Updated(GroupId),
-    Sent { gid: GroupId, text: String },
-    Help,
+    Sent {
+        gid: GroupId,
+        text: String,
+    },
+    /// `/help`: the commands this process takes.
+    Help(&'static [(&'static str, &'static str)]),
     Error(String),
 }
 
 impl Out {
-    /// The line for a node event (`None` for events of a kind this tool does not know).
-    pub(crate) fn from_event(e: NodeEvent) -> Option<Out> {
+    /// The line for an event of the node whose peer ID is `local` (`None` for events of a
+    /// kind this tool does not know).
+    pub(crate) fn from_event(e: NodeEvent, local: &PeerId) -> Option<Out> {
         Some(match e {
-            NodeEvent::Listening(a) => Out::Listening(a.to_string()),
+            NodeEvent::Listening(a) => Out::Listening { address: a.to_string(), peer: local.to_string() },
             NodeEvent::Connected(p) => Out::Connected(p.to_string()),
             NodeEvent::Disconnected(p) => Out::Disconnected(p.to_string()),
             NodeEvent::Joined(gid) => Out::Joined(gid),
@@ -77,6 +143,10 @@ impl Out {
             NodeEvent::Synced { peer, items } => Out::Synced { peer: peer.to_string(), items },
             NodeEvent::Misbehaved { peer, what, strikes } => Out::Misbehaved { peer: peer.to_string(), what, strikes },
             NodeEvent::Banned(p) => Out::Banned(p.to_string()),
+            NodeEvent::Stocked { mailbox, one_time_prekeys } => {
+                Out::Stocked { mailbox: mailbox.to_string(), one_time_prekeys }
+            }
+            NodeEvent::Stored { gid, envelopes } => Out::Stored { gid, envelopes },
             NodeEvent::Error(message) => Out::Error(message),
             _ => return None,
         })
@@ -94,8 +164,16 @@ impl Out {
     pub(crate) fn fields(&self) -> Vec<(&'static str, Value)> {
         let g = |gid: &GroupId| hex(gid.as_bytes());
         match self {
-            Out::Ready { name, peer } => obj("ready", vec![("name", json!(name)), ("peer", json!(peer))]),
-            Out::Listening(a) => obj("listening", vec![("address", json!(a))]),
+            Out::Ready { name, peer, role } => {
+                let role = match role {
+                    Role::Device => "device",
+                    Role::Mailbox => "mailbox",
+                };
+                obj("ready", vec![("name", json!(name)), ("peer", json!(peer)), ("role", json!(role))])
+            }
+            Out::Listening { address, peer } => {
+                obj("listening", vec![("address", json!(address)), ("dial", json!(dial(address, peer)))])
+            }
             Out::Connected(p) => obj("connected", vec![("peer", json!(p))]),
             Out::Disconnected(p) => obj("disconnected", vec![("peer", json!(p))]),
             Out::Joined(gid) => obj("joined", vec![("group", json!(g(gid)))]),
@@ -120,6 +198,12 @@ impl Out {
                 obj("misbehaved", vec![("peer", json!(peer)), ("what", json!(what)), ("strikes", json!(strikes))])
             }
             Out::Banned(p) => obj("banned", vec![("peer", json!(p))]),
+            Out::Stocked { mailbox, one_time_prekeys } => {
+                obj("stocked", vec![("mailbox", json!(mailbox)), ("one_time_prekeys", json!(one_time_prekeys))])
+            }
+            Out::Stored { gid, envelopes } => {
+                obj("stored", vec![("group", json!(g(gid))), ("envelopes", json!(envelopes))])
+            }
             Out::Invite { code, name } => obj("invite", vec![("code", json!(code)), ("name", json!(name))]),
             Out::Groups { groups, current } => {
                 let all: Vec<String> = groups.iter().map(g).collect();
@@ -133,8 +217,8 @@ impl Out {
             }
             Out::Updated(gid) => obj("ok", vec![("command", json!("update")), ("group", json!(g(gid)))]),
             Out::Sent { gid, .. } => obj("ok", vec![("command", json!("send")), ("group", json!(g(gid)))]),
-            Out::Help => {
-                let commands: Vec<&str> = HELP.iter().map(|(c, _)| *c).collect();
+            Out::Help(help) => {
+                let commands: Vec<&str> = help.iter().map(|(c, _)| *c).collect();
                 obj("help", vec![("commands", json!(commands))])
             }
             Out::Error(message) => obj("error", vec![("message", json!(message))]),
@@ -158,8 +242,13 @@ impl Out {
     /// another line already tells (`joined`, `members`, `removed`).
     pub(crate) fn human(&self, me: &str) -> Option<String> {
         Some(match self {
-            Out::Ready { name, peer } => format!("* this device is {name} (peer {peer}); /help lists the commands"),
-            Out::Listening(a) => format!("* listening on {a}"),
+            Out::Ready { name: Some(name), peer, .. } => {
+                format!("* this device is {name} (peer {peer}); /help lists the commands")
+            }
+            Out::Ready { name: None, peer, .. } => {
+                format!("* mailbox ready (peer {peer}); it holds no group key; /quit stops it")
+            }
+            Out::Listening { address, peer } => format!("* listening on {}", dial(address, peer)),
             Out::Connected(p) => format!("* connected to {p}"),
             Out::Disconnected(p) => format!("* disconnected from {p}"),
             Out::Joined(gid) => format!("* joined group {}", hex(gid.as_bytes())),
@@ -177,6 +266,12 @@ impl Out {
             Out::Removed(gid) => format!("* removed from group {gid}"),
             Out::Synced { peer, items } => {
                 format!("* synced {items} item{} from {peer}", if *items == 1 { "" } else { "s" })
+            }
+            Out::Stocked { mailbox, one_time_prekeys } => {
+                format!("* mailbox {mailbox} holds {one_time_prekeys} one-time prekeys of this device")
+            }
+            Out::Stored { gid, envelopes } => {
+                format!("* stored {envelopes} envelope{} of group {gid}", if *envelopes == 1 { "" } else { "s" })
             }
             Out::Misbehaved { peer, what, strikes } => format!("! peer {peer} misbehaved ({strikes}): {what}"),
             Out::Banned(p) => format!("! peer {p} is banned"),
@@ -196,14 +291,19 @@ impl Out {
             Out::RemovedMember { gid, name } => format!("* removed {name} from {gid}"),
             Out::Updated(gid) => format!("* updated this device's keys in {gid}"),
             Out::Sent { gid, text } => format!("[{gid}] {me} (you): {text}"),
-            Out::Help => {
-                let width = HELP.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
-                let lines: Vec<String> = HELP.iter().map(|(c, what)| format!("  {c:width$}  {what}")).collect();
+            Out::Help(help) => {
+                let width = help.iter().map(|(c, _)| c.len()).max().unwrap_or(0);
+                let lines: Vec<String> = help.iter().map(|(c, what)| format!("  {c:width$}  {what}")).collect();
                 format!("* commands:\n{}", lines.join("\n"))
             }
             Out::Error(message) => format!("! error: {message}"),
         })
     }
+}
+
+/// An address to dial the node at: `address` with `/p2p/<peer>` (as given to `--peer`).
+fn dial(address: &str, peer: &str) -> String {
+    if address.contains("/p2p/") { address.to_string() } else { format!("{address}/p2p/{peer}") }
 }
 
 /// The fields of a JSON object, in order: `event` first.
@@ -275,6 +375,7 @@ impl Printer {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use super::super::commands::HELP;
     use super::*;
 
     #[test]
@@ -295,6 +396,14 @@ mod tests {
         assert_eq!(e.human("x").as_deref(), Some("! error: no group zz"));
         assert_eq!(Out::Group { id: 1, gid, kind: "member_added" }.human("x"), None);
         assert_eq!(Out::Joined(gid).json()["group"], json!("ab".repeat(32)));
-        assert!(Out::Help.json()["commands"].as_array().is_some_and(|c| c.len() == HELP.len()));
+        assert!(Out::Help(HELP).json()["commands"].as_array().is_some_and(|c| c.len() == HELP.len()));
+        let l = Out::Listening { address: "/ip4/127.0.0.1/tcp/4001".into(), peer: "12D3Koo".into() };
+        assert_eq!(
+            l.json(),
+            json!({"event": "listening", "address": "/ip4/127.0.0.1/tcp/4001", "dial": "/ip4/127.0.0.1/tcp/4001/p2p/12D3Koo"})
+        );
+        let r = Out::Ready { name: None, peer: "12D3Koo".into(), role: Role::Mailbox };
+        assert_eq!(r.json(), json!({"event": "ready", "name": null, "peer": "12D3Koo", "role": "mailbox"}));
+        assert!(r.human("").is_some_and(|h| h.contains("mailbox")));
     }
 }
