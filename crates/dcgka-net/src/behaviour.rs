@@ -12,12 +12,13 @@ use libp2p::gossipsub::{
 use libp2p::identity::Keypair;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{Swarm, allow_block_list, identify, noise, ping, tcp, yamux};
+use libp2p::{Swarm, Transport, allow_block_list, identify, noise, ping, tcp, yamux};
 use sha2::{Digest, Sha256};
 
 use crate::NetError;
 use crate::consts::{IDLE_CONNECTION_TIMEOUT, MAX_GOSSIP_BYTES, MAX_TOPICS, REQUEST_TIMEOUT};
 use crate::invite::hex;
+use crate::traffic::Counted;
 use crate::wire::{FrameCodec, PROTOCOL};
 
 /// Identify's protocol version of dcgka nodes.
@@ -72,7 +73,15 @@ pub(crate) fn build_swarm(key: Keypair, agent: String, heartbeat: Duration) -> R
     };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        // TCP as `with_tcp` builds it, each connection counting its bytes (`traffic`).
+        .with_other_transport(|key| {
+            let noise = noise::Config::new(key).map_err(Box::<dyn std::error::Error + Send + Sync>::from)?;
+            Ok(tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .map(|stream, _| Counted(stream))
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise)
+                .multiplex(yamux::Config::default()))
+        })
         .map_err(|e| NetError::Engine(e.to_string()))?
         .with_behaviour(|key| {
             let mut gossipsub =

@@ -33,6 +33,7 @@ pub mod datadir;
 pub mod invite;
 mod mailbox_node;
 mod node;
+pub mod traffic;
 pub mod wire;
 
 pub use datadir::DataDir;
