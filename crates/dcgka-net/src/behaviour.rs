@@ -87,8 +87,15 @@ pub(crate) fn build_swarm(key: Keypair, agent: String, heartbeat: Duration) -> R
             let mut gossipsub =
                 Gossip::new_with_subscription_filter(MessageAuthenticity::Signed(key.clone()), gossip_config, filter)?;
             // Peer scoring, so that the application can score down peers that send garbage
-            // (set_application_score); the rest of the parameters stay neutral.
-            let params = gossipsub::PeerScoreParams { app_specific_weight: 1.0, ..Default::default() };
+            // (set_application_score); the rest of the parameters stay neutral. The IP
+            // colocation penalty is off: past 10 peers on one address (one machine, a NAT,
+            // the devices a mailbox serves) it would graylist them all, and a node would
+            // then hear its group only through sync.
+            let params = gossipsub::PeerScoreParams {
+                app_specific_weight: 1.0,
+                ip_colocation_factor_weight: 0.0,
+                ..Default::default()
+            };
             gossipsub.with_peer_score(params, gossipsub::PeerScoreThresholds::default())?;
             let rr = request_response::Behaviour::with_codec(
                 FrameCodec,
