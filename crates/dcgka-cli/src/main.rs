@@ -16,6 +16,11 @@
 //!   headless libp2p node (`dcgka-net`), driven by line commands on stdin.
 //! - `dcgka chat --data-dir DIR [--listen A] [--peer A]... [--json]`: the same with a
 //!   line-based chat; `dcgka invite --data-dir DIR` prints the device's invitation.
+//! - `dcgka node --mailbox --data-dir DIR [--listen A]... [--peer A]... [--json]`: a
+//!   mailbox for other devices (no device, no group key).
+//! - `dcgka bench-net [--nodes 8,32] [--csv F] [--messages K] [--updates K] [--window W]`:
+//!   N in-process nodes on loopback in one group: update and message latency, throughput
+//!   and bytes on the wire per operation.
 //!
 //! The exit status is 0 exactly when every check holds (for `node` and `chat`: when the
 //! node ran and stopped cleanly).
@@ -79,6 +84,15 @@ enum Command {
     /// the addresses its node last listened on. A directory no node has used yet gets its
     /// device first (with no addresses: run the node, then ask again).
     Invite(net::InviteArgs),
+    /// Measure the network engine: N nodes on 127.0.0.1 in one group, update and message
+    /// latency (p50, p99), throughput and bytes on the wire per operation.
+    ///
+    /// Prints one CSV row per (nodes, op) with the header
+    /// nodes,op,p50_ms,p99_ms,msgs_per_s,wire_bytes_per_msg (op: update, message) on
+    /// stdout, and with --csv FILE in FILE too; progress goes to stderr.
+    ///
+    /// Example: dcgka bench-net --nodes 8,32 --csv net.csv
+    BenchNet(net::bench::BenchNetArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +104,7 @@ fn main() -> ExitCode {
         Command::Node(args) => net::run_node(&args),
         Command::Chat(args) => net::run_chat(&args),
         Command::Invite(args) => net::run_invite(&args),
+        Command::BenchNet(args) => net::bench::run(&args),
     };
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -1,5 +1,7 @@
-//! Integration test of `dcgka bench`: a small run writes the documented CSV, one row per
-//! (operation, size), with positive and deterministic traffic that grows with n.
+//! Integration tests of `dcgka bench`: a small run writes the documented CSV, one row per
+//! (operation, size), with positive and deterministic traffic that grows with n; and of
+//! `dcgka bench-net`: real nodes on 127.0.0.1, one row per (nodes, op) with the exact
+//! header scripts read.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -229,4 +231,51 @@ fn store_adds_two_columns_with_what_a_receiving_members_commit_writes() {
     // A message's write does not grow with the group.
     assert_eq!(bytes[&("message".to_string(), 4)], bytes[&("message".to_string(), 8)]);
     // Without --store the CSV keeps its columns (the other tests check the header).
+}
+
+/// `dcgka bench-net`'s header: scripts depend on it, exactly.
+const NET_HEADER: &str = "nodes,op,p50_ms,p99_ms,msgs_per_s,wire_bytes_per_msg";
+
+#[test]
+fn bench_net_writes_one_row_per_size_and_op() {
+    let path = std::env::temp_dir().join(format!("dcgka-bench-net-test-{}.csv", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_dcgka"))
+        .args(["bench-net", "--nodes", "2,3", "--messages", "12", "--updates", "3", "--csv"])
+        .arg(&path)
+        .output()
+        .expect("run dcgka bench-net");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "dcgka bench-net failed:\n{stdout}\n{stderr}");
+    let csv = std::fs::read_to_string(&path).expect("CSV written");
+    let _ = std::fs::remove_file(&path);
+    // The same CSV on stdout and in the file; progress on stderr only.
+    assert_eq!(stdout, csv);
+    assert!(stderr.contains("bench-net: 3 nodes: message (throughput) 12/12"), "{stderr}");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(NET_HEADER));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let keys: Vec<(&str, &str)> = rows.iter().map(|f| (f[0], f[1])).collect();
+    assert_eq!(keys, [("2", "update"), ("2", "message"), ("3", "update"), ("3", "message")]);
+    for f in &rows {
+        assert_eq!(f.len(), 6, "{f:?}");
+        let num = |i: usize| f[i].parse::<f64>().unwrap_or_else(|e| panic!("{e}: {f:?}"));
+        let (p50, p99, rate, wire) = (num(2), num(3), num(4), num(5));
+        assert!(p50 > 0.0 && p50 <= p99, "latencies: {f:?}");
+        // Bounded by the bench's own timeouts; on loopback far below.
+        assert!(p99 < 120_000.0, "{f:?}");
+        assert!(rate > 0.0, "throughput: {f:?}");
+        // At least the envelope itself crossed the wire once per member.
+        assert!(wire >= 100.0 && f[5].parse::<u64>().is_ok(), "wire bytes, a whole number: {f:?}");
+    }
+    // An update carries a seed per member and its acks follow: more bytes than a message.
+    let wire = |i: usize| rows[i][5].parse::<u64>().unwrap();
+    assert!(wire(2) > wire(3), "update vs message at 3 nodes: {rows:?}");
+}
+
+#[test]
+fn bench_net_refuses_a_group_of_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_dcgka")).args(["bench-net", "--nodes", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
 }

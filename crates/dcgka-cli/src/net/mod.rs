@@ -14,6 +14,7 @@
 //! printed just before a crash is printed again, with the same `id`, when the node starts
 //! again: consumers deduplicate by `id`.
 
+pub(crate) mod bench;
 mod commands;
 mod mailbox;
 mod output;
