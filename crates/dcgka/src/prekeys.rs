@@ -583,6 +583,16 @@ impl InMemoryPrekeyDirectory {
         }
     }
 
+    /// Whether a signed prekey of `ik` is held (a bundle can be handed out for it).
+    pub fn has_signed_prekey(&self, ik: &IdentityKey) -> bool {
+        self.entries.contains_key(ik)
+    }
+
+    /// The signed prekey held for `ik`, if any (it is public: anyone may pass it on).
+    pub fn signed_prekey(&self, ik: &IdentityKey) -> Option<&Signed<SignedPrekey>> {
+        self.entries.get(ik).map(|e| &e.0)
+    }
+
     /// One-time prekeys left in `ik`'s pool.
     pub fn remaining_one_time_prekeys(&self, ik: &IdentityKey) -> usize {
         self.entries.get(ik).map_or(0, |e| e.1.len())

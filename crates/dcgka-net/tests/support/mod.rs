@@ -256,6 +256,35 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Waits (on events, bounded by [`WAIT`]) until every node in `who` holds the bundles
+    /// of its fellow members of `gid` that it needs for a first contact, so that it can
+    /// update, remove and add while they are unreachable.
+    pub async fn until_bundles(&mut self, who: &[usize], gid: &GroupId) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut missing = Vec::new();
+            for i in who {
+                let m = self.nodes[*i].handle.missing_bundles(*gid).await.unwrap();
+                if !m.is_empty() {
+                    missing.push((self.nodes[*i].name.clone(), m));
+                }
+            }
+            if missing.is_empty() {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((i, e))) => {
+                    if let Some(n) = self.nodes.get_mut(i) {
+                        n.seen.record(&e);
+                    }
+                }
+                _ => panic!("timed out waiting for bundles: {missing:?} still missing"),
+            }
+        }
+    }
+}
+
 /// Whether every node in `who` lists exactly `n` members of `gid`, the same ones.
 pub fn same_members(c: &Cluster, who: &[usize], gid: &GroupId, n: usize) -> bool {
     let first = c.nodes[who[0]].seen.members.get(gid);
