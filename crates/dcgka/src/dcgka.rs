@@ -684,7 +684,7 @@ impl Dcgka {
         let mut out: Vec<IdentityKey> = self
             .view_me()
             .into_iter()
-            .filter(|p| *p != self.me && !self.sm.get(p).is_some_and(|s| !s.needs_bundle()))
+            .filter(|p| *p != self.me && self.sm.get(p).is_none_or(|s| s.needs_bundle()))
             .filter_map(|p| self.ik.get(&p).copied())
             .collect();
         out.sort();
