@@ -1141,9 +1141,11 @@ impl Node {
                             self.strike(source, format!("envelope dropped: {reason:?}"));
                             MessageAcceptance::Reject
                         }
-                        Some(Outcome::Accepted(_) | Outcome::Joined(_) | Outcome::Duplicate | Outcome::OwnEnvelope) => {
-                            MessageAcceptance::Accept
-                        }
+                        Some(Outcome::Accepted(_) | Outcome::Joined(_)) => MessageAcceptance::Accept,
+                        // Held already (by sync, or sent here): not forwarded, since this
+                        // node cannot tell a forged copy of a processed sequence number
+                        // from the genuine one without verifying it again; the peers
+                        // that lack it get it by sync.
                         _ => MessageAcceptance::Ignore,
                     };
                     let gaps = self.device.groups().any(|(_, g)| g.pending() > 0);
