@@ -13,7 +13,7 @@ use dcgka::IdentityKey;
 use dcgka::events::Event;
 use dcgka::group::GroupError;
 use dcgka::ids::{GroupId, MemberId};
-use dcgka::prekeys::{InMemoryPrekeyDirectory, PrekeyBundle, Signed, SignedPrekey};
+use dcgka::prekeys::{InMemoryPrekeyDirectory, NetworkAttestation, PrekeyBundle, Signed, SignedPrekey};
 use dcgka_device::{Device, DeviceError, Env, Handed, Outcome, Report, Transport};
 use dcgka_store::Store;
 use libp2p::futures::StreamExt;
@@ -375,6 +375,8 @@ struct Node {
     events: mpsc::UnboundedSender<NodeEvent>,
     /// Bundles fetched from peers, used by the next device call that needs them.
     prekeys: InMemoryPrekeyDirectory,
+    /// This device's identity's signature over its peer ID, for mailboxes.
+    attestation: NetworkAttestation,
     /// This device's current signed prekey (made at start).
     spk: Signed<SignedPrekey>,
     peers: BTreeMap<PeerId, PeerInfo>,
@@ -415,6 +417,7 @@ pub fn spawn(
     let identity = device.public_key();
     let agent = format!("{AGENT_DEVICE}{}", hex(&identity.0));
     let peer_id = key.public().to_peer_id();
+    let attestation = device.identity().attest_network_key(&peer_id.to_bytes());
     let mut swarm = build_swarm(key, agent, config.heartbeat)?;
     for addr in &config.listen {
         swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen(format!("{addr}: {e}")))?;
@@ -429,6 +432,7 @@ pub fn spawn(
         delivered: 0,
         events: ev_tx,
         prekeys: InMemoryPrekeyDirectory::new(),
+        attestation,
         spk,
         peers: BTreeMap::new(),
         whereabouts: BTreeMap::new(),
@@ -982,7 +986,7 @@ impl Node {
 
     fn serve_at(&mut self, peer: PeerId) {
         let gids: Vec<GroupId> = self.device.groups().map(|(g, _)| *g).collect();
-        let req = Request::Serve { gids, identity: self.device.public_key() };
+        let req = Request::Serve { gids, identity: self.device.public_key(), attestation: self.attestation };
         let rid = self.swarm.behaviour_mut().rr.send_request(&peer, req);
         self.outbound.insert(rid, Outbound::Serve(peer));
     }
