@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::NetError;
 use crate::behaviour::{AGENT_DEVICE, AGENT_MAILBOX, Behaviour, BehaviourEvent, build_swarm, topic};
 use crate::consts::{
-    DEFAULT_ACK_DELAY, DEFAULT_SYNC_INTERVAL, MAILBOX_PREKEY_STOCK, MAX_BUNDLES_PER_PEER, MAX_STRIKES,
+    DEFAULT_ACK_DELAY, DEFAULT_SYNC_INTERVAL, MAILBOX_PREKEY_STOCK, MAX_BUNDLES_PER_PEER, MAX_STRIKES, MAX_TOPICS,
     PREKEY_VALIDITY_SECS,
 };
 use crate::invite::{Invitation, hex, short_name};
@@ -53,6 +53,10 @@ pub struct NodeConfig {
     /// [`NodeHandle::consumed`] once it has handled them, and events not confirmed before
     /// a crash are handed over again, with the same number, when the node restarts.
     pub auto_consume: bool,
+    /// Groups the node runs (their gossip topics), at most [`MAX_TOPICS`]: beyond it a
+    /// create fails with [`NetError::TooManyGroups`], and a group joined beyond it is
+    /// reported with [`NodeEvent::Error`] and carried by sync alone.
+    pub max_groups: usize,
 }
 
 impl Default for NodeConfig {
@@ -64,6 +68,7 @@ impl Default for NodeConfig {
             ack_delay: DEFAULT_ACK_DELAY,
             heartbeat: Duration::from_millis(500),
             auto_consume: true,
+            max_groups: MAX_TOPICS,
         }
     }
 }
@@ -544,6 +549,13 @@ impl Node {
 
     fn subscribe(&mut self, gid: GroupId) {
         let t = topic(&gid);
+        if !self.topics.contains_key(&t.hash()) && self.topics.len() >= self.config.max_groups.min(MAX_TOPICS) {
+            self.emit(NodeEvent::Error(format!(
+                "group {gid} is beyond this node's {} groups: it is carried by sync alone",
+                self.topics.len()
+            )));
+            return;
+        }
         self.topics.insert(t.hash(), gid);
         if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&t) {
             self.emit(NodeEvent::Error(format!("cannot subscribe to group {gid}: {e}")));
@@ -701,6 +713,11 @@ impl Node {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Create(reply) => {
+                let max = self.config.max_groups.min(MAX_TOPICS);
+                if self.device.groups().count() >= max {
+                    let _ = reply.send(Err(NetError::TooManyGroups(max)));
+                    return;
+                }
                 let r = self.call(|d, env| d.create(env, &[]));
                 let _ = reply.send(match r {
                     Ok((gid, report)) => {

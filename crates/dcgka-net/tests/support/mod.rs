@@ -37,6 +37,8 @@ pub struct Seen {
     pub peers: BTreeSet<PeerId>,
     /// Mailboxes that hold this device's prekeys.
     pub stocked: BTreeSet<PeerId>,
+    /// Errors no command waited for.
+    pub errors: Vec<String>,
 }
 
 impl Seen {
@@ -65,6 +67,7 @@ impl Seen {
             NodeEvent::Disconnected(p) => {
                 self.peers.remove(p);
             }
+            NodeEvent::Error(e) => self.errors.push(e.clone()),
             _ => {}
         }
     }
@@ -115,6 +118,7 @@ pub fn config(peers: Vec<Multiaddr>) -> NodeConfig {
         ack_delay: Duration::from_millis(50),
         heartbeat: Duration::from_millis(200),
         auto_consume: true,
+        ..NodeConfig::default()
     }
 }
 
@@ -129,6 +133,14 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let i = self.nodes.len();
         self.launch(i, name, dir, config(peers)).await;
+        i
+    }
+
+    /// Starts a node in a fresh directory with configuration `cfg`; returns its index.
+    pub async fn start_with(&mut self, name: &str, cfg: NodeConfig) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let i = self.nodes.len();
+        self.launch(i, name, dir, cfg).await;
         i
     }
 
