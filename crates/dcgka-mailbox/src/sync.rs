@@ -42,7 +42,8 @@ impl Mailbox {
     ///   lists among its active `groups` (served here or not) is deleted instead: its
     ///   target has joined. The request's identity is not authenticated here: the network
     ///   layer must make sure the requester holds it (otherwise anyone could have another
-    ///   identity's Welcomes deleted, or read them, which reveals only ciphertext).
+    ///   identity's Welcomes deleted), and use [`Mailbox::answer_sync_guest`] when it
+    ///   cannot.
     /// - For each served group in `req.groups`, in arrival order: every envelope whose
     ///   last sequence number lies above the requester's head for its sender (0 if not
     ///   listed), except single envelopes listed in `buffered`. A first envelope (sender
@@ -55,6 +56,17 @@ impl Mailbox {
     /// Member IDs of senders the group holds envelopes of are learned from the request's
     /// heads (and kept), so that later first envelopes can be matched.
     pub fn answer_sync(&mut self, req: &SyncRequest) -> Result<SyncResponse, MailboxError> {
+        self.answer(req, true)
+    }
+
+    /// [`Mailbox::answer_sync`] for a requester whose identity is not established: the
+    /// same answer (Welcomes are ciphertext only their target can open), but no Welcome
+    /// is deleted, so that nobody can have another identity's Welcomes dropped.
+    pub fn answer_sync_guest(&mut self, req: &SyncRequest) -> Result<SyncResponse, MailboxError> {
+        self.answer(req, false)
+    }
+
+    fn answer(&mut self, req: &SyncRequest, authenticated: bool) -> Result<SyncResponse, MailboxError> {
         req.check()?;
         let limits = self.limits;
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -64,7 +76,7 @@ impl Mailbox {
                 active.push(g);
             }
         }
-        for g in &req.groups {
+        for g in req.groups.iter().filter(|_| authenticated) {
             tx.prepare_cached("DELETE FROM direct WHERE ik = ?1 AND gid = ?2")?
                 .execute(params![&req.identity.0[..], &g.gid.0[..]])?;
         }

@@ -262,6 +262,29 @@ fn a_welcome_is_offered_until_its_target_lists_the_group() {
 }
 
 #[test]
+fn a_guest_claiming_the_target_identity_cannot_have_its_welcome_deleted() {
+    let mut s = Scenario::build(6);
+    let mut mb = Mailbox::open_in_memory().unwrap();
+    s.fill(&mut mb);
+    let d_ik = s.ik(3);
+    let before = s.world.devs[3].sync_request();
+    let resp = mb.answer_sync(&before).unwrap();
+    let r = s.world.call(3, |d, env| d.apply_sync(env, &resp));
+    assert_eq!(r.joined, vec![s.gid]);
+    // Anyone can send D's request (it is not secret); from a peer not known to speak for
+    // D it is answered the same, but the Welcome stays.
+    let after = s.world.devs[3].sync_request();
+    let guest = mb.answer_sync_guest(&after).unwrap();
+    assert!(!guest.envelopes.is_empty());
+    assert_eq!(guest.welcomes.len(), 1, "still offered: only D can open it");
+    assert_eq!(mb.usage().unwrap().identity(&d_ik).unwrap().directs, 1, "kept for a guest's claim");
+    // The same request from D itself deletes it.
+    let own = mb.answer_sync(&after).unwrap();
+    assert_eq!((own.envelopes, own.welcomes.len()), (guest.envelopes, 0));
+    assert_eq!(mb.usage().unwrap().directs(), 0);
+}
+
+#[test]
 fn a_create_is_offered_to_an_initial_member_that_never_held_the_group() {
     let mut w = World::new(3, 7);
     w.offline.insert(2);

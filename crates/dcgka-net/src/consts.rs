@@ -51,3 +51,7 @@ pub const PREKEY_VALIDITY_SECS: u64 = 30 * 24 * 3600;
 
 /// One-time prekeys a device keeps stocked at each mailbox.
 pub const MAILBOX_PREKEY_STOCK: usize = 16;
+
+/// Bundle requests a node keeps in flight ahead of first contacts with fellow members
+/// (the rest wait for the next tick), so joining a large group does not flood the peers.
+pub const MAX_PREFETCHES: usize = 64;

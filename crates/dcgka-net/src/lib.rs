@@ -74,6 +74,10 @@ pub enum NetError {
     /// answered with a valid one.
     #[error("no prekey bundle of {0} is reachable: it is offline and no mailbox holds its prekeys")]
     NoBundle(String),
+    /// The node runs as many groups as it may ([`NodeConfig::max_groups`], at most
+    /// [`consts::MAX_TOPICS`]): it creates no other.
+    #[error("this node runs {0} groups, its maximum")]
+    TooManyGroups(usize),
     /// No group of this device has this ID (or prefix).
     #[error("no group {0}")]
     UnknownGroup(String),

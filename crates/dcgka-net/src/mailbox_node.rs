@@ -54,6 +54,9 @@ struct MailboxNode {
     topics: BTreeMap<TopicHash, GroupId>,
     strikes: Strikes,
     connected: BTreeMap<PeerId, Vec<libp2p::Multiaddr>>,
+    /// Connected peers that proved which identity they speak for (by a signature of that
+    /// identity over their peer ID, in their serve request).
+    attested: BTreeMap<PeerId, dcgka::IdentityKey>,
 }
 
 /// Starts a mailbox node on the current tokio runtime. Its events are those of
@@ -79,6 +82,7 @@ pub fn spawn_mailbox(
         topics: BTreeMap::new(),
         strikes: Strikes::default(),
         connected: BTreeMap::new(),
+        attested: BTreeMap::new(),
     };
     match node.mailbox.served() {
         Ok(gids) => {
@@ -158,6 +162,7 @@ impl MailboxNode {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.connected.remove(&peer_id);
+                self.attested.remove(&peer_id);
                 self.emit(NodeEvent::Disconnected(peer_id));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
@@ -202,7 +207,13 @@ impl MailboxNode {
     fn on_request(&mut self, peer: PeerId, request: Request, channel: ResponseChannel<Response>) {
         let now = unix_now();
         let resp = match request {
-            Request::Sync(req) => match self.mailbox.answer_sync(&req) {
+            // Only a peer that proved it speaks for the request's identity may have that
+            // identity's Welcomes deleted.
+            Request::Sync(req) => match if self.attested.get(&peer) == Some(&req.identity) {
+                self.mailbox.answer_sync(&req)
+            } else {
+                self.mailbox.answer_sync_guest(&req)
+            } {
                 Ok(page) => Response::Sync(page),
                 Err(e) => Response::Refused(e.to_string()),
             },
@@ -218,7 +229,15 @@ impl MailboxNode {
                 Ok(b) => Response::Bundle(b.map(Box::new)),
                 Err(e) => Response::Refused(e.to_string()),
             },
-            Request::Serve { gids, identity } => self.serve(gids, &identity),
+            Request::Serve { gids, identity, attestation } => {
+                if attestation.verify(&identity, &peer.to_bytes()).is_ok() {
+                    self.attested.insert(peer, identity);
+                    self.serve(gids, &identity)
+                } else {
+                    self.strike(peer, "a serve request with a false attestation".into());
+                    Response::Refused("attestation".into())
+                }
+            }
             Request::Deposit { gid, envelopes } => {
                 let mut stored = 0;
                 let mut refused = None;

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dcgka::IdentityKey;
 use dcgka::events::Event;
+use dcgka::group::GroupError;
 use dcgka::ids::{GroupId, MemberId};
-use dcgka::prekeys::{InMemoryPrekeyDirectory, PrekeyBundle, Signed, SignedPrekey};
+use dcgka::prekeys::{InMemoryPrekeyDirectory, NetworkAttestation, PrekeyBundle, Signed, SignedPrekey};
 use dcgka_device::{Device, DeviceError, Env, Handed, Outcome, Report, Transport};
 use dcgka_store::Store;
 use libp2p::futures::StreamExt;
@@ -28,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::NetError;
 use crate::behaviour::{AGENT_DEVICE, AGENT_MAILBOX, Behaviour, BehaviourEvent, build_swarm, topic};
 use crate::consts::{
-    DEFAULT_ACK_DELAY, DEFAULT_SYNC_INTERVAL, MAILBOX_PREKEY_STOCK, MAX_BUNDLES_PER_PEER, MAX_STRIKES,
+    DEFAULT_ACK_DELAY, DEFAULT_SYNC_INTERVAL, MAILBOX_PREKEY_STOCK, MAX_BUNDLES_PER_PEER, MAX_STRIKES, MAX_TOPICS,
     PREKEY_VALIDITY_SECS,
 };
 use crate::invite::{Invitation, hex, short_name};
@@ -52,6 +53,10 @@ pub struct NodeConfig {
     /// [`NodeHandle::consumed`] once it has handled them, and events not confirmed before
     /// a crash are handed over again, with the same number, when the node restarts.
     pub auto_consume: bool,
+    /// Groups the node runs (their gossip topics), at most [`MAX_TOPICS`]: beyond it a
+    /// create fails with [`NetError::TooManyGroups`], and a group joined beyond it is
+    /// reported with [`NodeEvent::Error`] and carried by sync alone.
+    pub max_groups: usize,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +68,7 @@ impl Default for NodeConfig {
             ack_delay: DEFAULT_ACK_DELAY,
             heartbeat: Duration::from_millis(500),
             auto_consume: true,
+            max_groups: MAX_TOPICS,
         }
     }
 }
@@ -164,6 +170,11 @@ pub enum NodeEvent {
         /// How many.
         envelopes: usize,
     },
+    /// The prekey bundle of a fellow member arrived, ahead of a first contact with it.
+    Bundle {
+        /// The member's short name.
+        name: String,
+    },
     /// Something failed that no command was waiting for.
     Error(String),
 }
@@ -178,6 +189,7 @@ enum Command {
     Update(GroupId, Reply<()>),
     Send(GroupId, Vec<u8>, Reply<()>),
     Members(GroupId, Reply<Vec<Member>>),
+    MissingBundles(GroupId, Reply<Vec<String>>),
     Groups(Reply<Vec<GroupId>>),
     Invitation(Reply<Invitation>),
     Dial(Multiaddr, Reply<()>),
@@ -256,6 +268,14 @@ impl NodeHandle {
         self.ask(|r| Command::Members(gid, r)).await
     }
 
+    /// The short names of the members of `gid` to whom this device's next two-party
+    /// message is a first contact and whose prekey bundle it does not hold yet: an update,
+    /// remove or add in `gid` fails with [`NetError::NoBundle`] while one of them is
+    /// unreachable. The node fetches these whenever they are connected.
+    pub async fn missing_bundles(&self, gid: GroupId) -> Result<Vec<String>, NetError> {
+        self.ask(|r| Command::MissingBundles(gid, r)).await
+    }
+
     /// The groups in which this device has a live instance.
     pub async fn groups(&self) -> Result<Vec<GroupId>, NetError> {
         self.ask(Command::Groups).await
@@ -332,6 +352,8 @@ enum Outbound {
     Bundle(u64),
     Serve(PeerId),
     Stock(PeerId, usize),
+    /// A bundle fetched ahead of a first contact with a fellow member.
+    Prefetch(IdentityKey),
     Other,
 }
 
@@ -358,6 +380,8 @@ struct Node {
     events: mpsc::UnboundedSender<NodeEvent>,
     /// Bundles fetched from peers, used by the next device call that needs them.
     prekeys: InMemoryPrekeyDirectory,
+    /// This device's identity's signature over its peer ID, for mailboxes.
+    attestation: NetworkAttestation,
     /// This device's current signed prekey (made at start).
     spk: Signed<SignedPrekey>,
     peers: BTreeMap<PeerId, PeerInfo>,
@@ -373,6 +397,10 @@ struct Node {
     direct_in_flight: BTreeSet<u64>,
     adds: BTreeMap<u64, PendingAdd>,
     next_add: u64,
+    /// Fellow members whose bundles are being fetched ahead of a first contact.
+    prefetching: BTreeSet<IdentityKey>,
+    /// Turns through the peers asked for bundles of members that are not connected.
+    prefetch_round: usize,
     strikes: Strikes,
     bundles_given: BTreeMap<PeerId, u32>,
     ack_due: Option<tokio::time::Instant>,
@@ -394,6 +422,7 @@ pub fn spawn(
     let identity = device.public_key();
     let agent = format!("{AGENT_DEVICE}{}", hex(&identity.0));
     let peer_id = key.public().to_peer_id();
+    let attestation = device.identity().attest_network_key(&peer_id.to_bytes());
     let mut swarm = build_swarm(key, agent, config.heartbeat)?;
     for addr in &config.listen {
         swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen(format!("{addr}: {e}")))?;
@@ -408,6 +437,7 @@ pub fn spawn(
         delivered: 0,
         events: ev_tx,
         prekeys: InMemoryPrekeyDirectory::new(),
+        attestation,
         spk,
         peers: BTreeMap::new(),
         whereabouts: BTreeMap::new(),
@@ -418,6 +448,8 @@ pub fn spawn(
         direct_in_flight: BTreeSet::new(),
         adds: BTreeMap::new(),
         next_add: 0,
+        prefetching: BTreeSet::new(),
+        prefetch_round: 0,
         strikes: Strikes::default(),
         bundles_given: BTreeMap::new(),
         ack_due: None,
@@ -517,6 +549,13 @@ impl Node {
 
     fn subscribe(&mut self, gid: GroupId) {
         let t = topic(&gid);
+        if !self.topics.contains_key(&t.hash()) && self.topics.len() >= self.config.max_groups.min(MAX_TOPICS) {
+            self.emit(NodeEvent::Error(format!(
+                "group {gid} is beyond this node's {} groups: it is carried by sync alone",
+                self.topics.len()
+            )));
+            return;
+        }
         self.topics.insert(t.hash(), gid);
         if let Err(e) = self.swarm.behaviour_mut().gossipsub.subscribe(&t) {
             self.emit(NodeEvent::Error(format!("cannot subscribe to group {gid}: {e}")));
@@ -565,10 +604,14 @@ impl Node {
         for gid in &report.joined {
             self.subscribe(*gid);
         }
+        let changed = !membership.is_empty();
         for gid in membership {
             if let Ok(members) = self.members(&gid) {
                 self.emit(NodeEvent::Members { gid, members });
             }
+        }
+        if changed {
+            self.prefetch_bundles();
         }
         for (gid, e) in report.errors {
             tracing::debug!("group {gid:?}: {e}");
@@ -670,6 +713,11 @@ impl Node {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Create(reply) => {
+                let max = self.config.max_groups.min(MAX_TOPICS);
+                if self.device.groups().count() >= max {
+                    let _ = reply.send(Err(NetError::TooManyGroups(max)));
+                    return;
+                }
                 let r = self.call(|d, env| d.create(env, &[]));
                 let _ = reply.send(match r {
                     Ok((gid, report)) => {
@@ -689,14 +737,30 @@ impl Node {
             }
             Command::Update(gid, reply) => {
                 let r = self.call(|d, env| d.update(env, &gid)).map(|rep| self.after(rep));
-                let _ = reply.send(r.map_err(Into::into));
+                let r = r.map_err(|e| self.op_error(e));
+                let _ = reply.send(r);
             }
             Command::Send(gid, text, reply) => {
+                // With a heal pending, the send updates first, and may need bundles.
                 let r = self.call(|d, env| d.send(env, &gid, &text)).map(|rep| self.after(rep));
-                let _ = reply.send(r.map_err(Into::into));
+                let r = r.map_err(|e| self.op_error(e));
+                let _ = reply.send(r);
             }
             Command::Members(gid, reply) => {
                 let _ = reply.send(self.members(&gid));
+            }
+            Command::MissingBundles(gid, reply) => {
+                let me = self.device.public_key();
+                let r = match self.device.group(&gid) {
+                    Some(g) => Ok(g
+                        .first_contacts()
+                        .into_iter()
+                        .filter(|ik| *ik != me && !self.prekeys.has_signed_prekey(ik))
+                        .map(|ik| short_name(&ik))
+                        .collect()),
+                    None => Err(NetError::UnknownGroup(hex(gid.as_bytes()))),
+                };
+                let _ = reply.send(r);
             }
             Command::Groups(reply) => {
                 let _ = reply.send(Ok(self.device.groups().map(|(g, _)| *g).collect()));
@@ -781,7 +845,7 @@ impl Node {
             [] => return Err(NetError::UnknownMember(name.to_string())),
             _ => return Err(NetError::AmbiguousMember(name.to_string())),
         };
-        let report = self.call(|d, env| d.remove(env, &gid, target))?;
+        let report = self.call(|d, env| d.remove(env, &gid, target)).map_err(|e| self.op_error(e))?;
         self.after(report);
         Ok(())
     }
@@ -841,8 +905,24 @@ impl Node {
                 self.after(report);
                 Ok(())
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(self.op_error(e)),
         });
+    }
+
+    /// The error of a failed update, remove or add: one for want of a fellow member's
+    /// bundle says whose, and starts fetching it.
+    fn op_error(&mut self, e: DeviceError) -> NetError {
+        let missing = match &e {
+            DeviceError::Group { error: GroupError::MissingPrekeyBundle(ik), .. } => Some(*ik),
+            _ => None,
+        };
+        match missing {
+            Some(ik) => {
+                self.prefetch_bundles();
+                NetError::NoBundle(short_name(&ik))
+            }
+            None => e.into(),
+        }
     }
 
     /// A group stopped for want of a bundle: ask where the identity may be found, then
@@ -856,6 +936,38 @@ impl Node {
             let rid =
                 self.swarm.behaviour_mut().rr.send_request_with_addresses(&peer, Request::Bundle { of: ik }, addrs);
             self.outbound.insert(rid, Outbound::Other);
+        }
+    }
+
+    /// Fetches, from the devices themselves while they are connected (or else from a
+    /// connected mailbox), the bundles of fellow members to whom this device's next
+    /// two-party message is a first contact, so that an update, remove or add made later,
+    /// perhaps while they are unreachable, does not stop for want of them.
+    fn prefetch_bundles(&mut self) {
+        let me = self.device.public_key();
+        let mut wanted = BTreeSet::new();
+        for (_, g) in self.device.groups() {
+            wanted.extend(g.first_contacts());
+        }
+        wanted.remove(&me);
+        // Connected mailboxes first, then connected devices (which pass on the signed
+        // prekeys they hold); each round asks the next one.
+        let mut others: Vec<PeerId> = self.mailboxes.keys().filter(|p| self.peers.contains_key(p)).copied().collect();
+        others.extend(self.peers.iter().filter(|(_, i)| i.identity.is_some()).map(|(p, _)| *p));
+        self.prefetch_round = self.prefetch_round.wrapping_add(1);
+        for ik in wanted {
+            if self.prekeys.has_signed_prekey(&ik) || self.prefetching.contains(&ik) {
+                continue;
+            }
+            if self.prefetching.len() >= crate::consts::MAX_PREFETCHES {
+                break;
+            }
+            let device = self.peers.iter().find(|(_, i)| i.identity == Some(ik)).map(|(p, _)| *p);
+            let other = (!others.is_empty()).then(|| others[self.prefetch_round % others.len()]);
+            let Some(peer) = device.or(other) else { continue };
+            let rid = self.swarm.behaviour_mut().rr.send_request(&peer, Request::Bundle { of: ik });
+            self.outbound.insert(rid, Outbound::Prefetch(ik));
+            self.prefetching.insert(ik);
         }
     }
 
@@ -891,7 +1003,7 @@ impl Node {
 
     fn serve_at(&mut self, peer: PeerId) {
         let gids: Vec<GroupId> = self.device.groups().map(|(g, _)| *g).collect();
-        let req = Request::Serve { gids, identity: self.device.public_key() };
+        let req = Request::Serve { gids, identity: self.device.public_key(), attestation: self.attestation };
         let rid = self.swarm.behaviour_mut().rr.send_request(&peer, req);
         self.outbound.insert(rid, Outbound::Serve(peer));
     }
@@ -957,6 +1069,7 @@ impl Node {
         }
         self.sync_all();
         self.flush();
+        self.prefetch_bundles();
         // Retention (§5.7): erase what is kept for members away too long.
         let gids: Vec<GroupId> = self.device.groups().map(|(g, _)| *g).collect();
         for gid in gids {
@@ -1031,8 +1144,10 @@ impl Node {
         } else if let Some(ik) = info.agent_version.strip_prefix(AGENT_DEVICE).and_then(crate::datadir::parse_hex_key) {
             entry.identity = Some(ik);
             self.whereabouts.insert(ik, (peer, listen));
-            // Welcomes waiting for this device can go now.
+            // Welcomes waiting for this device can go now, and its bundle be fetched
+            // while it is here.
             self.flush();
+            self.prefetch_bundles();
         }
     }
 
@@ -1047,9 +1162,11 @@ impl Node {
                             self.strike(source, format!("envelope dropped: {reason:?}"));
                             MessageAcceptance::Reject
                         }
-                        Some(Outcome::Accepted(_) | Outcome::Joined(_) | Outcome::Duplicate | Outcome::OwnEnvelope) => {
-                            MessageAcceptance::Accept
-                        }
+                        Some(Outcome::Accepted(_) | Outcome::Joined(_)) => MessageAcceptance::Accept,
+                        // Held already (by sync, or sent here): not forwarded, since this
+                        // node cannot tell a forged copy of a processed sequence number
+                        // from the genuine one without verifying it again; the peers
+                        // that lack it get it by sync.
                         _ => MessageAcceptance::Ignore,
                     };
                     let gaps = self.device.groups().any(|(_, g)| g.pending() > 0);
@@ -1097,6 +1214,9 @@ impl Node {
                         }
                     }
                     Some(Outbound::Bundle(id)) => self.try_next_source(id),
+                    Some(Outbound::Prefetch(ik)) => {
+                        self.prefetching.remove(&ik);
+                    }
                     _ => {}
                 }
             }
@@ -1133,7 +1253,14 @@ impl Node {
             Request::Bundle { of } if of == self.device.public_key() => {
                 Response::Bundle(Some(Box::new(self.hand_out(peer))))
             }
-            Request::Bundle { .. } => Response::Bundle(None),
+            // A fellow member's signed prekey fetched earlier is passed on (signed by its
+            // owner, so the asker checks it): members that never meet still find each
+            // other's bundles. One-time prekeys are never passed on.
+            Request::Bundle { of } => Response::Bundle(
+                self.prekeys
+                    .signed_prekey(&of)
+                    .map(|spk| Box::new(PrekeyBundle { signed_prekey: spk.clone(), one_time_prekey: None })),
+            ),
             Request::Serve { .. } | Request::Deposit { .. } | Request::Stock { .. } => {
                 Response::Refused("not a mailbox".into())
             }
@@ -1202,6 +1329,21 @@ impl Node {
             (Some(Outbound::Serve(p)), Response::Heads { groups, stock }) => self.mailbox_heads(p, groups, stock),
             (Some(Outbound::Stock(mailbox, one_time_prekeys)), Response::Done) => {
                 self.emit(NodeEvent::Stocked { mailbox, one_time_prekeys });
+            }
+            (Some(Outbound::Prefetch(ik)), Response::Bundle(Some(b))) => {
+                self.prefetching.remove(&ik);
+                if b.signed_prekey.value.ik == ik && b.verify(&ik, unix_now()).is_ok() {
+                    self.prekeys.publish_signed_prekey(b.signed_prekey);
+                    if let Some(o) = b.one_time_prekey {
+                        self.prekeys.publish_one_time_prekeys(vec![o]);
+                    }
+                    self.emit(NodeEvent::Bundle { name: short_name(&ik) });
+                } else {
+                    self.strike(peer, "a bundle that is not the one asked for".into());
+                }
+            }
+            (Some(Outbound::Prefetch(ik)), _) => {
+                self.prefetching.remove(&ik);
             }
             (Some(Outbound::Other), Response::Bundle(Some(b))) => {
                 // A bundle for a group that stopped for want of it.

@@ -6,7 +6,7 @@
 use dcgka::IdentityKey;
 use dcgka::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use dcgka::ids::GroupId;
-use dcgka::prekeys::{OneTimePrekey, PrekeyBundle, Signed, SignedPrekey};
+use dcgka::prekeys::{NetworkAttestation, OneTimePrekey, PrekeyBundle, Signed, SignedPrekey};
 use dcgka_device::{SyncRequest, SyncResponse};
 use libp2p::StreamProtocol;
 use libp2p::futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -46,6 +46,10 @@ pub enum Request {
         gids: Vec<GroupId>,
         /// The requester's identity (the answer reports its prekey stock).
         identity: IdentityKey,
+        /// `identity`'s signature over the requester's peer ID: with it, the mailbox
+        /// trusts this peer's sync requests as that identity's (and deletes the Welcomes
+        /// they show were used).
+        attestation: NetworkAttestation,
     },
     /// Mailbox: keep these envelopes of `gid` (what it lacked).
     Deposit {
@@ -121,10 +125,11 @@ impl Encode for Request {
                 w.u8(3);
                 w.raw(&of.0);
             }
-            Request::Serve { gids, identity } => {
+            Request::Serve { gids, identity, attestation } => {
                 w.u8(4);
                 w.list(gids, |w, g| w.raw(g.as_bytes()));
                 w.raw(&identity.0);
+                w.raw(&attestation.0);
             }
             Request::Deposit { gid, envelopes } => {
                 w.u8(5);
@@ -158,7 +163,8 @@ impl Decode for Request {
                 if gids.len() > MAX_DEPOSIT_ITEMS {
                     return Err(DecodeError::InvalidField("too many groups"));
                 }
-                Request::Serve { gids, identity: dcgka::VerifyingKey(r.array()?) }
+                let identity = dcgka::VerifyingKey(r.array()?);
+                Request::Serve { gids, identity, attestation: NetworkAttestation(r.array()?) }
             }
             5 => {
                 let gid = GroupId(r.array()?);

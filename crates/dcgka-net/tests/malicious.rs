@@ -79,12 +79,14 @@ enum Order {
     Frame(PeerId, Vec<u8>),
 }
 
+/// The attacker's controls: orders in; envelopes seen, peers subscribed, and a note on
+/// each new sighting out.
+type Controls =
+    (mpsc::UnboundedSender<Order>, Arc<Mutex<Vec<Vec<u8>>>>, Arc<Mutex<usize>>, mpsc::UnboundedReceiver<()>);
+
 /// Runs the attacker: dials `peers`, subscribes to `t`, records the envelopes it sees
 /// and the peers subscribed, and carries out orders.
-fn spawn_attacker(
-    peers: Vec<Multiaddr>,
-    t: IdentTopic,
-) -> (mpsc::UnboundedSender<Order>, Arc<Mutex<Vec<Vec<u8>>>>, Arc<Mutex<usize>>, mpsc::UnboundedReceiver<()>) {
+fn spawn_attacker(peers: Vec<Multiaddr>, t: IdentTopic) -> Controls {
     let cfg = gossipsub::ConfigBuilder::default()
         .max_transmit_size(2 * MAX_GOSSIP_BYTES)
         .heartbeat_interval(Duration::from_millis(200))

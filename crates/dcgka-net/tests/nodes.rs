@@ -99,3 +99,31 @@ async fn five_nodes_create_chat_add_and_remove() {
         c.stop(i).await;
     }
 }
+
+/// The groups a node runs are bounded: beyond its maximum it creates none, and a group it
+/// joins beyond it has no gossip topic but is carried by sync.
+#[tokio::test]
+async fn a_node_beyond_its_maximum_of_groups_creates_none_and_syncs_the_ones_it_joins() {
+    let mut c = Cluster::new();
+    let a = c.start_with("A", dcgka_net::NodeConfig { max_groups: 2, ..support::config(Vec::new()) }).await;
+    let b = c.start("B", vec![c.nodes[a].addr.clone()]).await;
+    let first = c.nodes[a].handle.create().await.unwrap();
+    c.nodes[a].handle.create().await.unwrap();
+    let third = c.nodes[a].handle.create().await;
+    assert!(matches!(third, Err(dcgka_net::NetError::TooManyGroups(2))), "{third:?}");
+    assert_eq!(c.nodes[a].handle.groups().await.unwrap().len(), 2);
+    assert!(c.nodes[a].handle.groups().await.unwrap().contains(&first));
+
+    // B adds A to a third group: A joins, has no topic for it, and reads it by sync.
+    let gid = c.nodes[b].handle.create().await.unwrap();
+    let inv = c.nodes[a].invitation().await;
+    c.nodes[b].handle.add(gid, inv).await.unwrap();
+    c.until("A joined the third group", |c| same_members(c, &[a, b], &gid, 2)).await;
+    assert!(c.nodes[a].seen.errors.iter().any(|e| e.contains("carried by sync alone")), "{:?}", c.nodes[a].seen.errors);
+    c.nodes[b].handle.send(gid, b"by sync").await.unwrap();
+    c.until("A read B's message by sync", |c| c.nodes[a].seen.texts(&gid) == ["by sync"]).await;
+    assert_eq!(c.nodes[a].handle.groups().await.unwrap().len(), 3);
+    for i in [a, b] {
+        c.stop(i).await;
+    }
+}

@@ -27,6 +27,9 @@ async fn both_sides_of_a_partition_add_remove_chat_and_converge() {
     }
     c.until("five members everywhere", |c| same_members(c, &[a, b, cc, d, e], &gid, 5)).await;
 
+    // Every device holds what it needs to write to every other on its own.
+    c.until_bundles(&[a, b, cc, d, e], &gid).await;
+
     // Split {A, B, C} | {D, E}.
     let (left, right) = ([a, b, cc], [d, e]);
     for x in left {
@@ -93,6 +96,8 @@ async fn both_sides_of_a_partition_add_remove_chat_and_converge() {
         must.iter().all(|(t, who)| who.iter().all(|i| read(c, *i, &gid, t)))
     })
     .await;
+    // Members that never met (F and G) find each other's bundles through the others.
+    c.until_bundles(&finals, &gid).await;
     // After the heal everyone writes once and everyone else reads it.
     for i in finals {
         let t = format!("healed: {}", c.nodes[i].name);

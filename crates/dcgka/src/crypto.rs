@@ -83,6 +83,9 @@ pub mod labels {
     pub const ENVELOPE_HASH: &str = "envelope-hash";
     /// Digest of a seed's recipient set.
     pub const RECIPIENTS_DIGEST: &str = "recipients-digest";
+    /// An identity's signature over a network key it speaks through
+    /// ([`crate::prekeys::NetworkAttestation`]).
+    pub const SIG_NETWORK_KEY: &str = "sig-network-key";
 }
 
 /// Errors of the cryptographic layer.

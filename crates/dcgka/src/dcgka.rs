@@ -678,6 +678,20 @@ impl Dcgka {
         .collect()
     }
 
+    /// The identity keys of the members of my view (me excluded) with no two-party session
+    /// that can send without a bundle, each once.
+    pub(crate) fn first_contacts(&self) -> Vec<IdentityKey> {
+        let mut out: Vec<IdentityKey> = self
+            .view_me()
+            .into_iter()
+            .filter(|p| *p != self.me && self.sm.get(p).is_none_or(|s| s.needs_bundle()))
+            .filter_map(|p| self.ik.get(&p).copied())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Fetches and verifies the bundle of every listed peer that needs a first contact.
     /// Nothing changes on failure.
     fn prefetch<R: CryptoRng>(

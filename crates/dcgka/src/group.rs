@@ -162,6 +162,14 @@ impl Group {
         self.d.ik.get(id).copied()
     }
 
+    /// The identity keys of the current members to whom my next two-party message is a
+    /// first contact: an update, remove or add in this group needs their prekey bundles
+    /// (and fails with [`GroupError::MissingPrekeyBundle`] without them). A networked
+    /// application fetches these while the members are reachable.
+    pub fn first_contacts(&self) -> Vec<IdentityKey> {
+        self.d.first_contacts()
+    }
+
     /// `member-view(id)` as this member knows it.
     pub fn member_view(&self, id: &MemberId) -> BTreeSet<MemberId> {
         self.d.member_view(id)

@@ -13,13 +13,14 @@
 mod state;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
 
 use rand_core::CryptoRng;
 use zeroize::Zeroizing;
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::consts::{MAX_ONE_TIME_PREKEYS, PREKEY_GRACE, PREKEY_MIN_REMAINING, PREKEY_SKEW, SUITE_ID};
-use crate::crypto::{IdentityKey, Signature, SigningSecret, X25519Public, X25519Secret, labels};
+use crate::crypto::{CryptoError, IdentityKey, Signature, SigningSecret, X25519Public, X25519Secret, labels};
 use crate::snapshot::{SnapshotError, SnapshotKind, StateReader, StateWriter};
 
 /// Identifier of a signed prekey, unique per identity.
@@ -402,6 +403,25 @@ impl KeyStore {
     }
 }
 
+/// An identity's signature over a network key ([`Identity::attest_network_key`]), so that
+/// a peer that authenticated the network key (Noise does) knows which identity it talks
+/// to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct NetworkAttestation(pub [u8; 64]);
+
+impl NetworkAttestation {
+    /// Checks that `ik` signed `network_key`.
+    pub fn verify(&self, ik: &IdentityKey, network_key: &[u8]) -> Result<(), CryptoError> {
+        ik.verify(labels::SIG_NETWORK_KEY, &[network_key], &Signature(self.0))
+    }
+}
+
+impl fmt::Debug for NetworkAttestation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NetworkAttestation({:02x}{:02x}{:02x}{:02x}…)", self.0[0], self.0[1], self.0[2], self.0[3])
+    }
+}
+
 /// A device's long-term identity: the Ed25519 key pair and its [`KeyStore`].
 #[derive(Clone, Debug)]
 pub struct Identity {
@@ -423,6 +443,14 @@ impl Identity {
     /// The identity signing key (signs prekeys, Welcomes and first envelopes only).
     pub fn signing_key(&self) -> &SigningSecret {
         &self.signing
+    }
+
+    /// Signs `network_key` (the bytes of a transport's public key, e.g. a libp2p peer
+    /// ID): a statement that this identity speaks through it, which a peer holding only
+    /// the public keys can check ([`NetworkAttestation::verify`]). The signature is domain
+    /// separated from every signature the protocol makes.
+    pub fn attest_network_key(&self, network_key: &[u8]) -> NetworkAttestation {
+        NetworkAttestation(self.signing.sign(labels::SIG_NETWORK_KEY, &[network_key]).0)
     }
 
     /// The key store.
@@ -583,6 +611,16 @@ impl InMemoryPrekeyDirectory {
         }
     }
 
+    /// Whether a signed prekey of `ik` is held (a bundle can be handed out for it).
+    pub fn has_signed_prekey(&self, ik: &IdentityKey) -> bool {
+        self.entries.contains_key(ik)
+    }
+
+    /// The signed prekey held for `ik`, if any (it is public: anyone may pass it on).
+    pub fn signed_prekey(&self, ik: &IdentityKey) -> Option<&Signed<SignedPrekey>> {
+        self.entries.get(ik).map(|e| &e.0)
+    }
+
     /// One-time prekeys left in `ik`'s pool.
     pub fn remaining_one_time_prekeys(&self, ik: &IdentityKey) -> usize {
         self.entries.get(ik).map_or(0, |e| e.1.len())
@@ -681,5 +719,21 @@ mod tests {
         let seed = id.signing_key().to_bytes();
         let hex: String = seed.iter().map(|b| format!("{b:02x}")).collect();
         assert!(!s.contains(&hex[..16]));
+    }
+
+    #[test]
+    fn a_network_attestation_binds_one_identity_to_one_network_key() {
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let (alice, mallory) = (Identity::generate(&mut rng), Identity::generate(&mut rng));
+        let att = alice.attest_network_key(b"peer-a");
+        assert_eq!(att.verify(&alice.public_key(), b"peer-a"), Ok(()));
+        // Another network key, another identity, or another signer: refused.
+        assert!(att.verify(&alice.public_key(), b"peer-m").is_err());
+        assert!(att.verify(&mallory.public_key(), b"peer-a").is_err());
+        assert!(mallory.attest_network_key(b"peer-a").verify(&alice.public_key(), b"peer-a").is_err());
+        // It is no signed prekey: the labels differ.
+        let mut bytes = att.0;
+        bytes[0] ^= 1;
+        assert!(NetworkAttestation(bytes).verify(&alice.public_key(), b"peer-a").is_err());
     }
 }

@@ -37,6 +37,8 @@ pub struct Seen {
     pub peers: BTreeSet<PeerId>,
     /// Mailboxes that hold this device's prekeys.
     pub stocked: BTreeSet<PeerId>,
+    /// Errors no command waited for.
+    pub errors: Vec<String>,
 }
 
 impl Seen {
@@ -65,6 +67,7 @@ impl Seen {
             NodeEvent::Disconnected(p) => {
                 self.peers.remove(p);
             }
+            NodeEvent::Error(e) => self.errors.push(e.clone()),
             _ => {}
         }
     }
@@ -115,6 +118,7 @@ pub fn config(peers: Vec<Multiaddr>) -> NodeConfig {
         ack_delay: Duration::from_millis(50),
         heartbeat: Duration::from_millis(200),
         auto_consume: true,
+        ..NodeConfig::default()
     }
 }
 
@@ -129,6 +133,14 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let i = self.nodes.len();
         self.launch(i, name, dir, config(peers)).await;
+        i
+    }
+
+    /// Starts a node in a fresh directory with configuration `cfg`; returns its index.
+    pub async fn start_with(&mut self, name: &str, cfg: NodeConfig) -> usize {
+        let dir = tempfile::tempdir().unwrap();
+        let i = self.nodes.len();
+        self.launch(i, name, dir, cfg).await;
         i
     }
 
@@ -251,6 +263,35 @@ impl Cluster {
                         .collect();
                     panic!("timed out waiting for {what}: {state:#?}");
                 }
+            }
+        }
+    }
+}
+
+impl Cluster {
+    /// Waits (on events, bounded by [`WAIT`]) until every node in `who` holds the bundles
+    /// of its fellow members of `gid` that it needs for a first contact, so that it can
+    /// update, remove and add while they are unreachable.
+    pub async fn until_bundles(&mut self, who: &[usize], gid: &GroupId) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut missing = Vec::new();
+            for i in who {
+                let m = self.nodes[*i].handle.missing_bundles(*gid).await.unwrap();
+                if !m.is_empty() {
+                    missing.push((self.nodes[*i].name.clone(), m));
+                }
+            }
+            if missing.is_empty() {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((i, e))) => {
+                    if let Some(n) = self.nodes.get_mut(i) {
+                        n.seen.record(&e);
+                    }
+                }
+                _ => panic!("timed out waiting for bundles: {missing:?} still missing"),
             }
         }
     }
