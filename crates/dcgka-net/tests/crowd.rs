@@ -29,7 +29,7 @@ async fn a_hub_with_fifteen_peers_on_one_address_gossips() {
             sync_interval: Duration::from_secs(3600),
             ack_delay: Duration::from_millis(50),
             heartbeat: Duration::from_millis(200),
-            auto_consume: true,
+            ..NodeConfig::default()
         };
         let (handle, mut events, task) =
             dcgka_net::spawn(data.device().unwrap(), data.network_key().unwrap(), config).unwrap();
