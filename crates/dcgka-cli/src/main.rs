@@ -65,7 +65,12 @@ enum Command {
     /// same line commands as `dcgka chat` on stdin; the end of stdin does not stop it:
     /// /quit, SIGINT or SIGTERM do, after which it shuts the node down and exits 0.
     ///
+    /// With --mailbox it runs a mailbox for other devices instead (no device, no group
+    /// key): devices that have it as --peer keep their groups' mail and prekeys there.
+    ///
     /// Example: dcgka node --data-dir alice --listen /ip4/127.0.0.1/tcp/4001 --json
+    ///          dcgka node --mailbox --data-dir mbox --listen /ip4/127.0.0.1/tcp/4000
+    #[command(verbatim_doc_comment)]
     Node(net::NodeArgs),
     /// Run a device as a network node with a line-based chat on stdin and stdout.
     ///
