@@ -309,7 +309,7 @@ impl Cluster {
             let before = tcp_bytes().written;
             tokio::time::sleep(QUIET_WINDOW).await;
             while self.events.try_recv().is_ok() {}
-            if tcp_bytes().written - before < quiet || Instant::now() >= until {
+            if tcp_bytes().written.saturating_sub(before) < quiet || Instant::now() >= until {
                 return;
             }
         }
@@ -355,7 +355,7 @@ impl Cluster {
             self.settle().await;
             progress(n, "update", u + 1, k);
         }
-        let wire = tcp_bytes().written - bytes;
+        let wire = tcp_bytes().written.saturating_sub(bytes);
         let total: Duration = latencies.iter().sum();
         Ok(row(n, "update", &mut latencies, k as f64 / total.as_secs_f64().max(1e-9), wire, k))
     }
@@ -368,7 +368,7 @@ impl Cluster {
         let (mut latencies, _) = self.stream(gid, "latency", k, window).await?;
         let (_, elapsed) = self.stream(gid, "throughput", k, 0).await?;
         self.settle().await;
-        let wire = tcp_bytes().written - bytes;
+        let wire = tcp_bytes().written.saturating_sub(bytes);
         Ok(row(n, "message", &mut latencies, k as f64 / elapsed.as_secs_f64().max(1e-9), wire, 2 * k))
     }
 
