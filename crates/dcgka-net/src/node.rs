@@ -376,7 +376,7 @@ struct Node {
     rng: ChaCha20Rng,
     config: NodeConfig,
     /// The last inbox event handed to the application.
-    delivered: u64,
+    delivered: Option<u64>,
     events: mpsc::UnboundedSender<NodeEvent>,
     /// Bundles fetched from peers, used by the next device call that needs them.
     prekeys: InMemoryPrekeyDirectory,
@@ -434,7 +434,7 @@ pub fn spawn(
         device,
         rng,
         config,
-        delivered: 0,
+        delivered: None,
         events: ev_tx,
         prekeys: InMemoryPrekeyDirectory::new(),
         attestation,
@@ -661,7 +661,7 @@ impl Node {
         let mut ids = Vec::with_capacity(events.len());
         for ev in events {
             let (id, gid) = (ev.id, ev.gid);
-            self.delivered = id;
+            self.delivered = Some(id);
             ids.push(id);
             match ev.event {
                 Event::Message { sender, plaintext, .. } => {

@@ -207,14 +207,16 @@ impl Store {
 
     /// Every event not yet marked consumed, in the order the device committed them.
     pub fn inbox(&self) -> Result<Vec<InboxEvent>, StoreError> {
-        self.inbox_after(0)
+        self.inbox_after(None)
     }
 
-    /// The events waiting in the inbox whose number is above `after`, in order: what
-    /// arrived since the application last looked (without decrypting the rest again).
-    pub fn inbox_after(&self, after: u64) -> Result<Vec<InboxEvent>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT id, sealed FROM inbox WHERE id > ?1 ORDER BY id")?;
-        let mut rows = stmt.query([i64_of(after)])?;
+    /// The events waiting in the inbox whose number is above `after` (all of them with
+    /// `None`: numbers start at 0), in order: what arrived since the application last
+    /// looked, without decrypting the rest again.
+    pub fn inbox_after(&self, after: Option<u64>) -> Result<Vec<InboxEvent>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, sealed FROM inbox WHERE id >= ?1 ORDER BY id")?;
+        let first = after.map_or(0, |a| a.saturating_add(1));
+        let mut rows = stmt.query([i64_of(first)])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             let id = u64_of(row.get(0)?);
