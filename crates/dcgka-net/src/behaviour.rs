@@ -64,6 +64,12 @@ pub(crate) fn build_swarm(key: Keypair, agent: String, heartbeat: Duration) -> R
         .validate_messages()
         .message_id_fn(content_id)
         .heartbeat_interval(heartbeat)
+        // Every heartbeat, announce the recent message IDs (IHAVE) to every subscribed peer
+        // outside the mesh, not to a random quarter of them: a peer the mesh left out then
+        // hears of each message for certain, not with a probability (a test with one hub
+        // and fifteen leaves lost a message to one leaf in about one run in five with the
+        // default). The cost is one small control frame per such peer per heartbeat.
+        .gossip_factor(1.0)
         .build()
         .map_err(|e| NetError::Engine(e.to_string()))?;
     let filter = MaxCountSubscriptionFilter {
