@@ -1164,9 +1164,10 @@ impl Node {
                         }
                         Some(Outcome::Accepted(_) | Outcome::Joined(_)) => MessageAcceptance::Accept,
                         // Held already (by sync, or sent here): not forwarded, since this
-                        // node cannot tell a forged copy of a processed sequence number
-                        // from the genuine one without verifying it again; the peers
-                        // that lack it get it by sync.
+                        // node cannot tell a forged copy of an old sequence number (whose
+                        // hash the group forgot) from the genuine one without verifying it
+                        // again; the peers that lack it get it by sync. A forged copy of a
+                        // recent one is `Dropped(BadSignature)` above.
                         _ => MessageAcceptance::Ignore,
                     };
                     let gaps = self.device.groups().any(|(_, g)| g.pending() > 0);

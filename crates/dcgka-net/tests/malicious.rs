@@ -180,11 +180,24 @@ async fn garbage_forged_oversized_and_replayed_frames_are_rejected_and_the_sende
     attacker_until(&mut notes, "the attacker saw it", || !seen.lock().unwrap().is_empty()).await;
     let genuine = seen.lock().unwrap().last().cloned().unwrap();
 
+    // A forged second version of an envelope the nodes have processed: its last body byte
+    // (before the 64-byte signature) changed, so its hash differs from the one they
+    // retained for that sequence number and its signature fails. It is a forgery, not a
+    // duplicate: the two nodes that received it strike the attacker for it. (Its sender
+    // makes nothing of it: an envelope under its own tag that its own key does not
+    // verify is an echo.)
+    let mut second = genuine.clone();
+    let at = second.len() - 65;
+    second[at] ^= 1;
+    attack.send(Order::Publish(second)).unwrap();
+    c.until("two nodes struck the attacker for the forged second version", |c| {
+        c.nodes.iter().filter(|n| n.seen.strikes.iter().any(|w| w == "envelope dropped: BadSignature")).count() == 2
+    })
+    .await;
+
     // Forged: genuine envelopes of known members moved to the next sequence number of
     // their sender (byte 2 is the sequence number's varint: `version ‖ kind ‖ seq ‖
-    // sender tag`), so that the nodes verify them at once, and their signatures fail. (A
-    // copy of an envelope already processed is a duplicate whatever its signature: the
-    // nodes drop it without checking it again.)
+    // sender tag`), so that the nodes verify them at once, and their signatures fail.
     let forged: Vec<Vec<u8>> = {
         let seen = seen.lock().unwrap();
         let mut last: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();

@@ -926,7 +926,8 @@ fn garbage_and_truncations_never_panic() {
 /// operation in flight is reported as `Equivocation` only when it is authentic (signed with
 /// the key that was current for that
 /// sequence number: A's real key, recovered through a recording CSPRNG); an unauthenticated
-/// variant is a plain `Dropped(Duplicate)` and frames nobody. Neither changes the state.
+/// variant is dropped as a forgery (`Dropped(BadSignature)`) and frames nobody. Neither
+/// changes the state.
 #[test]
 fn equivocation_is_reported_only_for_authentic_conflicts() {
     let (mut sim, k1) = created_recorded(3, &[B, C], 56, 5601);
@@ -943,7 +944,8 @@ fn equivocation_is_reported_only_for_authentic_conflicts() {
     let before = observe(group(&sim, B));
     let unsigned = other.to_bytes();
     let r = recv(&mut sim, B, &unsigned);
-    assert_eq!(outcome(&r), Ok(Received::Duplicate), "a forged conflict is a duplicate");
+    assert_eq!(outcome(&r), Ok(Received::Dropped(DropReason::BadSignature)), "a forged conflict is a forgery");
+    assert!(r.as_ref().unwrap().events.is_empty(), "a forgery frames nobody");
     let authentic = resign(&other, &gid, &a_mid, &k1);
     let out = recv(&mut sim, B, &authentic).unwrap();
     let evidence = EquivocationEvidence::Processed { processed: genuine.short_hash(), other: authentic.clone() };

@@ -702,12 +702,21 @@ impl Ordering {
                 }
                 if last <= self.hwm(&id) {
                     // A different envelope under an already used sequence number, authentic
-                    // under the key that was current then, is equivocation (§7.6).
+                    // under the key that was current then, is equivocation (§7.6); one that
+                    // does not verify is a forgery (it frames nobody, and the peer that
+                    // passed it on can be told from one that replays a genuine copy).
                     if let Some((hash, key)) = self.processed_version(&id, last)
                         && hash != env.short_hash()
-                        && env.verify(&gid, &id, &key).is_ok()
                     {
-                        return Ok(Arrival::Equivocation { sender: id, seq: SeqNo(last), processed: hash, other: Box::new(env) });
+                        if env.verify(&gid, &id, &key).is_ok() {
+                            return Ok(Arrival::Equivocation {
+                                sender: id,
+                                seq: SeqNo(last),
+                                processed: hash,
+                                other: Box::new(env),
+                            });
+                        }
+                        return Ok(Arrival::Dropped(DropReason::BadSignature));
                     }
                     return Ok(Arrival::Dropped(DropReason::Duplicate));
                 }
